@@ -1,0 +1,12 @@
+//! Compiles the `.proto` files with prost. `protoc` comes from the `protoc-bin-vendored`
+//! crate, never from the machine, so a fresh checkout builds with `cargo` alone.
+
+fn main() {
+    let protoc = protoc_bin_vendored::protoc_bin_path().expect("vendored protoc is available");
+    // prost-build looks for protoc through this variable.
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=proto/raftpb.proto");
+    prost_build::Config::new()
+        .compile_protos(&["proto/raftpb.proto"], &["proto"])
+        .expect("raftpb.proto compiles");
+}

@@ -1,0 +1,73 @@
+//! Tessera's wire and state types, generated from `proto/*.proto` by prost.
+//!
+//! `raftpb` holds what the consensus core exchanges and persists: entries, messages, hard
+//! state, configurations and snapshots. Small helpers that every crate needs live here too.
+//!
+//! ```
+//! use tessera_proto::raftpb::{Entry, EntryType};
+//! let entry = Entry { term: 2, index: 7, data: b"x".to_vec(), ..Default::default() };
+//! assert_eq!(entry.entry_type(), EntryType::EntryNormal);
+//! ```
+
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod raftpb {
+    include!(concat!(env!("OUT_DIR"), "/raftpb.rs"));
+}
+
+use raftpb::{ConfState, HardState, MessageType};
+
+impl HardState {
+    /// Whether this is the all-zero state of a node that has never voted, committed or seen a term.
+    pub fn is_empty(&self) -> bool {
+        *self == HardState::default()
+    }
+}
+
+impl ConfState {
+    /// Whether the configuration is joint (has an outgoing half).
+    pub fn is_joint(&self) -> bool {
+        !self.voters_outgoing.is_empty()
+    }
+}
+
+impl MessageType {
+    /// Messages a node generates for itself; they never cross the network.
+    pub fn is_local(self) -> bool {
+        matches!(
+            self,
+            MessageType::MsgHup
+                | MessageType::MsgBeat
+                | MessageType::MsgUnreachable
+                | MessageType::MsgSnapStatus
+                | MessageType::MsgCheckQuorum
+                | MessageType::MsgStorageAppend
+                | MessageType::MsgStorageAppendResponse
+                | MessageType::MsgStorageApply
+                | MessageType::MsgStorageApplyResponse
+        )
+    }
+
+    /// Responses to another message (as opposed to requests).
+    pub fn is_response(self) -> bool {
+        matches!(
+            self,
+            MessageType::MsgAppendResponse
+                | MessageType::MsgRequestVoteResponse
+                | MessageType::MsgHeartbeatResponse
+                | MessageType::MsgUnreachable
+                | MessageType::MsgReadIndexResponse
+                | MessageType::MsgRequestPreVoteResponse
+                | MessageType::MsgStorageAppendResponse
+                | MessageType::MsgStorageApplyResponse
+        )
+    }
+
+    /// The response kind that answers a vote or pre-vote request.
+    pub fn vote_response(self) -> MessageType {
+        match self {
+            MessageType::MsgRequestVote => MessageType::MsgRequestVoteResponse,
+            MessageType::MsgRequestPreVote => MessageType::MsgRequestPreVoteResponse,
+            other => panic!("invariant: vote_response asked for non-vote message {other:?}"),
+        }
+    }
+}

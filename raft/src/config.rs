@@ -1,0 +1,118 @@
+use crate::errors::{Error, Result};
+use crate::NONE;
+
+/// How one Raft node behaves. Every field says why it exists; `validate` refuses
+/// combinations that cannot work.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's id. Zero is reserved for "nobody".
+    pub id: u64,
+
+    /// A follower that hears nothing from a leader for this many ticks (randomized to
+    /// `[election_ticks, 2 * election_ticks)`, so candidates rarely collide) starts an
+    /// election. Must exceed `heartbeat_ticks`; ten times is customary.
+    pub election_ticks: usize,
+
+    /// A leader sends heartbeats every this many ticks, so followers know it is alive.
+    pub heartbeat_ticks: usize,
+
+    /// Seeds the node's own generator for randomized election timeouts. The core uses no
+    /// global randomness, so a run replays exactly from its seeds.
+    pub random_seed: u64,
+
+    /// The highest index the application has applied, when restarting. Entries up to it are
+    /// not handed out again. Zero on a fresh start.
+    pub applied: u64,
+
+    /// The most entry bytes one append message carries (at least one entry is always sent).
+    /// Bounds the memory and the latency of one message; zero means one entry per message.
+    pub msg_bytes_max: u64,
+
+    /// The most committed-entry bytes one Ready hands to the application (at least one
+    /// entry), so a follower catching up applies in bounded steps.
+    pub committed_bytes_per_ready_max: u64,
+
+    /// How many append messages may be in flight to one follower in Replicate state. Bounds
+    /// the memory a slow follower costs the leader and the transport.
+    pub inflight_msgs_max: usize,
+
+    /// How many payload bytes may be in flight to one follower; zero means no byte limit.
+    /// Complements `inflight_msgs_max` when entries vary in size.
+    pub inflight_bytes_max: u64,
+
+    /// The most payload bytes the leader keeps uncommitted. Beyond it proposals are refused
+    /// (`ProposalDropReason::UncommittedSizeExceeded`) so that a leader cut off from its
+    /// quorum cannot grow its log without bound. The empty entry of a new leader is always
+    /// accepted, and so is one proposal when nothing is uncommitted.
+    pub uncommitted_bytes_max: u64,
+
+    /// A leader that has not heard from a quorum for an election timeout steps down, and a
+    /// follower that heard from a leader within the election timeout ignores vote requests
+    /// (the vote lease). Protects a healthy group from a partitioned node with a high term.
+    pub check_quorum: bool,
+
+    /// Run a pre-election before a real one: a node only raises its term once a quorum
+    /// says it could win. A node rejoining after a partition then cannot disrupt the group.
+    pub pre_vote: bool,
+
+    /// Followers refuse proposals instead of forwarding them to the leader. Useful when the
+    /// application routes proposals to the leader itself and wants a quick error otherwise.
+    pub disable_proposal_forwarding: bool,
+
+    /// Persistence is expressed as messages to a local append thread and a local apply
+    /// thread (`LOCAL_APPEND_THREAD`, `LOCAL_APPLY_THREAD`) instead of `Ready` fields, so
+    /// the application can write in the background while the node keeps working. Messages
+    /// that promise durability travel inside the append message and leave only after it.
+    pub async_storage_writes: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: NONE,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            random_seed: 0,
+            applied: 0,
+            msg_bytes_max: 1024 * 1024,
+            committed_bytes_per_ready_max: 16 * 1024 * 1024,
+            inflight_msgs_max: 256,
+            inflight_bytes_max: 0,
+            uncommitted_bytes_max: 64 * 1024 * 1024,
+            check_quorum: false,
+            pre_vote: false,
+            disable_proposal_forwarding: false,
+            async_storage_writes: false,
+        }
+    }
+}
+
+impl Config {
+    /// A default configuration for node `id`, seeded with the id.
+    pub fn new(id: u64) -> Self {
+        Config { id, random_seed: id, ..Config::default() }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |why: &str| Err(Error::ConfigInvalid(why.to_string()));
+        if self.id == NONE {
+            return invalid("id must not be zero");
+        }
+        if self.heartbeat_ticks == 0 {
+            return invalid("heartbeat_ticks must be positive");
+        }
+        if self.election_ticks <= self.heartbeat_ticks {
+            return invalid("election_ticks must be greater than heartbeat_ticks");
+        }
+        if self.inflight_msgs_max == 0 {
+            return invalid("inflight_msgs_max must be positive");
+        }
+        if self.inflight_bytes_max != 0 && self.inflight_bytes_max < self.msg_bytes_max {
+            return invalid("inflight_bytes_max must be zero or at least msg_bytes_max");
+        }
+        if self.uncommitted_bytes_max == 0 {
+            return invalid("uncommitted_bytes_max must be positive");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! The tail of the log that is not yet durable: entries (and possibly a snapshot) the node
+//! accepted and the application has not confirmed persisting.
+
+use tessera_proto::raftpb::{Entry, Snapshot};
+
+#[derive(Clone, Debug, Default)]
+pub struct Unstable {
+    /// A snapshot received from the leader, not yet persisted.
+    pub snapshot: Option<Snapshot>,
+    /// Entries from `offset` on, not yet persisted.
+    pub entries: Vec<Entry>,
+    pub offset: u64,
+    /// Whether the snapshot was handed to the application for persisting.
+    pub snapshot_in_progress: bool,
+    /// Entries below this index were handed to the application for persisting; the ones
+    /// from it on have not been handed out yet.
+    pub offset_in_progress: u64,
+}
+
+impl Unstable {
+    pub fn new(offset: u64) -> Self {
+        Unstable { offset, offset_in_progress: offset, ..Default::default() }
+    }
+
+    fn snapshot_index(&self) -> Option<u64> {
+        self.snapshot.as_ref().map(|s| s.metadata.as_ref().map_or(0, |m| m.index))
+    }
+
+    /// The first index, if a snapshot is pending (it replaces the whole log).
+    pub fn maybe_first_index(&self) -> Option<u64> {
+        self.snapshot_index().map(|i| i + 1)
+    }
+
+    pub fn maybe_last_index(&self) -> Option<u64> {
+        match self.entries.last() {
+            Some(e) => Some(e.index),
+            None => self.snapshot_index(),
+        }
+    }
+
+    pub fn maybe_term(&self, index: u64) -> Option<u64> {
+        if index < self.offset {
+            let meta = self.snapshot.as_ref()?.metadata.as_ref()?;
+            return (meta.index == index).then_some(meta.term);
+        }
+        let last = self.maybe_last_index()?;
+        if index > last {
+            return None;
+        }
+        Some(self.entries[(index - self.offset) as usize].term)
+    }
+
+    /// Entries not yet handed out for persisting.
+    pub fn next_entries(&self) -> &[Entry] {
+        let start = (self.offset_in_progress - self.offset) as usize;
+        &self.entries[start.min(self.entries.len())..]
+    }
+
+    /// The snapshot, if not yet handed out for persisting.
+    pub fn next_snapshot(&self) -> Option<&Snapshot> {
+        if self.snapshot_in_progress {
+            return None;
+        }
+        self.snapshot.as_ref()
+    }
+
+    /// Marks everything currently unstable as handed out for persisting.
+    pub fn accept_in_progress(&mut self) {
+        if let Some(last) = self.entries.last() {
+            self.offset_in_progress = last.index + 1;
+        }
+        if self.snapshot.is_some() {
+            self.snapshot_in_progress = true;
+        }
+    }
+
+    /// The application persisted entries up to `index`, the last of which had term `term`.
+    /// If that entry has since been replaced by one of another term (a newer leader
+    /// overwrote the tail while the write was under way), the confirmation speaks of
+    /// entries that no longer exist and is ignored: the newer entries will be confirmed by
+    /// their own write.
+    pub fn stable_to(&mut self, index: u64, term: u64) {
+        let Some(current) = self.maybe_term(index) else { return };
+        if index < self.offset {
+            // The entry is the pending snapshot's last one; the snapshot confirms itself.
+            return;
+        }
+        if current != term {
+            return;
+        }
+        let drop_count = (index + 1 - self.offset) as usize;
+        self.entries.drain(..drop_count);
+        self.offset = index + 1;
+        self.offset_in_progress = self.offset_in_progress.max(self.offset);
+        if self.entries.is_empty() {
+            // Release the buffer: a long-lived idle group should not keep its peak.
+            self.entries = Vec::new();
+        }
+    }
+
+    pub fn stable_snapshot_to(&mut self, index: u64) {
+        if self.snapshot_index() == Some(index) {
+            self.snapshot = None;
+            self.snapshot_in_progress = false;
+        }
+    }
+
+    pub fn restore(&mut self, snapshot: Snapshot) {
+        let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
+        self.offset = index + 1;
+        self.offset_in_progress = self.offset;
+        self.entries.clear();
+        self.snapshot = Some(snapshot);
+        self.snapshot_in_progress = false;
+    }
+
+    /// Appends entries, first dropping any unstable entries at or after the first new index.
+    pub fn truncate_and_append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        let from = first.index;
+        if from == self.offset + self.entries.len() as u64 {
+            // The common case: a direct continuation.
+        } else if from <= self.offset {
+            // The new entries replace everything unstable (and maybe some stable entries,
+            // which the application overwrites when it persists these).
+            self.offset = from;
+            self.offset_in_progress = from;
+            self.entries.clear();
+        } else {
+            self.entries.truncate((from - self.offset) as usize);
+            self.offset_in_progress = self.offset_in_progress.min(from);
+        }
+        self.entries.extend_from_slice(entries);
+    }
+
+    /// Entries `[low, high)`, which must lie within the unstable entries.
+    pub fn slice(&self, low: u64, high: u64) -> &[Entry] {
+        assert!(
+            self.offset <= low && low <= high && high <= self.offset + self.entries.len() as u64,
+            "invariant: unstable slice [{low}, {high}) out of [{}, {})",
+            self.offset,
+            self.offset + self.entries.len() as u64
+        );
+        &self.entries[(low - self.offset) as usize..(high - self.offset) as usize]
+    }
+}

@@ -1,0 +1,1029 @@
+//! The consensus state machine of one node: roles, elections, replication and snapshots.
+//!
+//! `Raft` never sends or persists anything itself. Messages it wants sent pile up in two
+//! queues: `msgs` may leave at once, `msgs_after_append` only once everything the node has
+//! accepted so far is durable (votes and append acknowledgements promise durability).
+//! `RawNode` turns both, plus the log's unstable tail, into a `Ready`.
+
+use tessera_proto::raftpb::{Entry, HardState, Message, MessageType, Snapshot};
+
+use crate::config::Config;
+use crate::errors::{Error, ProposalDropReason, Result, StorageError};
+use crate::quorum::VoteResult;
+use crate::raft_log::RaftLog;
+use crate::rng::SeededRng;
+use crate::storage::Storage;
+use crate::tracker::{ProgressState, ProgressTracker};
+use crate::util::payload_bytes;
+use crate::{LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD, NONE};
+
+/// The context of a vote request in an election started by a leadership transfer. Such a
+/// request overrides the vote lease of check-quorum: the old leader asked for it.
+pub const CAMPAIGN_TRANSFER: &[u8] = b"CampaignTransfer";
+
+/// The role a node plays in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StateRole {
+    #[default]
+    Follower,
+    /// Running a pre-election: asking whether it could win before raising its term.
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// The volatile state worth reporting: who leads, and our role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SoftState {
+    pub leader_id: u64,
+    pub role: StateRole,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CampaignKind {
+    PreElection,
+    Election,
+    Transfer,
+}
+
+/// The outcome of sending a snapshot, reported by the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotStatus {
+    Finish,
+    Failure,
+}
+
+pub struct Raft<S: Storage> {
+    pub(crate) id: u64,
+    pub(crate) term: u64,
+    pub(crate) vote: u64,
+    pub(crate) raft_log: RaftLog<S>,
+    pub(crate) trk: ProgressTracker,
+    pub(crate) role: StateRole,
+    /// Whether this node is a learner in the current configuration.
+    pub(crate) is_learner: bool,
+    pub(crate) leader_id: u64,
+    /// The target of a leadership transfer under way, or NONE.
+    pub(crate) lead_transferee: u64,
+    /// The index of the latest membership change in the log, which must be applied before
+    /// another is proposed.
+    pub(crate) pending_conf_index: u64,
+    /// Payload bytes appended by this leader and not yet handed out for applying.
+    pub(crate) uncommitted_bytes: u64,
+
+    pub(crate) msgs: Vec<Message>,
+    pub(crate) msgs_after_append: Vec<Message>,
+
+    /// Ticks since the last election timeout reset (followers and candidates), or since
+    /// the last check-quorum round (leaders).
+    pub(crate) election_elapsed: usize,
+    pub(crate) heartbeat_elapsed: usize,
+    pub(crate) randomized_election_ticks: usize,
+    rng: SeededRng,
+
+    pub(crate) election_ticks: usize,
+    pub(crate) heartbeat_ticks: usize,
+    pub(crate) check_quorum: bool,
+    pub(crate) pre_vote: bool,
+    disable_proposal_forwarding: bool,
+    pub(crate) async_storage_writes: bool,
+    msg_bytes_max: u64,
+    uncommitted_bytes_max: u64,
+}
+
+impl<S: Storage> std::fmt::Debug for Raft<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.id)
+            .field("term", &self.term)
+            .field("vote", &self.vote)
+            .field("role", &self.role)
+            .field("leader_id", &self.leader_id)
+            .field("committed", &self.raft_log.committed)
+            .field("applied", &self.raft_log.applied)
+            .field("last_index", &self.raft_log.last_index())
+            .finish()
+    }
+}
+
+impl<S: Storage> Raft<S> {
+    pub fn new(config: &Config, storage: S) -> Result<Self> {
+        config.validate()?;
+        let initial = storage.initial_state()?;
+        let raft_log = RaftLog::new(storage, config.committed_bytes_per_ready_max)?;
+        let mut raft = Raft {
+            id: config.id,
+            term: 0,
+            vote: NONE,
+            raft_log,
+            trk: ProgressTracker::new(config.inflight_msgs_max, config.inflight_bytes_max),
+            role: StateRole::Follower,
+            is_learner: false,
+            leader_id: NONE,
+            lead_transferee: NONE,
+            pending_conf_index: 0,
+            uncommitted_bytes: 0,
+            msgs: Vec::new(),
+            msgs_after_append: Vec::new(),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_ticks: config.election_ticks,
+            rng: SeededRng::new(config.random_seed),
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
+            check_quorum: config.check_quorum,
+            pre_vote: config.pre_vote,
+            disable_proposal_forwarding: config.disable_proposal_forwarding,
+            async_storage_writes: config.async_storage_writes,
+            msg_bytes_max: config.msg_bytes_max,
+            uncommitted_bytes_max: config.uncommitted_bytes_max,
+        };
+        let next_idx = raft.raft_log.last_index() + 1;
+        raft.trk.restore(&initial.conf_state, next_idx);
+        raft.is_learner = raft.trk.progress.get(&raft.id).is_some_and(|pr| pr.is_learner);
+        if !initial.hard_state.is_empty() {
+            raft.load_hard_state(&initial.hard_state);
+        }
+        if config.applied > 0 {
+            raft.raft_log.applied_to(config.applied.min(raft.raft_log.committed));
+        }
+        raft.become_follower(raft.term, NONE);
+        Ok(raft)
+    }
+
+    fn load_hard_state(&mut self, hs: &HardState) {
+        let (committed, last) = (self.raft_log.committed, self.raft_log.last_index());
+        assert!(
+            hs.commit >= committed && hs.commit <= last,
+            "invariant: stored commit {} outside [{committed}, {last}]",
+            hs.commit
+        );
+        self.raft_log.committed = hs.commit;
+        self.term = hs.term;
+        self.vote = hs.vote;
+    }
+
+    // ---- accessors -------------------------------------------------------------------
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub fn vote(&self) -> u64 {
+        self.vote
+    }
+
+    pub fn role(&self) -> StateRole {
+        self.role
+    }
+
+    pub fn leader_id(&self) -> u64 {
+        self.leader_id
+    }
+
+    pub fn raft_log(&self) -> &RaftLog<S> {
+        &self.raft_log
+    }
+
+    pub fn tracker(&self) -> &ProgressTracker {
+        &self.trk
+    }
+
+    pub fn uncommitted_bytes(&self) -> u64 {
+        self.uncommitted_bytes
+    }
+
+    pub fn soft_state(&self) -> SoftState {
+        SoftState { leader_id: self.leader_id, role: self.role }
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, vote: self.vote, commit: self.raft_log.committed }
+    }
+
+    /// Whether this node may become leader: it is a voter, and not waiting for a snapshot.
+    pub fn promotable(&self) -> bool {
+        self.trk.progress.get(&self.id).is_some_and(|pr| !pr.is_learner)
+            && self.raft_log.unstable.snapshot.is_none()
+    }
+
+    // ---- sending ---------------------------------------------------------------------
+
+    pub(crate) fn send(&mut self, mut m: Message) {
+        if m.from == NONE {
+            m.from = self.id;
+        }
+        let msg_type = m.msg_type();
+        match msg_type {
+            MessageType::MsgRequestVote
+            | MessageType::MsgRequestVoteResponse
+            | MessageType::MsgRequestPreVote
+            | MessageType::MsgRequestPreVoteResponse => {
+                // Vote messages carry an explicit term: a pre-vote request the next term,
+                // a response the term of the request it answers.
+                assert!(m.term != 0, "invariant: {msg_type:?} must carry a term");
+            }
+            MessageType::MsgPropose | MessageType::MsgReadIndex => {
+                // Forwarded requests are term-less: the leader accepts them whatever
+                // term the forwarder is in.
+                assert!(m.term == 0, "invariant: forwarded {msg_type:?} carries no term");
+            }
+            _ => {
+                assert!(m.term == 0, "invariant: {msg_type:?} gets its term from the sender");
+                m.term = self.term;
+            }
+        }
+        if matches!(
+            msg_type,
+            MessageType::MsgAppendResponse
+                | MessageType::MsgRequestVoteResponse
+                | MessageType::MsgRequestPreVoteResponse
+        ) {
+            // These promise that what they acknowledge (entries, a vote) is durable, so
+            // they wait until the unstable state accepted so far has been persisted.
+            self.msgs_after_append.push(m);
+        } else {
+            assert!(m.to != self.id, "invariant: {msg_type:?} is not sent to oneself");
+            self.msgs.push(m);
+        }
+    }
+
+    /// Sends an append (or a snapshot, if the follower needs compacted entries) to `to`.
+    pub(crate) fn send_append(&mut self, to: u64) {
+        self.maybe_send_append(to, true);
+    }
+
+    /// Sends an append to `to` unless flow control pauses it, or unless there is nothing to
+    /// send and `send_if_empty` is false. Returns whether a message was sent.
+    pub(crate) fn maybe_send_append(&mut self, to: u64, send_if_empty: bool) -> bool {
+        let Some(pr) = self.trk.progress.get(&to) else { return false };
+        if pr.is_paused() {
+            return false;
+        }
+        let prev_index = pr.next_idx - 1;
+        let prev_term = self.raft_log.term(prev_index);
+        let entries = self.raft_log.entries(pr.next_idx, Some(self.msg_bytes_max));
+        let (prev_term, entries) = match (prev_term, entries) {
+            (Ok(t), Ok(e)) => (t, e),
+            (Err(StorageError::Compacted), _) | (_, Err(StorageError::Compacted)) => {
+                return self.maybe_send_snapshot(to);
+            }
+            (Err(e), _) | (_, Err(e)) => panic!("invariant: leader log readable for {to}: {e}"),
+        };
+        if entries.is_empty() && !send_if_empty {
+            return false;
+        }
+        let bytes = payload_bytes(&entries);
+        let count = entries.len();
+        let m = Message {
+            msg_type: MessageType::MsgAppend as i32,
+            to,
+            index: prev_index,
+            log_term: prev_term,
+            entries,
+            commit: self.raft_log.committed,
+            ..Default::default()
+        };
+        self.trk.progress.get_mut(&to).expect("checked above").on_entries_sent(count, bytes);
+        self.send(m);
+        true
+    }
+
+    fn maybe_send_snapshot(&mut self, to: u64) -> bool {
+        let pr = &self.trk.progress[&to];
+        if !pr.recent_active {
+            // A snapshot is expensive; do not spend it on a peer that may be down.
+            return false;
+        }
+        let snapshot = match self.raft_log.snapshot(pr.next_idx, to) {
+            Ok(s) => s,
+            Err(StorageError::SnapshotTemporarilyUnavailable) => return false,
+            Err(e) => panic!("invariant: a snapshot for {to} can be produced: {e}"),
+        };
+        let index = snapshot.metadata.as_ref().map_or(0, |m| m.index);
+        assert!(index != 0, "invariant: a snapshot sent to {to} is not empty");
+        self.trk.progress.get_mut(&to).expect("checked above").become_snapshot(index);
+        self.send(Message {
+            msg_type: MessageType::MsgSnapshot as i32,
+            to,
+            snapshot: Some(snapshot),
+            ..Default::default()
+        });
+        true
+    }
+
+    fn send_heartbeat(&mut self, to: u64, context: Vec<u8>) {
+        // Never tell a follower to commit beyond what it is known to have: it might not
+        // have those entries, and committing them would be unsafe.
+        let commit = self.trk.progress[&to].matched.min(self.raft_log.committed);
+        self.send(Message {
+            msg_type: MessageType::MsgHeartbeat as i32,
+            to,
+            commit,
+            context,
+            ..Default::default()
+        });
+    }
+
+    fn peer_ids_but_self(&self) -> Vec<u64> {
+        self.trk.progress.keys().copied().filter(|id| *id != self.id).collect()
+    }
+
+    pub(crate) fn bcast_append(&mut self) {
+        for id in self.peer_ids_but_self() {
+            self.send_append(id);
+        }
+    }
+
+    pub(crate) fn bcast_heartbeat(&mut self) {
+        for id in self.peer_ids_but_self() {
+            self.send_heartbeat(id, Vec::new());
+        }
+    }
+
+    // ---- role changes ----------------------------------------------------------------
+
+    fn reset(&mut self, term: u64) {
+        if self.term != term {
+            self.term = term;
+            self.vote = NONE;
+        }
+        self.leader_id = NONE;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_randomized_election_timeout();
+        self.lead_transferee = NONE;
+        self.trk.reset_votes();
+        let next_idx = self.raft_log.last_index() + 1;
+        let persisted = self.raft_log.persisted_index();
+        let id = self.id;
+        let (count_max, bytes_max) = (self.trk.inflights_count_max, self.trk.inflights_bytes_max);
+        for (peer, pr) in self.trk.progress.iter_mut() {
+            let is_learner = pr.is_learner;
+            *pr = crate::tracker::Progress::new(next_idx, count_max, bytes_max);
+            pr.is_learner = is_learner;
+            if *peer == id {
+                // Only what is durable counts toward our own match; entries still being
+                // written are acknowledged by the self-response once they are.
+                pr.matched = persisted;
+            }
+        }
+        self.pending_conf_index = 0;
+        self.uncommitted_bytes = 0;
+    }
+
+    fn reset_randomized_election_timeout(&mut self) {
+        self.randomized_election_ticks =
+            self.election_ticks + self.rng.below(self.election_ticks as u64) as usize;
+    }
+
+    pub(crate) fn become_follower(&mut self, term: u64, leader_id: u64) {
+        self.reset(term);
+        self.leader_id = leader_id;
+        self.role = StateRole::Follower;
+    }
+
+    pub(crate) fn become_candidate(&mut self) {
+        assert!(self.role != StateRole::Leader, "invariant: a leader does not become candidate");
+        self.reset(self.term + 1);
+        self.vote = self.id;
+        self.role = StateRole::Candidate;
+    }
+
+    pub(crate) fn become_pre_candidate(&mut self) {
+        assert!(self.role != StateRole::Leader, "invariant: a leader does not become pre-candidate");
+        // A pre-candidate changes neither term nor vote, but it forgets the leader: it
+        // campaigns because it lost contact, and remembering the old leader would let the
+        // vote lease of others wedge the election.
+        self.trk.reset_votes();
+        self.leader_id = NONE;
+        self.role = StateRole::PreCandidate;
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        assert!(self.role != StateRole::Follower, "invariant: a follower becomes leader only via election");
+        self.reset(self.term);
+        self.leader_id = self.id;
+        self.role = StateRole::Leader;
+        let pr = self.trk.progress.get_mut(&self.id).expect("invariant: a leader is a member");
+        // The leader trivially matches itself, and is always active.
+        pr.become_replicate();
+        pr.recent_active = true;
+        // Conservatively assume the log may hold an unapplied membership change.
+        self.pending_conf_index = self.raft_log.last_index();
+        // An empty entry of the new term lets the leader commit (it may only count
+        // replicas for entries of its own term) and so learn the commit index.
+        assert!(
+            self.append_entries(vec![Entry::default()]),
+            "invariant: the empty leader entry is never refused"
+        );
+    }
+
+    // ---- ticks -----------------------------------------------------------------------
+
+    pub fn tick(&mut self) {
+        match self.role {
+            StateRole::Leader => self.tick_heartbeat(),
+            _ => self.tick_election(),
+        }
+    }
+
+    fn tick_election(&mut self) {
+        self.election_elapsed += 1;
+        if self.promotable() && self.election_elapsed >= self.randomized_election_ticks {
+            self.election_elapsed = 0;
+            let _ = self.step(local_message(MessageType::MsgHup, self.id));
+        }
+    }
+
+    fn tick_heartbeat(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.election_ticks {
+            self.election_elapsed = 0;
+            if self.check_quorum {
+                let _ = self.step(local_message(MessageType::MsgCheckQuorum, self.id));
+            }
+        }
+        if self.role != StateRole::Leader {
+            return;
+        }
+        if self.heartbeat_elapsed >= self.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            let _ = self.step(local_message(MessageType::MsgBeat, self.id));
+        }
+    }
+
+    // ---- elections -------------------------------------------------------------------
+
+    fn hup(&mut self, kind: CampaignKind) {
+        if self.role == StateRole::Leader || !self.promotable() {
+            return;
+        }
+        if self.has_unapplied_conf_change() {
+            // The configuration we would campaign in is not final yet: a membership change
+            // is committed but not applied. Campaigning could count the wrong voters.
+            return;
+        }
+        self.campaign(kind);
+    }
+
+    fn has_unapplied_conf_change(&self) -> bool {
+        let log = &self.raft_log;
+        if log.applied >= log.committed {
+            return false;
+        }
+        let mut low = log.applied + 1;
+        let high = log.committed + 1;
+        while low < high {
+            // Page through the log so that a long unapplied tail does not load at once.
+            let entries = match log.slice(low, high, Some(self.msg_bytes_max)) {
+                Ok(entries) => entries,
+                Err(_) => return false,
+            };
+            if entries.iter().any(|e| e.entry_type() != tessera_proto::raftpb::EntryType::EntryNormal) {
+                return true;
+            }
+            low += entries.len() as u64;
+        }
+        false
+    }
+
+    fn campaign(&mut self, kind: CampaignKind) {
+        let (vote_type, term) = if kind == CampaignKind::PreElection {
+            self.become_pre_candidate();
+            // A pre-vote asks about the term we would campaign in, without moving to it.
+            (MessageType::MsgRequestPreVote, self.term + 1)
+        } else {
+            self.become_candidate();
+            (MessageType::MsgRequestVote, self.term)
+        };
+        let (last_index, last_term) = (self.raft_log.last_index(), self.raft_log.last_term());
+        let context = if kind == CampaignKind::Transfer { CAMPAIGN_TRANSFER.to_vec() } else { Vec::new() };
+        for id in self.trk.config.voters.ids() {
+            if id == self.id {
+                // Our own vote counts once it is durable: the response comes back to us
+                // through msgs_after_append.
+                self.send(Message {
+                    msg_type: vote_type.vote_response() as i32,
+                    to: id,
+                    term,
+                    ..Default::default()
+                });
+                continue;
+            }
+            self.send(Message {
+                msg_type: vote_type as i32,
+                to: id,
+                term,
+                index: last_index,
+                log_term: last_term,
+                context: context.clone(),
+                ..Default::default()
+            });
+        }
+    }
+
+    fn poll(&mut self, from: u64, granted: bool) -> VoteResult {
+        self.trk.record_vote(from, granted);
+        self.trk.tally_votes().2
+    }
+
+    // ---- stepping --------------------------------------------------------------------
+
+    /// Handles one message: a peer's, or a local one (hup, beat, propose, ...).
+    pub fn step(&mut self, m: Message) -> Result<()> {
+        let msg_type =
+            MessageType::try_from(m.msg_type).map_err(|_| Error::MessageTypeUnknown(m.msg_type))?;
+        if m.term == 0 {
+            // A local message, or a term-less forwarded proposal or read.
+        } else if m.term > self.term {
+            if matches!(msg_type, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
+                let forced = m.context == CAMPAIGN_TRANSFER;
+                let in_lease = self.check_quorum
+                    && self.leader_id != NONE
+                    && self.election_elapsed < self.election_ticks;
+                if !forced && in_lease {
+                    // We heard from a live leader within the election timeout: this vote
+                    // request comes from a node that lost contact (the vote lease). Ignore
+                    // it without raising our term.
+                    return Ok(());
+                }
+            }
+            match msg_type {
+                // A pre-vote neither raises our term nor is a sign of a newer leader.
+                MessageType::MsgRequestPreVote => {}
+                // A granted pre-vote answers with the term we would campaign in; we move to
+                // it when we actually campaign.
+                MessageType::MsgRequestPreVoteResponse if !m.reject => {}
+                MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot => {
+                    self.become_follower(m.term, m.from);
+                }
+                _ => self.become_follower(m.term, NONE),
+            }
+        } else if m.term < self.term {
+            if (self.check_quorum || self.pre_vote)
+                && matches!(msg_type, MessageType::MsgHeartbeat | MessageType::MsgAppend)
+            {
+                // A leader from an old term is talking to us. Ignoring it would leave it
+                // stuck believing it leads (with check-quorum or pre-vote it never sees a
+                // higher-term vote request from us); answering with our term deposes it.
+                self.send(Message {
+                    msg_type: MessageType::MsgAppendResponse as i32,
+                    to: m.from,
+                    ..Default::default()
+                });
+            } else if msg_type == MessageType::MsgRequestPreVote {
+                // Reject explicitly, with our higher term: a node with a long log but a
+                // lower term would otherwise keep pre-campaigning without ever learning
+                // that it must catch up, and the group could deadlock.
+                self.send(Message {
+                    msg_type: MessageType::MsgRequestPreVoteResponse as i32,
+                    to: m.from,
+                    term: self.term,
+                    reject: true,
+                    ..Default::default()
+                });
+            }
+            return Ok(());
+        }
+
+        match msg_type {
+            MessageType::MsgHup => {
+                let kind = if self.pre_vote { CampaignKind::PreElection } else { CampaignKind::Election };
+                self.hup(kind);
+            }
+            MessageType::MsgStorageAppendResponse => {
+                if m.index != 0 {
+                    self.raft_log.stable_to(m.index, m.log_term);
+                }
+                if let Some(snapshot) = &m.snapshot {
+                    let index = snapshot.metadata.as_ref().map_or(0, |md| md.index);
+                    self.on_snapshot_persisted(index);
+                }
+            }
+            MessageType::MsgStorageApplyResponse => {
+                if m.index != 0 {
+                    self.raft_log.applied_to(m.index);
+                }
+            }
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
+                self.handle_vote_request(&m, msg_type)
+            }
+            _ => match self.role {
+                StateRole::Leader => self.step_leader(m, msg_type)?,
+                StateRole::Candidate | StateRole::PreCandidate => self.step_candidate(m, msg_type)?,
+                StateRole::Follower => self.step_follower(m, msg_type)?,
+            },
+        }
+        Ok(())
+    }
+
+    fn handle_vote_request(&mut self, m: &Message, msg_type: MessageType) {
+        // We can vote for the candidate if we already did this term (a retransmission),
+        // if we have voted for nobody and know no leader this term, or if this is a
+        // pre-vote for a future term (pre-votes bind nothing).
+        let can_vote = self.vote == m.from
+            || (self.vote == NONE && self.leader_id == NONE)
+            || (msg_type == MessageType::MsgRequestPreVote && m.term > self.term);
+        if can_vote && self.raft_log.is_up_to_date(m.index, m.log_term) {
+            // The response carries the request's term, not ours: for a pre-vote ours is
+            // lower, and the pre-candidate would drop a response of an older term.
+            self.send(Message {
+                msg_type: msg_type.vote_response() as i32,
+                to: m.from,
+                term: m.term,
+                ..Default::default()
+            });
+            if msg_type == MessageType::MsgRequestVote {
+                self.election_elapsed = 0;
+                self.vote = m.from;
+            }
+        } else {
+            self.send(Message {
+                msg_type: msg_type.vote_response() as i32,
+                to: m.from,
+                term: self.term,
+                reject: true,
+                ..Default::default()
+            });
+        }
+    }
+
+    fn step_leader(&mut self, mut m: Message, msg_type: MessageType) -> Result<()> {
+        match msg_type {
+            MessageType::MsgBeat => {
+                self.bcast_heartbeat();
+                return Ok(());
+            }
+            MessageType::MsgCheckQuorum => {
+                if !self.trk.quorum_active() {
+                    self.become_follower(self.term, NONE);
+                }
+                // Everybody must prove to be alive again before the next check.
+                let id = self.id;
+                for (peer, pr) in self.trk.progress.iter_mut() {
+                    if *peer != id {
+                        pr.recent_active = false;
+                    }
+                }
+                return Ok(());
+            }
+            MessageType::MsgPropose => {
+                if m.entries.is_empty() {
+                    return Err(Error::ProposalEmpty);
+                }
+                if !self.trk.progress.contains_key(&self.id) {
+                    return Err(Error::ProposalDropped(ProposalDropReason::NotAMember));
+                }
+                if self.lead_transferee != NONE {
+                    return Err(Error::ProposalDropped(ProposalDropReason::TransferringLeader));
+                }
+                if !self.append_entries(std::mem::take(&mut m.entries)) {
+                    return Err(Error::ProposalDropped(ProposalDropReason::UncommittedSizeExceeded));
+                }
+                self.bcast_append();
+                return Ok(());
+            }
+            _ => {}
+        }
+
+        let from = m.from;
+        let Some(pr) = self.trk.progress.get_mut(&from) else { return Ok(()) };
+        match msg_type {
+            MessageType::MsgAppendResponse => {
+                pr.recent_active = true;
+                if m.reject {
+                    self.handle_append_rejection(&m);
+                } else {
+                    self.handle_append_success(from, m.index);
+                }
+            }
+            MessageType::MsgHeartbeatResponse => {
+                pr.recent_active = true;
+                // A heartbeat response proves the follower is reachable: unpause a probe
+                // that may have been lost, so a stuck follower is retried every heartbeat.
+                pr.msg_app_flow_paused = false;
+                if pr.matched < self.raft_log.last_index() || pr.state == ProgressState::Probe {
+                    self.send_append(from);
+                }
+            }
+            MessageType::MsgSnapStatus => {
+                if pr.state != ProgressState::Snapshot {
+                    return Ok(());
+                }
+                if m.reject {
+                    // The snapshot failed: forget it, probe again (which sends a fresh one).
+                    pr.pending_snapshot = 0;
+                }
+                pr.become_probe();
+                // Wait for the follower to answer (an append response or a heartbeat
+                // response) before probing, rather than flooding it.
+                pr.msg_app_flow_paused = true;
+            }
+            MessageType::MsgUnreachable => {
+                // Optimistic pipelining to an unreachable peer only loses messages.
+                if pr.state == ProgressState::Replicate {
+                    pr.become_probe();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_append_rejection(&mut self, m: &Message) {
+        // The follower says its log does not match at m.index; its hint is the last index
+        // (and that entry's term) where it might. Skip back over every entry of ours whose
+        // term is above the hinted term: they cannot match either. This repairs a lagging
+        // follower in one round trip per term rather than per entry.
+        let mut next_probe = m.reject_hint;
+        if m.log_term > 0 {
+            next_probe = self.raft_log.find_conflict_by_term(m.reject_hint, m.log_term).0;
+        }
+        let pr = self.trk.progress.get_mut(&m.from).expect("checked by caller");
+        if pr.maybe_decr_to(m.index, next_probe) {
+            if pr.state == ProgressState::Replicate {
+                pr.become_probe();
+            }
+            self.send_append(m.from);
+        }
+    }
+
+    fn handle_append_success(&mut self, from: u64, index: u64) {
+        let first_index = self.raft_log.first_index();
+        let pr = self.trk.progress.get_mut(&from).expect("checked by caller");
+        let was_paused = pr.is_paused();
+        if !(pr.maybe_update(index) || (pr.matched == index && pr.state == ProgressState::Probe)) {
+            return;
+        }
+        match pr.state {
+            ProgressState::Probe => pr.become_replicate(),
+            // The follower caught up past the snapshot (or reached a point from which the
+            // log is available): replicate from there. Waiting for the snapshot report
+            // alone could leave it stuck if the report is lost.
+            ProgressState::Snapshot if pr.matched + 1 >= first_index => {
+                pr.become_probe();
+                pr.become_replicate();
+            }
+            ProgressState::Snapshot => {}
+            ProgressState::Replicate => pr.inflights.free_le(index),
+        }
+        if self.maybe_commit() {
+            self.bcast_append();
+        } else if from != self.id && was_paused {
+            // The window opened again: the follower may be waiting for more.
+            self.send_append(from);
+        }
+        if from != self.id {
+            // Acknowledgements may have freed several slots of the window, or the peer
+            // just moved from probe to replicate: send as much as flow control allows,
+            // without empty messages.
+            while self.maybe_send_append(from, false) {}
+        }
+    }
+
+    fn step_candidate(&mut self, m: Message, msg_type: MessageType) -> Result<()> {
+        let my_vote_response = if self.role == StateRole::PreCandidate {
+            MessageType::MsgRequestPreVoteResponse
+        } else {
+            MessageType::MsgRequestVoteResponse
+        };
+        match msg_type {
+            MessageType::MsgPropose => return Err(Error::ProposalDropped(ProposalDropReason::Campaigning)),
+            MessageType::MsgAppend => {
+                self.become_follower(m.term, m.from);
+                self.handle_append_entries(m);
+            }
+            MessageType::MsgHeartbeat => {
+                self.become_follower(m.term, m.from);
+                self.handle_heartbeat(m);
+            }
+            MessageType::MsgSnapshot => {
+                self.become_follower(m.term, m.from);
+                self.handle_snapshot(m);
+            }
+            t if t == my_vote_response => match self.poll(m.from, !m.reject) {
+                VoteResult::Won => {
+                    if self.role == StateRole::PreCandidate {
+                        self.campaign(CampaignKind::Election);
+                    } else {
+                        self.become_leader();
+                        self.bcast_append();
+                    }
+                }
+                VoteResult::Lost => self.become_follower(self.term, NONE),
+                VoteResult::Pending => {}
+            },
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn step_follower(&mut self, mut m: Message, msg_type: MessageType) -> Result<()> {
+        match msg_type {
+            MessageType::MsgPropose => {
+                if self.leader_id == NONE {
+                    return Err(Error::ProposalDropped(ProposalDropReason::NoLeader));
+                }
+                if self.disable_proposal_forwarding {
+                    return Err(Error::ProposalDropped(ProposalDropReason::ForwardingDisabled));
+                }
+                m.to = self.leader_id;
+                self.send(m);
+            }
+            MessageType::MsgAppend => {
+                self.election_elapsed = 0;
+                self.leader_id = m.from;
+                self.handle_append_entries(m);
+            }
+            MessageType::MsgHeartbeat => {
+                self.election_elapsed = 0;
+                self.leader_id = m.from;
+                self.handle_heartbeat(m);
+            }
+            MessageType::MsgSnapshot => {
+                self.election_elapsed = 0;
+                self.leader_id = m.from;
+                self.handle_snapshot(m);
+            }
+            MessageType::MsgTimeoutNow => {
+                // The leader hands us leadership: campaign at once, past pre-vote and the
+                // vote lease of others.
+                self.hup(CampaignKind::Transfer);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    // ---- follower handlers -----------------------------------------------------------
+
+    fn handle_append_entries(&mut self, m: Message) {
+        if m.index < self.raft_log.committed {
+            // Everything up to our commit index matches the leader by definition; tell it
+            // where we stand so it skips ahead.
+            self.send(Message {
+                msg_type: MessageType::MsgAppendResponse as i32,
+                to: m.from,
+                index: self.raft_log.committed,
+                ..Default::default()
+            });
+            return;
+        }
+        if let Some(last_new) = self.raft_log.maybe_append(m.index, m.log_term, m.commit, &m.entries) {
+            self.send(Message {
+                msg_type: MessageType::MsgAppendResponse as i32,
+                to: m.from,
+                index: last_new,
+                ..Default::default()
+            });
+            return;
+        }
+        // Our log does not match at m.index. Hint the leader with the last entry that
+        // might match: at most our last index, and of a term no higher than the leader's
+        // entry there, so the leader can skip whole terms.
+        let hint_index = m.index.min(self.raft_log.last_index());
+        let (hint_index, hint_term) = self.raft_log.find_conflict_by_term(hint_index, m.log_term);
+        self.send(Message {
+            msg_type: MessageType::MsgAppendResponse as i32,
+            to: m.from,
+            index: m.index,
+            reject: true,
+            reject_hint: hint_index,
+            log_term: hint_term,
+            ..Default::default()
+        });
+    }
+
+    fn handle_heartbeat(&mut self, m: Message) {
+        self.raft_log.commit_to(m.commit);
+        self.send(Message {
+            msg_type: MessageType::MsgHeartbeatResponse as i32,
+            to: m.from,
+            context: m.context,
+            ..Default::default()
+        });
+    }
+
+    fn handle_snapshot(&mut self, mut m: Message) {
+        let snapshot = m.snapshot.take().unwrap_or_default();
+        let index = if self.restore(snapshot) { self.raft_log.last_index() } else { self.raft_log.committed };
+        self.send(Message {
+            msg_type: MessageType::MsgAppendResponse as i32,
+            to: m.from,
+            index,
+            ..Default::default()
+        });
+    }
+
+    /// Replaces our log and configuration with a snapshot from the leader. Returns false
+    /// when the snapshot is of no use (old, or we already have its last entry).
+    pub(crate) fn restore(&mut self, snapshot: Snapshot) -> bool {
+        let meta = snapshot.metadata.clone().unwrap_or_default();
+        if meta.index <= self.raft_log.committed {
+            return false;
+        }
+        if self.role != StateRole::Follower {
+            // Only a follower receives snapshots; anything else means a second leader in
+            // this term. Step down into a new term rather than corrupt the log.
+            self.become_follower(self.term + 1, NONE);
+            return false;
+        }
+        let cs = meta.conf_state.clone().unwrap_or_default();
+        let member = cs.voters.iter().chain(&cs.learners).chain(&cs.voters_outgoing).any(|id| *id == self.id);
+        if !member {
+            // A snapshot whose configuration lacks us comes from a leader that removed us,
+            // or is broken. Applying it would leave us without a configuration.
+            return false;
+        }
+        if self.raft_log.match_term(meta.index, meta.term) {
+            // We already have the snapshot's last entry: fast-forward the commit index
+            // instead of throwing away the log.
+            self.raft_log.commit_to(meta.index);
+            return false;
+        }
+        self.raft_log.restore(snapshot);
+        let next_idx = self.raft_log.last_index() + 1;
+        self.trk.restore(&cs, next_idx);
+        self.is_learner = self.trk.progress.get(&self.id).is_some_and(|pr| pr.is_learner);
+        true
+    }
+
+    fn on_snapshot_persisted(&mut self, index: u64) {
+        self.raft_log.stable_snapshot_to(index);
+        if index > self.raft_log.applied {
+            // The snapshot is the applied state up to its index.
+            self.raft_log.applied_to(index);
+        }
+    }
+
+    // ---- leader helpers --------------------------------------------------------------
+
+    /// Assigns terms and indexes to proposed entries and appends them. Returns false if
+    /// the uncommitted-size limit refuses them.
+    pub(crate) fn append_entries(&mut self, mut entries: Vec<Entry>) -> bool {
+        let last_index = self.raft_log.last_index();
+        for (offset, entry) in entries.iter_mut().enumerate() {
+            entry.term = self.term;
+            entry.index = last_index + 1 + offset as u64;
+        }
+        if !self.maybe_increase_uncommitted_bytes(&entries) {
+            return false;
+        }
+        let last_index = self.raft_log.append(&entries);
+        // The leader acknowledges its own entries, like any follower, once they are
+        // durable: this message comes back to us after the write.
+        self.send(Message {
+            msg_type: MessageType::MsgAppendResponse as i32,
+            to: self.id,
+            index: last_index,
+            ..Default::default()
+        });
+        true
+    }
+
+    fn maybe_increase_uncommitted_bytes(&mut self, entries: &[Entry]) -> bool {
+        let bytes = payload_bytes(entries);
+        // An empty entry (a new leader's, or a leave-joint) always fits, and so does one
+        // batch when nothing is uncommitted, so that a single large proposal can progress.
+        if self.uncommitted_bytes > 0
+            && bytes > 0
+            && self.uncommitted_bytes + bytes > self.uncommitted_bytes_max
+        {
+            return false;
+        }
+        self.uncommitted_bytes += bytes;
+        true
+    }
+
+    /// Entries were handed out for applying: they no longer count as uncommitted.
+    pub(crate) fn reduce_uncommitted_bytes(&mut self, entries: &[Entry]) {
+        // Entries of earlier terms were never counted by this leader; never go below zero.
+        self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(payload_bytes(entries));
+    }
+
+    pub(crate) fn maybe_commit(&mut self) -> bool {
+        let committed = self.trk.committed();
+        self.raft_log.maybe_commit(committed, self.term)
+    }
+
+    /// Steps a message the application reports about a peer (unreachable, snapshot done).
+    pub(crate) fn report(&mut self, msg_type: MessageType, from: u64, reject: bool) {
+        let m = Message { msg_type: msg_type as i32, from, reject, ..Default::default() };
+        let _ = self.step(m);
+    }
+}
+
+fn local_message(msg_type: MessageType, from: u64) -> Message {
+    Message { msg_type: msg_type as i32, from, ..Default::default() }
+}
+
+/// Whether a message's sender is one of the local storage threads of async writes.
+pub fn is_local_thread(id: u64) -> bool {
+    id == LOCAL_APPEND_THREAD || id == LOCAL_APPLY_THREAD
+}

@@ -1,0 +1,313 @@
+//! The application's handle on a node: feed it ticks and messages, take `Ready`s out.
+
+use std::collections::BTreeMap;
+
+use tessera_proto::raftpb::{Entry, HardState, Message, MessageType, Snapshot, SnapshotMetadata};
+
+use crate::config::Config;
+use crate::errors::{Error, Result};
+use crate::raft::{is_local_thread, Raft, SnapshotStatus, SoftState};
+use crate::storage::Storage;
+use crate::tracker::Progress;
+use crate::{LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD};
+
+/// Everything the node asks the application to do, as plain data.
+///
+/// Without async storage writes, handle it in exactly this order:
+/// 1. send `messages` (they may go before anything is persisted);
+/// 2. persist, in one atomic write: `snapshot` if any, then `entries` (which may overwrite
+///    a stored tail), then `hard_state` if any; sync it if `must_sync`;
+/// 3. send `persisted_messages` (they promise that step 2 is durable);
+/// 4. apply `committed_entries`;
+/// 5. call `RawNode::advance` with the Ready.
+///
+/// With async storage writes, the storage work travels as messages instead (see
+/// `Config::async_storage_writes`): the fields other than `soft_state` and `messages` are
+/// empty and `advance` must not be called.
+#[derive(Debug, Default, PartialEq)]
+pub struct Ready {
+    number: u64,
+    /// The leader and role, when they changed since the last Ready.
+    pub soft_state: Option<SoftState>,
+    /// Term, vote and commit index, when they changed; to persist.
+    pub hard_state: Option<HardState>,
+    /// Entries to persist.
+    pub entries: Vec<Entry>,
+    /// A snapshot from the leader to persist and apply.
+    pub snapshot: Option<Snapshot>,
+    /// Committed entries to apply, after the persisting of this Ready.
+    pub committed_entries: Vec<Entry>,
+    /// Messages that do not depend on this Ready being persisted.
+    pub messages: Vec<Message>,
+    /// Messages to send only after this Ready is persisted: votes and acknowledgements.
+    pub persisted_messages: Vec<Message>,
+    /// Whether the write of this Ready must be synced to disk (it changes term, vote or
+    /// the log). A commit-only change may be written without sync: it can be relearned.
+    pub must_sync: bool,
+}
+
+impl Ready {
+    /// Ready numbers grow by one per Ready; the application may use them to match
+    /// completions to Readys.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+}
+
+/// A node's status, with the leader's view of every peer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Status {
+    pub basic: BasicStatus,
+    /// Per-peer replication progress, present on the leader only.
+    pub progress: Option<BTreeMap<u64, Progress>>,
+}
+
+/// A node's status without the progress map: cheap to take often.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicStatus {
+    pub id: u64,
+    pub hard_state: HardState,
+    pub soft_state: SoftState,
+    pub applied: u64,
+    pub lead_transferee: u64,
+}
+
+/// A Raft node driven by the application.
+#[derive(Debug)]
+pub struct RawNode<S: Storage> {
+    raft: Raft<S>,
+    prev_soft_state: SoftState,
+    prev_hard_state: HardState,
+    ready_number: u64,
+    /// Without async writes: the completions to step when the Ready is advanced.
+    steps_on_advance: Vec<Message>,
+}
+
+impl<S: Storage> RawNode<S> {
+    pub fn new(config: &Config, storage: S) -> Result<Self> {
+        let raft = Raft::new(config, storage)?;
+        let prev_soft_state = raft.soft_state();
+        let prev_hard_state = raft.hard_state();
+        Ok(RawNode { raft, prev_soft_state, prev_hard_state, ready_number: 0, steps_on_advance: Vec::new() })
+    }
+
+    /// Read access to the state machine, for status pages and tests.
+    pub fn raft(&self) -> &Raft<S> {
+        &self.raft
+    }
+
+    /// The storage the node reads, for the application to write through its own handle.
+    pub fn store(&self) -> &S {
+        &self.raft.raft_log.store
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.raft.tick();
+    }
+
+    /// Starts an election now (after a pre-election if pre-vote is on).
+    pub fn campaign(&mut self) -> Result<()> {
+        self.raft.step(Message { msg_type: MessageType::MsgHup as i32, ..Default::default() })
+    }
+
+    /// Proposes one entry of data.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<()> {
+        self.propose_entries(vec![Entry { data, ..Default::default() }])
+    }
+
+    /// Proposes several entries at once; they are appended together, in one message to
+    /// each follower where the size limits allow.
+    pub fn propose_entries(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let id = self.raft.id;
+        self.raft.step(Message {
+            msg_type: MessageType::MsgPropose as i32,
+            from: id,
+            entries,
+            ..Default::default()
+        })
+    }
+
+    /// Steps a message from a peer, or a completion from a local storage thread.
+    pub fn step(&mut self, m: Message) -> Result<()> {
+        let msg_type =
+            MessageType::try_from(m.msg_type).map_err(|_| Error::MessageTypeUnknown(m.msg_type))?;
+        let from_local_thread = is_local_thread(m.from) || m.from == self.raft.id;
+        if msg_type.is_local() && !from_local_thread {
+            return Err(Error::StepLocalMessage(msg_type));
+        }
+        if msg_type.is_response() && !from_local_thread && !self.raft.trk.progress.contains_key(&m.from) {
+            return Err(Error::StepPeerNotFound(m.from));
+        }
+        self.raft.step(m)
+    }
+
+    /// The transport could not deliver to `id`; the leader stops pipelining to it.
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raft.report(MessageType::MsgUnreachable, id, false);
+    }
+
+    /// The outcome of sending a snapshot to `id`.
+    pub fn report_snapshot(&mut self, id: u64, status: SnapshotStatus) {
+        self.raft.report(MessageType::MsgSnapStatus, id, status == SnapshotStatus::Failure);
+    }
+
+    pub fn status(&self) -> Status {
+        let progress = (self.raft.role == crate::StateRole::Leader).then(|| self.raft.trk.progress.clone());
+        Status { basic: self.basic_status(), progress }
+    }
+
+    pub fn basic_status(&self) -> BasicStatus {
+        BasicStatus {
+            id: self.raft.id,
+            hard_state: self.raft.hard_state(),
+            soft_state: self.raft.soft_state(),
+            applied: self.raft.raft_log.applied,
+            lead_transferee: self.raft.lead_transferee,
+        }
+    }
+
+    fn allow_unstable_apply(&self) -> bool {
+        !self.raft.async_storage_writes
+    }
+
+    /// Whether `ready` would return anything to do.
+    pub fn has_ready(&self) -> bool {
+        let raft = &self.raft;
+        raft.soft_state() != self.prev_soft_state
+            || raft.hard_state() != self.prev_hard_state
+            || raft.raft_log.next_unstable_snapshot().is_some()
+            || raft.raft_log.has_next_unstable_entries()
+            || !raft.msgs.is_empty()
+            || !raft.msgs_after_append.is_empty()
+            || raft.raft_log.has_next_committed_entries(self.allow_unstable_apply())
+    }
+
+    /// Collects what the node needs done and marks it handed out. See `Ready` for how to
+    /// handle it.
+    pub fn ready(&mut self) -> Ready {
+        let allow_unstable = self.allow_unstable_apply();
+        let raft = &mut self.raft;
+        self.ready_number += 1;
+        let mut rd = Ready {
+            number: self.ready_number,
+            entries: raft.raft_log.next_unstable_entries().to_vec(),
+            snapshot: raft.raft_log.next_unstable_snapshot().cloned(),
+            committed_entries: raft.raft_log.next_committed_entries(allow_unstable),
+            messages: std::mem::take(&mut raft.msgs),
+            ..Default::default()
+        };
+        let soft_state = raft.soft_state();
+        if soft_state != self.prev_soft_state {
+            rd.soft_state = Some(soft_state);
+            self.prev_soft_state = soft_state;
+        }
+        let hard_state = raft.hard_state();
+        if hard_state != self.prev_hard_state {
+            rd.must_sync =
+                hard_state.term != self.prev_hard_state.term || hard_state.vote != self.prev_hard_state.vote;
+            rd.hard_state = Some(hard_state.clone());
+            self.prev_hard_state = hard_state;
+        }
+        rd.must_sync |= !rd.entries.is_empty() || rd.snapshot.is_some();
+
+        // The completions of this Ready's storage work, as the node will step them.
+        let append_response = storage_append_response(raft.id, &rd);
+        let apply_response = rd.committed_entries.last().map(|last| Message {
+            msg_type: MessageType::MsgStorageApplyResponse as i32,
+            to: raft.id,
+            from: LOCAL_APPLY_THREAD,
+            index: last.index,
+            ..Default::default()
+        });
+        let after_append = std::mem::take(&mut raft.msgs_after_append);
+
+        raft.raft_log.unstable.accept_in_progress();
+        if let Some(last) = rd.committed_entries.last() {
+            raft.raft_log.accept_applying(last.index);
+            raft.reduce_uncommitted_bytes(&rd.committed_entries);
+        }
+
+        if raft.async_storage_writes {
+            let needs_append = !rd.entries.is_empty()
+                || rd.hard_state.is_some()
+                || rd.snapshot.is_some()
+                || !after_append.is_empty();
+            if needs_append {
+                let hs = rd.hard_state.take().unwrap_or_default();
+                let mut responses = after_append;
+                responses.push(append_response);
+                rd.messages.push(Message {
+                    msg_type: MessageType::MsgStorageAppend as i32,
+                    to: LOCAL_APPEND_THREAD,
+                    from: raft.id,
+                    term: hs.term,
+                    vote: hs.vote,
+                    commit: hs.commit,
+                    entries: std::mem::take(&mut rd.entries),
+                    snapshot: rd.snapshot.take(),
+                    responses,
+                    ..Default::default()
+                });
+            }
+            if let Some(apply_response) = apply_response {
+                rd.messages.push(Message {
+                    msg_type: MessageType::MsgStorageApply as i32,
+                    to: LOCAL_APPLY_THREAD,
+                    from: raft.id,
+                    entries: std::mem::take(&mut rd.committed_entries),
+                    responses: vec![apply_response],
+                    ..Default::default()
+                });
+            }
+            rd.must_sync = false;
+        } else {
+            for m in after_append {
+                if m.to == raft.id {
+                    self.steps_on_advance.push(m);
+                } else {
+                    rd.persisted_messages.push(m);
+                }
+            }
+            self.steps_on_advance.push(append_response);
+            self.steps_on_advance.extend(apply_response);
+        }
+        rd
+    }
+
+    /// Tells the node the Ready was handled: persisted, sent and applied.
+    pub fn advance(&mut self, rd: Ready) {
+        assert!(
+            !self.raft.async_storage_writes,
+            "invariant: with async storage writes, completions are stepped, never advanced"
+        );
+        assert_eq!(rd.number, self.ready_number, "invariant: advance the Ready most recently taken");
+        for m in std::mem::take(&mut self.steps_on_advance) {
+            // Completions are local and well formed; stepping them cannot fail.
+            self.raft.step(m).expect("invariant: completions step cleanly");
+        }
+    }
+}
+
+/// The message that confirms a Ready's writes: the last entry written (so a write that a
+/// newer leader's overwrite raced is recognized), and the snapshot's metadata.
+fn storage_append_response(id: u64, rd: &Ready) -> Message {
+    let mut m = Message {
+        msg_type: MessageType::MsgStorageAppendResponse as i32,
+        to: id,
+        from: LOCAL_APPEND_THREAD,
+        ..Default::default()
+    };
+    if let Some(last) = rd.entries.last() {
+        m.index = last.index;
+        m.log_term = last.term;
+    }
+    if let Some(snapshot) = &rd.snapshot {
+        let meta = snapshot.metadata.clone().unwrap_or_default();
+        m.snapshot = Some(Snapshot {
+            data: Vec::new(),
+            metadata: Some(SnapshotMetadata { conf_state: None, index: meta.index, term: meta.term }),
+        });
+    }
+    m
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's one test command: formatting, lints, and the whole test suite.
+# CI (.ci/run) runs exactly this; so should you before sending a change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A fresh machine may have the toolchain without its formatter or linter.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast --lib --bins --tests
+fi
+# nextest does not run doctests; the crate docs' examples are tests too.
+cargo test --workspace --doc
