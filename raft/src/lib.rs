@@ -51,6 +51,7 @@
 //! ```
 
 pub mod config;
+pub mod confchange;
 pub mod describe;
 pub mod errors;
 pub mod log_unstable;
@@ -78,3 +79,6 @@ pub const LOCAL_APPEND_THREAD: u64 = u64::MAX;
 
 /// With async storage writes: the destination of messages that carry entries to apply.
 pub const LOCAL_APPLY_THREAD: u64 = u64::MAX - 1;
+
+#[cfg(test)]
+mod paper_tests;

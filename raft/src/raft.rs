@@ -144,8 +144,17 @@ impl<S: Storage> Raft<S> {
         if !initial.hard_state.is_empty() {
             raft.load_hard_state(&initial.hard_state);
         }
-        if config.applied > 0 {
-            raft.raft_log.applied_to(config.applied.min(raft.raft_log.committed));
+        // The application may restart having applied less than the compacted prefix (that
+        // state came with the snapshot), but never more than was committed: that would be
+        // state the log does not know to be final.
+        if config.applied > raft.raft_log.committed {
+            return Err(Error::ConfigInvalid(format!(
+                "applied index {} is beyond the stored commit index {}",
+                config.applied, raft.raft_log.committed
+            )));
+        }
+        if config.applied > raft.raft_log.applied {
+            raft.raft_log.applied_to(config.applied);
         }
         raft.become_follower(raft.term, NONE);
         Ok(raft)
