@@ -32,3 +32,6 @@ impl<F: Fn(u64) -> Option<u64>> AckedIndexer for F {
         self(voter_id)
     }
 }
+
+#[cfg(test)]
+mod tests;
