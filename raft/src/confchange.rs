@@ -34,9 +34,16 @@ pub enum ConfChangeError {
     UnknownChangeType(i32),
     #[error("configuration invariant broken: {0}")]
     InvariantBroken(String),
+    #[error("a membership change is already pending; apply it first")]
+    Pending,
+    #[error("the membership change does not decode: {0}")]
+    Malformed(String),
 }
 
-pub type ChangeResult = std::result::Result<(TrackerConfig, BTreeMap<u64, Progress>), ConfChangeError>;
+/// A configuration and the progress of its members.
+pub type NextConfig = (TrackerConfig, BTreeMap<u64, Progress>);
+
+pub type ChangeResult = std::result::Result<NextConfig, ConfChangeError>;
 
 /// Computes configurations that follow the tracker's current one.
 #[derive(Debug)]

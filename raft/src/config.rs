@@ -1,4 +1,5 @@
 use crate::errors::{Error, Result};
+use crate::read_only::ReadOnlyOption;
 use crate::NONE;
 
 /// How one Raft node behaves. Every field says why it exists; `validate` refuses
@@ -64,6 +65,26 @@ pub struct Config {
     /// the application can write in the background while the node keeps working. Messages
     /// that promise durability travel inside the append message and leave only after it.
     pub async_storage_writes: bool,
+
+    /// A leader removed from (or demoted in) the configuration steps down as soon as the
+    /// change is applied. Off by default because sequences that demote and then remove a
+    /// leader rely on it leading until the end; on, it stops a removed leader that keeps
+    /// heartbeating from holding the group hostage.
+    pub step_down_on_removal: bool,
+
+    /// How reads are confirmed. `LeaseBased` answers from the commit index while the leader
+    /// lease holds: a quorum acknowledged a heartbeat sent at tick `t`, and followers with
+    /// check-quorum refuse to vote for `election_ticks` after hearing from a leader, so no
+    /// other leader exists before `t + election_ticks - lease_margin_ticks`.
+    ///
+    /// Clock assumption: ticks on different nodes advance at rates that differ by less
+    /// than `lease_margin_ticks` per election timeout, and a node that restarts waits an
+    /// election timeout before voting. Violate it and a lease read may be stale; use
+    /// `Safe` (the default) when clocks cannot be trusted. Requires `check_quorum`.
+    pub read_only_option: ReadOnlyOption,
+
+    /// Ticks cut from the lease for clock drift; see `read_only_option`.
+    pub lease_margin_ticks: usize,
 }
 
 impl Default for Config {
@@ -83,6 +104,9 @@ impl Default for Config {
             pre_vote: false,
             disable_proposal_forwarding: false,
             async_storage_writes: false,
+            step_down_on_removal: false,
+            read_only_option: ReadOnlyOption::Safe,
+            lease_margin_ticks: 2,
         }
     }
 }
@@ -109,6 +133,12 @@ impl Config {
         }
         if self.inflight_bytes_max != 0 && self.inflight_bytes_max < self.msg_bytes_max {
             return invalid("inflight_bytes_max must be zero or at least msg_bytes_max");
+        }
+        if self.read_only_option == ReadOnlyOption::LeaseBased && !self.check_quorum {
+            return invalid("lease-based reads require check_quorum");
+        }
+        if self.lease_margin_ticks >= self.election_ticks {
+            return invalid("lease_margin_ticks must be smaller than election_ticks");
         }
         if self.uncommitted_bytes_max == 0 {
             return invalid("uncommitted_bytes_max must be positive");

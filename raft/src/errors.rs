@@ -33,6 +33,10 @@ pub enum Error {
     MessageTypeUnknown(i32),
     #[error("empty proposal")]
     ProposalEmpty,
+    #[error("read index dropped: {0:?}")]
+    ReadIndexDropped(ProposalDropReason),
+    #[error("membership change refused: {0}")]
+    ConfChange(#[from] crate::confchange::ConfChangeError),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
 }

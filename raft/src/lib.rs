@@ -50,8 +50,8 @@
 //! assert_eq!(applied, vec![b"hello".to_vec()]);
 //! ```
 
-pub mod config;
 pub mod confchange;
+pub mod config;
 pub mod describe;
 pub mod errors;
 pub mod log_unstable;
@@ -59,6 +59,7 @@ pub mod quorum;
 pub mod raft;
 pub mod raft_log;
 pub mod raw_node;
+pub mod read_only;
 pub mod rng;
 pub mod storage;
 pub mod tracker;
@@ -67,7 +68,8 @@ pub mod util;
 pub use config::Config;
 pub use errors::{Error, ProposalDropReason, Result, StorageError};
 pub use raft::{Raft, SnapshotStatus, SoftState, StateRole, CAMPAIGN_TRANSFER};
-pub use raw_node::{BasicStatus, RawNode, Ready, Status};
+pub use raw_node::{conf_change_of, BasicStatus, RawNode, Ready, Status};
+pub use read_only::{ReadOnlyOption, ReadState};
 pub use storage::{MemStorage, MemStorageCore, RaftState, Storage};
 pub use tessera_proto::raftpb;
 

@@ -5,12 +5,18 @@
 //! accepted so far is durable (votes and append acknowledgements promise durability).
 //! `RawNode` turns both, plus the log's unstable tail, into a `Ready`.
 
-use tessera_proto::raftpb::{Entry, HardState, Message, MessageType, Snapshot};
+use prost::Message as _;
+use tessera_proto::raftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeV2, ConfState, Entry, EntryType, HardState,
+    Message, MessageType, Snapshot,
+};
 
+use crate::confchange::{self, Changer, ConfChangeError};
 use crate::config::Config;
 use crate::errors::{Error, ProposalDropReason, Result, StorageError};
 use crate::quorum::VoteResult;
 use crate::raft_log::RaftLog;
+use crate::read_only::{context_round, round_context, PendingRead, ReadOnly, ReadOnlyOption, ReadState};
 use crate::rng::SeededRng;
 use crate::storage::Storage;
 use crate::tracker::{ProgressState, ProgressTracker};
@@ -74,6 +80,23 @@ pub struct Raft<S: Storage> {
     pub(crate) msgs: Vec<Message>,
     pub(crate) msgs_after_append: Vec<Message>,
 
+    pub(crate) read_only: ReadOnly,
+    pub(crate) read_only_option: ReadOnlyOption,
+    /// Confirmed reads for the application, handed out in the next Ready.
+    pub(crate) read_states: Vec<ReadState>,
+    /// Reads that arrived since the last Ready; they share the next heartbeat round.
+    pub(crate) reads_waiting: Vec<PendingRead>,
+    /// Reads that arrived before this leader committed an entry of its term. Its commit
+    /// index may be stale until then (it may not know what its predecessor committed), so
+    /// they wait rather than being answered wrongly or dropped.
+    pub(crate) reads_postponed: Vec<Message>,
+    /// Set once this leader sent TimeoutNow in its term. The target may win an election at
+    /// any later time (the message can be delayed), bypassing the vote leases that the
+    /// leader lease relies on, so the lease is not trusted again in this term.
+    pub(crate) transfer_started_this_term: bool,
+    /// The node's logical clock: ticks since start. Only leases read it.
+    pub(crate) ticks: u64,
+
     /// Ticks since the last election timeout reset (followers and candidates), or since
     /// the last check-quorum round (leaders).
     pub(crate) election_elapsed: usize,
@@ -89,6 +112,8 @@ pub struct Raft<S: Storage> {
     pub(crate) async_storage_writes: bool,
     msg_bytes_max: u64,
     uncommitted_bytes_max: u64,
+    step_down_on_removal: bool,
+    lease_margin_ticks: usize,
 }
 
 impl<S: Storage> std::fmt::Debug for Raft<S> {
@@ -125,6 +150,13 @@ impl<S: Storage> Raft<S> {
             uncommitted_bytes: 0,
             msgs: Vec::new(),
             msgs_after_append: Vec::new(),
+            read_only: ReadOnly::default(),
+            read_only_option: config.read_only_option,
+            read_states: Vec::new(),
+            reads_waiting: Vec::new(),
+            reads_postponed: Vec::new(),
+            transfer_started_this_term: false,
+            ticks: 0,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks: config.election_ticks,
@@ -137,9 +169,11 @@ impl<S: Storage> Raft<S> {
             async_storage_writes: config.async_storage_writes,
             msg_bytes_max: config.msg_bytes_max,
             uncommitted_bytes_max: config.uncommitted_bytes_max,
+            step_down_on_removal: config.step_down_on_removal,
+            lease_margin_ticks: config.lease_margin_ticks,
         };
-        let next_idx = raft.raft_log.last_index() + 1;
-        raft.trk.restore(&initial.conf_state, next_idx);
+        let last_index = raft.raft_log.last_index();
+        confchange::restore(&mut raft.trk, last_index, &initial.conf_state)?;
         raft.is_learner = raft.trk.progress.get(&raft.id).is_some_and(|pr| pr.is_learner);
         if !initial.hard_state.is_empty() {
             raft.load_hard_state(&initial.hard_state);
@@ -200,6 +234,15 @@ impl<S: Storage> Raft<S> {
 
     pub fn tracker(&self) -> &ProgressTracker {
         &self.trk
+    }
+
+    /// Confirmed reads not yet handed out in a Ready.
+    pub fn read_states(&self) -> &[ReadState] {
+        &self.read_states
+    }
+
+    pub fn lead_transferee(&self) -> u64 {
+        self.lead_transferee
     }
 
     pub fn uncommitted_bytes(&self) -> u64 {
@@ -348,10 +391,16 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    pub(crate) fn bcast_heartbeat(&mut self) {
+    /// Broadcasts one heartbeat round, carrying `reads`: a quorum of acknowledgements
+    /// confirms our leadership as of now, for those reads and for the lease.
+    pub(crate) fn bcast_heartbeat(&mut self, reads: Vec<PendingRead>) {
+        let round = self.read_only.start_round(self.ticks, self.id, reads);
+        let context = round_context(round);
         for id in self.peer_ids_but_self() {
-            self.send_heartbeat(id, Vec::new());
+            self.send_heartbeat(id, context.clone());
         }
+        // Our own ack may already be a quorum (a single voter).
+        self.on_round_ack(round, self.id);
     }
 
     // ---- role changes ----------------------------------------------------------------
@@ -360,6 +409,7 @@ impl<S: Storage> Raft<S> {
         if self.term != term {
             self.term = term;
             self.vote = NONE;
+            self.transfer_started_this_term = false;
         }
         self.leader_id = NONE;
         self.election_elapsed = 0;
@@ -383,6 +433,11 @@ impl<S: Storage> Raft<S> {
         }
         self.pending_conf_index = 0;
         self.uncommitted_bytes = 0;
+        // Unconfirmed reads die with the role that took them; their callers time out and
+        // retry against the new leader. Reads confirmed already stay in read_states.
+        self.read_only.reset();
+        self.reads_waiting.clear();
+        self.reads_postponed.clear();
     }
 
     fn reset_randomized_election_timeout(&mut self) {
@@ -435,6 +490,7 @@ impl<S: Storage> Raft<S> {
     // ---- ticks -----------------------------------------------------------------------
 
     pub fn tick(&mut self) {
+        self.ticks += 1;
         match self.role {
             StateRole::Leader => self.tick_heartbeat(),
             _ => self.tick_election(),
@@ -456,6 +512,11 @@ impl<S: Storage> Raft<S> {
             self.election_elapsed = 0;
             if self.check_quorum {
                 let _ = self.step(local_message(MessageType::MsgCheckQuorum, self.id));
+            }
+            // A transfer that has not completed within an election timeout has failed
+            // (the target is down or slow); accept proposals again.
+            if self.role == StateRole::Leader && self.lead_transferee != NONE {
+                self.abort_leader_transfer();
             }
         }
         if self.role != StateRole::Leader {
@@ -617,7 +678,7 @@ impl<S: Storage> Raft<S> {
             }
             MessageType::MsgStorageApplyResponse => {
                 if m.index != 0 {
-                    self.raft_log.applied_to(m.index);
+                    self.applied_to(m.index);
                 }
             }
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
@@ -666,7 +727,11 @@ impl<S: Storage> Raft<S> {
     fn step_leader(&mut self, mut m: Message, msg_type: MessageType) -> Result<()> {
         match msg_type {
             MessageType::MsgBeat => {
-                self.bcast_heartbeat();
+                let reads = std::mem::take(&mut self.reads_waiting);
+                self.bcast_heartbeat(reads);
+                // Retry an automatic leave of a joint configuration that was refused
+                // earlier (during a leadership transfer, say), even if nothing is applied.
+                self.maybe_auto_leave_joint();
                 return Ok(());
             }
             MessageType::MsgCheckQuorum => {
@@ -692,10 +757,19 @@ impl<S: Storage> Raft<S> {
                 if self.lead_transferee != NONE {
                     return Err(Error::ProposalDropped(ProposalDropReason::TransferringLeader));
                 }
+                let conf_change_offset = self.check_conf_change_proposal(&m.entries)?;
+                let last_index = self.raft_log.last_index();
                 if !self.append_entries(std::mem::take(&mut m.entries)) {
                     return Err(Error::ProposalDropped(ProposalDropReason::UncommittedSizeExceeded));
                 }
+                if let Some(offset) = conf_change_offset {
+                    self.pending_conf_index = last_index + 1 + offset as u64;
+                }
                 self.bcast_append();
+                return Ok(());
+            }
+            MessageType::MsgReadIndex => {
+                self.handle_read_index_on_leader(m);
                 return Ok(());
             }
             _ => {}
@@ -720,6 +794,37 @@ impl<S: Storage> Raft<S> {
                 if pr.matched < self.raft_log.last_index() || pr.state == ProgressState::Probe {
                     self.send_append(from);
                 }
+                if let Some(round) = context_round(&m.context) {
+                    self.on_round_ack(round, from);
+                }
+            }
+            MessageType::MsgTransferLeader => {
+                let target = from;
+                if pr.is_learner {
+                    // A learner cannot be elected; refusing here is the whole answer.
+                    return Ok(());
+                }
+                let matched = pr.matched;
+                if self.lead_transferee != NONE {
+                    if self.lead_transferee == target {
+                        // The same transfer again: it is already under way.
+                        return Ok(());
+                    }
+                    // A transfer to another target replaces this one.
+                    self.abort_leader_transfer();
+                }
+                if target == self.id {
+                    return Ok(());
+                }
+                // The transfer must complete within one election timeout.
+                self.election_elapsed = 0;
+                self.lead_transferee = target;
+                if matched == self.raft_log.last_index() {
+                    self.send_timeout_now(target);
+                } else {
+                    // Bring the target's log up to date first; TimeoutNow follows its ack.
+                    self.send_append(target);
+                }
             }
             MessageType::MsgSnapStatus => {
                 if pr.state != ProgressState::Snapshot {
@@ -734,12 +839,8 @@ impl<S: Storage> Raft<S> {
                 // response) before probing, rather than flooding it.
                 pr.msg_app_flow_paused = true;
             }
-            MessageType::MsgUnreachable => {
-                // Optimistic pipelining to an unreachable peer only loses messages.
-                if pr.state == ProgressState::Replicate {
-                    pr.become_probe();
-                }
-            }
+            // Optimistic pipelining to an unreachable peer only loses messages.
+            MessageType::MsgUnreachable if pr.state == ProgressState::Replicate => pr.become_probe(),
             _ => {}
         }
         Ok(())
@@ -783,6 +884,7 @@ impl<S: Storage> Raft<S> {
             ProgressState::Replicate => pr.inflights.free_le(index),
         }
         if self.maybe_commit() {
+            self.release_postponed_reads();
             self.bcast_append();
         } else if from != self.id && was_paused {
             // The window opened again: the follower may be waiting for more.
@@ -794,6 +896,10 @@ impl<S: Storage> Raft<S> {
             // without empty messages.
             while self.maybe_send_append(from, false) {}
         }
+        if from == self.lead_transferee && self.trk.progress[&from].matched == self.raft_log.last_index() {
+            // The transfer target caught up: hand leadership over.
+            self.send_timeout_now(from);
+        }
     }
 
     fn step_candidate(&mut self, m: Message, msg_type: MessageType) -> Result<()> {
@@ -804,6 +910,9 @@ impl<S: Storage> Raft<S> {
         };
         match msg_type {
             MessageType::MsgPropose => return Err(Error::ProposalDropped(ProposalDropReason::Campaigning)),
+            MessageType::MsgReadIndex => {
+                return Err(Error::ReadIndexDropped(ProposalDropReason::Campaigning))
+            }
             MessageType::MsgAppend => {
                 self.become_follower(m.term, m.from);
                 self.handle_append_entries(m);
@@ -864,6 +973,24 @@ impl<S: Storage> Raft<S> {
                 // The leader hands us leadership: campaign at once, past pre-vote and the
                 // vote lease of others.
                 self.hup(CampaignKind::Transfer);
+            }
+            MessageType::MsgTransferLeader => {
+                if self.leader_id == NONE {
+                    return Err(Error::ProposalDropped(ProposalDropReason::NoLeader));
+                }
+                m.to = self.leader_id;
+                self.send(m);
+            }
+            MessageType::MsgReadIndex => {
+                if self.leader_id == NONE {
+                    return Err(Error::ReadIndexDropped(ProposalDropReason::NoLeader));
+                }
+                m.to = self.leader_id;
+                self.send(m);
+            }
+            MessageType::MsgReadIndexResponse => {
+                let [entry] = m.entries.as_slice() else { return Ok(()) };
+                self.read_states.push(ReadState { index: m.index, request_ctx: entry.data.clone() });
             }
             _ => {}
         }
@@ -956,9 +1083,14 @@ impl<S: Storage> Raft<S> {
             self.raft_log.commit_to(meta.index);
             return false;
         }
+        // Check the snapshot's configuration before touching the log: a configuration that
+        // breaks the invariants comes from a broken leader and must not replace ours.
+        let mut restored = ProgressTracker::new(self.trk.inflights_count_max, self.trk.inflights_bytes_max);
+        if confchange::restore(&mut restored, meta.index, &cs).is_err() {
+            return false;
+        }
         self.raft_log.restore(snapshot);
-        let next_idx = self.raft_log.last_index() + 1;
-        self.trk.restore(&cs, next_idx);
+        self.trk = restored;
         self.is_learner = self.trk.progress.get(&self.id).is_some_and(|pr| pr.is_learner);
         true
     }
@@ -1021,11 +1153,245 @@ impl<S: Storage> Raft<S> {
         self.raft_log.maybe_commit(committed, self.term)
     }
 
+    // ---- membership changes ----------------------------------------------------------
+
+    /// Checks the membership changes among proposed entries before they enter the log:
+    /// one at a time, and only ones the current configuration can take. Returns the
+    /// position of the change among the entries, if there is one.
+    fn check_conf_change_proposal(&self, entries: &[Entry]) -> Result<Option<usize>> {
+        let mut found = None;
+        for (offset, entry) in entries.iter().enumerate() {
+            let Some(cc) = decode_conf_change(entry)? else { continue };
+            if found.is_some() || self.pending_conf_index > self.raft_log.applied {
+                // The configuration this change would apply to is not final yet.
+                return Err(ConfChangeError::Pending.into());
+            }
+            // Dry-run the change against the current configuration: what is refused now
+            // would be refused at apply time too, since nothing else is pending.
+            self.next_config(&cc)?;
+            found = Some(offset);
+        }
+        Ok(found)
+    }
+
+    /// The configuration after `cc`, or why `cc` is refused.
+    fn next_config(&self, cc: &ConfChangeV2) -> Result<confchange::NextConfig> {
+        let changer = Changer::new(&self.trk, self.raft_log.last_index());
+        let next = if is_leave_joint(cc) {
+            changer.leave_joint()
+        } else if let Some(auto_leave) = enter_joint(cc) {
+            changer.enter_joint(auto_leave, &cc.changes)
+        } else {
+            changer.simple(&cc.changes)
+        };
+        Ok(next?)
+    }
+
+    /// Applies a committed membership change and returns the new configuration. Called by
+    /// the application when it applies the entry, so that the configuration in force is
+    /// always the one the applied log describes.
+    pub(crate) fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState> {
+        let (config, progress) = self.next_config(cc)?;
+        Ok(self.switch_to_config(config, progress))
+    }
+
+    fn switch_to_config(
+        &mut self,
+        config: crate::tracker::TrackerConfig,
+        progress: std::collections::BTreeMap<u64, crate::tracker::Progress>,
+    ) -> ConfState {
+        self.trk.config = config;
+        self.trk.progress = progress;
+        let conf_state = self.trk.conf_state();
+        let membership = self.trk.progress.get(&self.id).map(|pr| pr.is_learner);
+        self.is_learner = membership == Some(true);
+        if self.role != StateRole::Leader {
+            return conf_state;
+        }
+        if membership != Some(false) {
+            // This leader was removed or demoted. It may keep leading until a new leader
+            // emerges (demote-then-remove sequences rely on that), or step down now if
+            // configured: a removed leader that keeps heartbeating can wedge the group.
+            if self.step_down_on_removal {
+                self.become_follower(self.term, NONE);
+            }
+            return conf_state;
+        }
+        if self.lead_transferee != NONE && !self.trk.config.voters.contains(self.lead_transferee) {
+            // The transfer target was removed or demoted: it can no longer be elected.
+            self.abort_leader_transfer();
+        }
+        // The quorum changed: the commit index may move, and new peers need probing.
+        if self.maybe_commit() {
+            self.release_postponed_reads();
+            self.bcast_append();
+        } else {
+            for id in self.peer_ids_but_self() {
+                self.maybe_send_append(id, false);
+            }
+        }
+        conf_state
+    }
+
+    /// The application applied entries up to `index`.
+    pub(crate) fn applied_to(&mut self, index: u64) {
+        self.raft_log.applied_to(index);
+        self.maybe_auto_leave_joint();
+    }
+
+    /// A leader whose joint configuration asks to be left automatically proposes leaving
+    /// once the configuration is applied. Checked on every apply and every heartbeat, so a
+    /// refused attempt (during a transfer) or a leader change does not leave it stuck.
+    fn maybe_auto_leave_joint(&mut self) {
+        if self.role != StateRole::Leader
+            || !self.trk.config.auto_leave
+            || self.raft_log.applied < self.pending_conf_index
+        {
+            return;
+        }
+        // An empty ConfChangeV2 means "leave the joint configuration"; it encodes to zero
+        // bytes, so the uncommitted-size limit never refuses it.
+        let entry = Entry { entry_type: EntryType::EntryConfChangeV2 as i32, ..Default::default() };
+        let m = Message {
+            msg_type: MessageType::MsgPropose as i32,
+            from: self.id,
+            entries: vec![entry],
+            ..Default::default()
+        };
+        // Refused during a transfer; retried at the next apply or heartbeat.
+        let _ = self.step(m);
+    }
+
+    // ---- leadership transfer ---------------------------------------------------------
+
+    fn send_timeout_now(&mut self, to: u64) {
+        // From here on, `to` may win an election at any time, bypassing vote leases.
+        self.transfer_started_this_term = true;
+        self.send(Message { msg_type: MessageType::MsgTimeoutNow as i32, to, ..Default::default() });
+    }
+
+    pub(crate) fn abort_leader_transfer(&mut self) {
+        self.lead_transferee = NONE;
+    }
+
+    // ---- reads -----------------------------------------------------------------------
+
+    fn committed_entry_in_current_term(&self) -> bool {
+        self.raft_log.term_or_zero(self.raft_log.committed) == self.term
+    }
+
+    /// Whether the leader lease holds: a quorum acknowledged a heartbeat recently enough
+    /// that no other leader can have been elected since.
+    pub fn lease_valid(&self) -> bool {
+        self.role == StateRole::Leader
+            && self.read_only_option == ReadOnlyOption::LeaseBased
+            && self.check_quorum
+            && !self.transfer_started_this_term
+            && self.ticks < self.read_only.lease_until_tick
+    }
+
+    fn handle_read_index_on_leader(&mut self, request: Message) {
+        if !self.committed_entry_in_current_term() {
+            self.reads_postponed.push(request);
+            return;
+        }
+        let read = PendingRead { request, index: self.raft_log.committed };
+        if self.trk.is_singleton() || self.lease_valid() {
+            self.respond_read(read);
+        } else {
+            self.reads_waiting.push(read);
+        }
+    }
+
+    fn release_postponed_reads(&mut self) {
+        if self.reads_postponed.is_empty() || !self.committed_entry_in_current_term() {
+            return;
+        }
+        for request in std::mem::take(&mut self.reads_postponed) {
+            self.handle_read_index_on_leader(request);
+        }
+    }
+
+    /// Starts one heartbeat round for all reads that arrived since the last call. The
+    /// application calls this once per batch of input (`RawNode::ready` does), so that
+    /// reads arriving together share a round.
+    pub(crate) fn flush_reads(&mut self) {
+        if self.role == StateRole::Leader && !self.reads_waiting.is_empty() {
+            let reads = std::mem::take(&mut self.reads_waiting);
+            self.bcast_heartbeat(reads);
+        }
+    }
+
+    fn on_round_ack(&mut self, round: u64, from: u64) {
+        let voters = &self.trk.config.voters;
+        let has_quorum = |acks: &std::collections::BTreeSet<u64>| {
+            voters.vote_result(|id| acks.contains(&id).then_some(true)) == VoteResult::Won
+        };
+        let Some((sent_tick, reads)) = self.read_only.on_ack(round, from, has_quorum) else { return };
+        // No other leader can be elected before sent_tick + election_ticks by the
+        // followers' clocks; the margin absorbs clock drift between nodes.
+        let lease_ticks = (self.election_ticks - self.lease_margin_ticks) as u64;
+        self.read_only.lease_until_tick = self.read_only.lease_until_tick.max(sent_tick + lease_ticks);
+        for read in reads {
+            self.respond_read(read);
+        }
+    }
+
+    fn respond_read(&mut self, read: PendingRead) {
+        let PendingRead { request, index } = read;
+        if request.from == NONE || request.from == self.id {
+            let request_ctx = request.entries.first().map(|e| e.data.clone()).unwrap_or_default();
+            self.read_states.push(ReadState { index, request_ctx });
+        } else {
+            self.send(Message {
+                msg_type: MessageType::MsgReadIndexResponse as i32,
+                to: request.from,
+                index,
+                entries: request.entries,
+                ..Default::default()
+            });
+        }
+    }
+
     /// Steps a message the application reports about a peer (unreachable, snapshot done).
     pub(crate) fn report(&mut self, msg_type: MessageType, from: u64, reject: bool) {
         let m = Message { msg_type: msg_type as i32, from, reject, ..Default::default() };
         let _ = self.step(m);
     }
+}
+
+/// The membership change an entry carries, as a ConfChangeV2, or None for a normal entry.
+pub(crate) fn decode_conf_change(entry: &Entry) -> Result<Option<ConfChangeV2>> {
+    let malformed = |e: prost::DecodeError| Error::ConfChange(ConfChangeError::Malformed(e.to_string()));
+    match entry.entry_type() {
+        EntryType::EntryNormal => Ok(None),
+        EntryType::EntryConfChange => {
+            let cc = ConfChange::decode(entry.data.as_slice()).map_err(malformed)?;
+            Ok(Some(ConfChangeV2 {
+                transition: ConfChangeTransition::Auto as i32,
+                changes: vec![ConfChangeSingle { change_type: cc.change_type, node_id: cc.node_id }],
+                context: cc.context,
+            }))
+        }
+        EntryType::EntryConfChangeV2 => {
+            Ok(Some(ConfChangeV2::decode(entry.data.as_slice()).map_err(malformed)?))
+        }
+    }
+}
+
+/// An empty ConfChangeV2 (context aside) asks to leave the joint configuration.
+pub fn is_leave_joint(cc: &ConfChangeV2) -> bool {
+    cc.changes.is_empty() && cc.transition() == ConfChangeTransition::Auto
+}
+
+/// Whether `cc` enters a joint configuration, and if so whether it is left automatically.
+/// Joint consensus is used when asked for explicitly, or when more than one change is made.
+pub fn enter_joint(cc: &ConfChangeV2) -> Option<bool> {
+    let transition = cc.transition();
+    if transition == ConfChangeTransition::Auto && cc.changes.len() <= 1 {
+        return None;
+    }
+    Some(matches!(transition, ConfChangeTransition::Auto | ConfChangeTransition::JointImplicit))
 }
 
 fn local_message(msg_type: MessageType, from: u64) -> Message {

@@ -2,11 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use tessera_proto::raftpb::{Entry, HardState, Message, MessageType, Snapshot, SnapshotMetadata};
+use prost::Message as _;
+use tessera_proto::raftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot,
+    SnapshotMetadata,
+};
 
 use crate::config::Config;
 use crate::errors::{Error, Result};
 use crate::raft::{is_local_thread, Raft, SnapshotStatus, SoftState};
+use crate::read_only::ReadState;
 use crate::storage::Storage;
 use crate::tracker::Progress;
 use crate::{LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD};
@@ -41,6 +46,8 @@ pub struct Ready {
     pub messages: Vec<Message>,
     /// Messages to send only after this Ready is persisted: votes and acknowledgements.
     pub persisted_messages: Vec<Message>,
+    /// Confirmed reads. Serve each once the applied index reaches its `index`.
+    pub read_states: Vec<ReadState>,
     /// Whether the write of this Ready must be synced to disk (it changes term, vote or
     /// the log). A commit-only change may be written without sync: it can be relearned.
     pub must_sync: bool,
@@ -128,6 +135,60 @@ impl<S: Storage> RawNode<S> {
         })
     }
 
+    /// Proposes a membership change. It takes effect when the application applies the
+    /// committed entry and calls `apply_conf_change`. Refused with a typed error if another
+    /// change is pending or the change breaks a configuration invariant.
+    pub fn propose_conf_change(&mut self, context: Vec<u8>, cc: ConfChangeV2) -> Result<()> {
+        let entry = Entry {
+            entry_type: EntryType::EntryConfChangeV2 as i32,
+            data: cc.encode_to_vec(),
+            context,
+            ..Default::default()
+        };
+        self.propose_entries(vec![entry])
+    }
+
+    /// Proposes a single-step membership change in the older ConfChange form.
+    pub fn propose_conf_change_v1(&mut self, context: Vec<u8>, cc: ConfChange) -> Result<()> {
+        let entry = Entry {
+            entry_type: EntryType::EntryConfChange as i32,
+            data: cc.encode_to_vec(),
+            context,
+            ..Default::default()
+        };
+        self.propose_entries(vec![entry])
+    }
+
+    /// Applies a committed membership change (decoded from an EntryConfChange or
+    /// EntryConfChangeV2 entry with `conf_change_of`) and returns the configuration now in
+    /// force, which the application stores with its applied state.
+    pub fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<ConfState> {
+        self.raft.apply_conf_change(cc)
+    }
+
+    /// Asks the leader to hand leadership to `target`. On a follower the request is
+    /// forwarded to the leader.
+    pub fn transfer_leader(&mut self, target: u64) {
+        let m =
+            Message { msg_type: MessageType::MsgTransferLeader as i32, from: target, ..Default::default() };
+        // A follower without a leader has nobody to ask; the caller sees no transfer.
+        let _ = self.raft.step(m);
+    }
+
+    /// Requests a linearizable read. The answer arrives as a `ReadState` carrying
+    /// `request_ctx` in a later Ready; the read may be served once the applied index
+    /// reaches its index. Reads that arrive between two Readys share one heartbeat round.
+    pub fn read_index(&mut self, request_ctx: Vec<u8>) -> Result<()> {
+        let id = self.raft.id;
+        let entry = Entry { data: request_ctx, ..Default::default() };
+        self.raft.step(Message {
+            msg_type: MessageType::MsgReadIndex as i32,
+            from: id,
+            entries: vec![entry],
+            ..Default::default()
+        })
+    }
+
     /// Steps a message from a peer, or a completion from a local storage thread.
     pub fn step(&mut self, m: Message) -> Result<()> {
         let msg_type =
@@ -181,12 +242,16 @@ impl<S: Storage> RawNode<S> {
             || !raft.msgs.is_empty()
             || !raft.msgs_after_append.is_empty()
             || raft.raft_log.has_next_committed_entries(self.allow_unstable_apply())
+            || !raft.read_states.is_empty()
+            || (raft.role == crate::StateRole::Leader && !raft.reads_waiting.is_empty())
     }
 
     /// Collects what the node needs done and marks it handed out. See `Ready` for how to
     /// handle it.
     pub fn ready(&mut self) -> Ready {
         let allow_unstable = self.allow_unstable_apply();
+        // Reads that arrived since the last Ready share one heartbeat round.
+        self.raft.flush_reads();
         let raft = &mut self.raft;
         self.ready_number += 1;
         let mut rd = Ready {
@@ -195,6 +260,7 @@ impl<S: Storage> RawNode<S> {
             snapshot: raft.raft_log.next_unstable_snapshot().cloned(),
             committed_entries: raft.raft_log.next_committed_entries(allow_unstable),
             messages: std::mem::take(&mut raft.msgs),
+            read_states: std::mem::take(&mut raft.read_states),
             ..Default::default()
         };
         let soft_state = raft.soft_state();
@@ -206,7 +272,7 @@ impl<S: Storage> RawNode<S> {
         if hard_state != self.prev_hard_state {
             rd.must_sync =
                 hard_state.term != self.prev_hard_state.term || hard_state.vote != self.prev_hard_state.vote;
-            rd.hard_state = Some(hard_state.clone());
+            rd.hard_state = Some(hard_state);
             self.prev_hard_state = hard_state;
         }
         rd.must_sync |= !rd.entries.is_empty() || rd.snapshot.is_some();
@@ -287,6 +353,11 @@ impl<S: Storage> RawNode<S> {
             self.raft.step(m).expect("invariant: completions step cleanly");
         }
     }
+}
+
+/// The membership change an entry carries, or None for a normal entry.
+pub fn conf_change_of(entry: &Entry) -> Result<Option<ConfChangeV2>> {
+    crate::raft::decode_conf_change(entry)
 }
 
 /// The message that confirms a Ready's writes: the last entry written (so a write that a

@@ -197,7 +197,7 @@ impl MemStorage {
 impl Storage for MemStorage {
     fn initial_state(&self) -> StorageResult<RaftState> {
         let core = self.rl();
-        Ok(RaftState { hard_state: core.hard_state.clone(), conf_state: core.conf_state() })
+        Ok(RaftState { hard_state: core.hard_state, conf_state: core.conf_state() })
     }
 
     fn entries(&self, low: u64, high: u64, bytes_max: Option<u64>) -> StorageResult<Vec<Entry>> {
