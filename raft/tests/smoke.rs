@@ -21,7 +21,7 @@ fn drive(nodes: &mut [RawNode<MemStorage>], storages: &[MemStorage], applied: &m
                 }
                 store.append(&rd.entries).unwrap();
                 if let Some(hs) = &rd.hard_state {
-                    store.set_hard_state(hs.clone());
+                    store.set_hard_state(*hs);
                 }
             }
             inbox.extend(rd.persisted_messages.iter().cloned());

@@ -49,7 +49,7 @@ impl Group {
                     }
                     store.append(&rd.entries).unwrap();
                     if let Some(hs) = &rd.hard_state {
-                        store.set_hard_state(hs.clone());
+                        store.set_hard_state(*hs);
                     }
                 }
                 inbox.extend(rd.persisted_messages.iter().cloned());
