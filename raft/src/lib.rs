@@ -39,7 +39,7 @@
 //!     }
 //!     store.append(&rd.entries).unwrap();
 //!     if let Some(hs) = &rd.hard_state {
-//!         store.set_hard_state(hs.clone());
+//!         store.set_hard_state(*hs);
 //!     }
 //!     drop(store);
 //!     // 3. Now rd.persisted_messages may be sent. 4. Apply the committed entries.
