@@ -110,8 +110,16 @@ pub fn describe_message(m: &Message) -> String {
     if let Some(snapshot) = &m.snapshot {
         let _ = write!(s, " Snapshot: {}", describe_snapshot(snapshot));
     }
-    if !m.context.is_empty() {
-        let _ = write!(s, " Context:{}", data_text(&m.context));
+    let heartbeat = matches!(t, MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse);
+    match crate::read_only::context_round(&m.context) {
+        // Heartbeat contexts are read-confirmation round numbers; show them as such.
+        Some(round) if heartbeat => {
+            let _ = write!(s, " Round:{round}");
+        }
+        _ if !m.context.is_empty() => {
+            let _ = write!(s, " Context:{}", data_text(&m.context));
+        }
+        _ => {}
     }
     for r in &m.responses {
         let _ = write!(s, "\n  Response: {}", describe_message(r));
@@ -147,6 +155,12 @@ pub fn describe_ready(rd: &Ready) -> String {
         let _ = writeln!(s, "Messages:");
         for m in &rd.messages {
             let _ = writeln!(s, "{}", describe_message(m));
+        }
+    }
+    if !rd.read_states.is_empty() {
+        let _ = writeln!(s, "ReadStates:");
+        for rs in &rd.read_states {
+            let _ = writeln!(s, "Index:{} Context:{}", rs.index, data_text(&rs.request_ctx));
         }
     }
     if !rd.persisted_messages.is_empty() {

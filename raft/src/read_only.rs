@@ -120,6 +120,6 @@ pub(crate) fn round_context(id: u64) -> Vec<u8> {
 }
 
 /// Decodes a heartbeat context; anything that is not eight bytes is not one of ours.
-pub(crate) fn context_round(context: &[u8]) -> Option<u64> {
+pub fn context_round(context: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(context.try_into().ok()?))
 }
