@@ -206,6 +206,16 @@ impl<S: Storage> Raft<S> {
         self.uncommitted_bytes
     }
 
+    /// The election timeout drawn for the current term, in ticks.
+    pub fn randomized_election_ticks(&self) -> usize {
+        self.randomized_election_ticks
+    }
+
+    /// Ticks since the election timer (or, on a leader, the check-quorum round) was reset.
+    pub fn election_elapsed(&self) -> usize {
+        self.election_elapsed
+    }
+
     pub fn soft_state(&self) -> SoftState {
         SoftState { leader_id: self.leader_id, role: self.role }
     }
@@ -275,7 +285,15 @@ impl<S: Storage> Raft<S> {
         }
         let prev_index = pr.next_idx - 1;
         let prev_term = self.raft_log.term(prev_index);
-        let entries = self.raft_log.entries(pr.next_idx, Some(self.msg_bytes_max));
+        // A full window in Replicate is unpaused only by a heartbeat response, so that a
+        // window whose messages were all lost cannot stall the follower: send an empty
+        // append then, whose answer (ack or rejection) frees the window. Entries would
+        // overflow it.
+        let entries = if pr.state == ProgressState::Replicate && pr.inflights.full() {
+            Ok(Vec::new())
+        } else {
+            self.raft_log.entries(pr.next_idx, Some(self.msg_bytes_max))
+        };
         let (prev_term, entries) = match (prev_term, entries) {
             (Ok(t), Ok(e)) => (t, e),
             (Err(StorageError::Compacted), _) | (_, Err(StorageError::Compacted)) => {
@@ -574,7 +592,7 @@ impl<S: Storage> Raft<S> {
                 }
                 _ => self.become_follower(m.term, NONE),
             }
-        } else if m.term < self.term {
+        } else if m.term < self.term && msg_type != MessageType::MsgStorageAppendResponse {
             if (self.check_quorum || self.pre_vote)
                 && matches!(msg_type, MessageType::MsgHeartbeat | MessageType::MsgAppend)
             {
@@ -607,7 +625,9 @@ impl<S: Storage> Raft<S> {
                 self.hup(kind);
             }
             MessageType::MsgStorageAppendResponse => {
-                if m.index != 0 {
+                // A write of an older term may have been overtaken (see RawNode's
+                // storage_append_response): it confirms a snapshot, but no entries.
+                if m.index != 0 && m.term == self.term {
                     self.raft_log.stable_to(m.index, m.log_term);
                 }
                 if let Some(snapshot) = &m.snapshot {
@@ -616,7 +636,10 @@ impl<S: Storage> Raft<S> {
                 }
             }
             MessageType::MsgStorageApplyResponse => {
-                if m.index != 0 {
+                // The append thread may install a snapshot (which moves `applied` past it)
+                // before the apply thread reports entries queued earlier: such a report
+                // is stale, not a step back.
+                if m.index > self.raft_log.applied {
                     self.raft_log.applied_to(m.index);
                 }
             }
