@@ -179,13 +179,20 @@ impl<S: Storage> Raft<S> {
             raft.load_hard_state(&initial.hard_state);
         }
         // The application may restart having applied less than the compacted prefix (that
-        // state came with the snapshot), but never more than was committed: that would be
-        // state the log does not know to be final.
+        // state came with the snapshot). It may also have applied more than the stored
+        // commit index says: with async writes the apply thread can finish before the
+        // append thread persists the commit index of the same Ready. Applied entries were
+        // committed, so the commit index rises to them, provided they are in the log;
+        // applied entries missing from the log mean the log lost durable data.
         if config.applied > raft.raft_log.committed {
-            return Err(Error::ConfigInvalid(format!(
-                "applied index {} is beyond the stored commit index {}",
-                config.applied, raft.raft_log.committed
-            )));
+            if config.applied > raft.raft_log.last_index() {
+                return Err(Error::ConfigInvalid(format!(
+                    "applied index {} is beyond the last stored index {}: the log lost entries",
+                    config.applied,
+                    raft.raft_log.last_index()
+                )));
+            }
+            raft.raft_log.commit_to(config.applied);
         }
         if config.applied > raft.raft_log.applied {
             raft.raft_log.applied_to(config.applied);
@@ -247,6 +254,16 @@ impl<S: Storage> Raft<S> {
 
     pub fn uncommitted_bytes(&self) -> u64 {
         self.uncommitted_bytes
+    }
+
+    /// The election timeout drawn for the current term, in ticks.
+    pub fn randomized_election_ticks(&self) -> usize {
+        self.randomized_election_ticks
+    }
+
+    /// Ticks since the election timer (or, on a leader, the check-quorum round) was reset.
+    pub fn election_elapsed(&self) -> usize {
+        self.election_elapsed
     }
 
     pub fn soft_state(&self) -> SoftState {
@@ -318,7 +335,15 @@ impl<S: Storage> Raft<S> {
         }
         let prev_index = pr.next_idx - 1;
         let prev_term = self.raft_log.term(prev_index);
-        let entries = self.raft_log.entries(pr.next_idx, Some(self.msg_bytes_max));
+        // A full window in Replicate is unpaused only by a heartbeat response, so that a
+        // window whose messages were all lost cannot stall the follower: send an empty
+        // append then, whose answer (ack or rejection) frees the window. Entries would
+        // overflow it.
+        let entries = if pr.state == ProgressState::Replicate && pr.inflights.full() {
+            Ok(Vec::new())
+        } else {
+            self.raft_log.entries(pr.next_idx, Some(self.msg_bytes_max))
+        };
         let (prev_term, entries) = match (prev_term, entries) {
             (Ok(t), Ok(e)) => (t, e),
             (Err(StorageError::Compacted), _) | (_, Err(StorageError::Compacted)) => {
@@ -635,7 +660,7 @@ impl<S: Storage> Raft<S> {
                 }
                 _ => self.become_follower(m.term, NONE),
             }
-        } else if m.term < self.term {
+        } else if m.term < self.term && msg_type != MessageType::MsgStorageAppendResponse {
             if (self.check_quorum || self.pre_vote)
                 && matches!(msg_type, MessageType::MsgHeartbeat | MessageType::MsgAppend)
             {
@@ -668,7 +693,9 @@ impl<S: Storage> Raft<S> {
                 self.hup(kind);
             }
             MessageType::MsgStorageAppendResponse => {
-                if m.index != 0 {
+                // A write of an older term may have been overtaken (see RawNode's
+                // storage_append_response): it confirms a snapshot, but no entries.
+                if m.index != 0 && m.term == self.term {
                     self.raft_log.stable_to(m.index, m.log_term);
                 }
                 if let Some(snapshot) = &m.snapshot {
@@ -677,7 +704,10 @@ impl<S: Storage> Raft<S> {
                 }
             }
             MessageType::MsgStorageApplyResponse => {
-                if m.index != 0 {
+                // The append thread may install a snapshot (which moves `applied` past it)
+                // before the apply thread reports entries queued earlier: such a report
+                // is stale, not a step back.
+                if m.index > self.raft_log.applied {
                     self.applied_to(m.index);
                 }
             }

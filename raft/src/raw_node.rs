@@ -278,7 +278,8 @@ impl<S: Storage> RawNode<S> {
         rd.must_sync |= !rd.entries.is_empty() || rd.snapshot.is_some();
 
         // The completions of this Ready's storage work, as the node will step them.
-        let append_response = storage_append_response(raft.id, &rd);
+        let last_unstable = raft.raft_log.unstable.entries.last().map(|e| (e.index, e.term));
+        let append_response = storage_append_response(raft.id, raft.term, last_unstable, &rd);
         let apply_response = rd.committed_entries.last().map(|last| Message {
             msg_type: MessageType::MsgStorageApplyResponse as i32,
             to: raft.id,
@@ -360,18 +361,27 @@ pub fn conf_change_of(entry: &Entry) -> Result<Option<ConfChangeV2>> {
     crate::raft::decode_conf_change(entry)
 }
 
-/// The message that confirms a Ready's writes: the last entry written (so a write that a
-/// newer leader's overwrite raced is recognized), and the snapshot's metadata.
-fn storage_append_response(id: u64, rd: &Ready) -> Message {
+/// The message that confirms a Ready's writes: the snapshot's metadata, and the last
+/// unstable entry, which this write and the writes before it (done in order) made durable.
+///
+/// It carries the node's term, and only a confirmation of the current term marks entries
+/// stable. A write of an older term may have been overtaken: a newer leader overwrote its
+/// entries and a still newer one wrote the same (index, term) back, in writes that are
+/// still under way (the ABA race, etcd-io/raft#8). The confirmation of a later write, at
+/// the latest the one of the new hard state that every term change causes, vouches for
+/// the entries instead; this is why it names the last unstable entry, not the last one in
+/// `rd.entries`.
+fn storage_append_response(id: u64, term: u64, last_unstable: Option<(u64, u64)>, rd: &Ready) -> Message {
     let mut m = Message {
         msg_type: MessageType::MsgStorageAppendResponse as i32,
         to: id,
         from: LOCAL_APPEND_THREAD,
+        term,
         ..Default::default()
     };
-    if let Some(last) = rd.entries.last() {
-        m.index = last.index;
-        m.log_term = last.term;
+    if let Some((index, log_term)) = last_unstable {
+        m.index = index;
+        m.log_term = log_term;
     }
     if let Some(snapshot) = &rd.snapshot {
         let meta = snapshot.metadata.clone().unwrap_or_default();

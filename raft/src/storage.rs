@@ -119,8 +119,8 @@ impl MemStorageCore {
         Ok(())
     }
 
-    /// Records a snapshot of the applied state at `index` (which must be in the log), so
-    /// the log before it can be compacted.
+    /// Records a snapshot of the applied state at `index` (which must be in the log) and
+    /// drops the entries it covers: the log here always starts right after the snapshot.
     pub fn create_snapshot(
         &mut self,
         index: u64,
@@ -134,6 +134,9 @@ impl MemStorageCore {
             return Err(StorageError::Unavailable);
         }
         let term = self.entries[(index - self.first_index()) as usize].term;
+        // `entries` begin right after `snapshot_metadata.index`; moving the snapshot
+        // without dropping the entries it covers would shift every later index.
+        self.entries.drain(..=(index - self.first_index()) as usize);
         self.snapshot_metadata.index = index;
         self.snapshot_metadata.term = term;
         if let Some(cs) = conf_state {
