@@ -665,9 +665,14 @@ fn leader_sends_heartbeats_every_heartbeat_interval() {
         tick_times(&mut r, 2);
         assert_eq!(sent(&mut r), Vec::<String>::new(), "round {round}: too early");
         r.tick();
+        // Each broadcast is a new read-confirmation round, numbered from 1.
+        let number = round + 1;
         assert_eq!(
             sent(&mut r),
-            ["1->2 MsgHeartbeat Term:1 Log:0/0 Commit:1", "1->3 MsgHeartbeat Term:1 Log:0/0"],
+            [
+                format!("1->2 MsgHeartbeat Term:1 Log:0/0 Commit:1 Round:{number}"),
+                format!("1->3 MsgHeartbeat Term:1 Log:0/0 Round:{number}")
+            ],
             "round {round}"
         );
     }
