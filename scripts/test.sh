@@ -18,3 +18,5 @@ else
 fi
 # nextest does not run doctests; the crate docs' examples are tests too.
 cargo test --workspace --doc
+# The embedding example must keep working end to end (it asserts its own outcome).
+cargo run -q -p tessera-raft --example kv
