@@ -84,3 +84,6 @@ pub const LOCAL_APPLY_THREAD: u64 = u64::MAX - 1;
 
 #[cfg(test)]
 mod paper_tests;
+
+#[cfg(test)]
+mod log_tests;

@@ -5,6 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{JointConfig, MajorityConfig, VoteResult};
 
+/// (voters, acknowledged (id, index) pairs, expected committed index)
+type CommitCase = (&'static [u64], &'static [(u64, u64)], u64);
+/// (voters, cast (id, granted) pairs, expected result)
+type VoteCase = (&'static [u64], &'static [(u64, bool)], VoteResult);
+
 fn majority(ids: &[u64]) -> MajorityConfig {
     MajorityConfig::new(ids.iter().copied().collect())
 }
@@ -112,9 +117,8 @@ fn empty_majority_commits_everything_and_wins() {
 
 #[test]
 fn majority_committed_index_table() {
-    // (voters, acknowledged (id, index) pairs, expected committed index)
     #[rustfmt::skip]
-    let cases: &[(&[u64], &[(u64, u64)], u64)] = &[
+    let cases: &[CommitCase] = &[
         // One voter: its own acknowledgement decides.
         (&[1], &[], 0),
         (&[1], &[(1, 7)], 7),
@@ -178,7 +182,7 @@ fn majority_committed_index_on_the_heap_path_matches_the_stack_path() {
 fn majority_vote_result_table() {
     use VoteResult::*;
     #[rustfmt::skip]
-    let cases: &[(&[u64], &[(u64, bool)], VoteResult)] = &[
+    let cases: &[VoteCase] = &[
         (&[1], &[], Pending),
         (&[1], &[(1, true)], Won),
         (&[1], &[(1, false)], Lost),

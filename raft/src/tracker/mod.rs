@@ -161,3 +161,6 @@ impl ProgressTracker {
         (granted, rejected, result)
     }
 }
+
+#[cfg(test)]
+mod tests;
