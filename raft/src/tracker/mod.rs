@@ -27,17 +27,6 @@ pub struct TrackerConfig {
 }
 
 impl TrackerConfig {
-    pub fn from_conf_state(cs: &ConfState) -> Self {
-        let mut voters = JointConfig::new(cs.voters.iter().copied().collect());
-        voters.outgoing = crate::quorum::MajorityConfig::new(cs.voters_outgoing.iter().copied().collect());
-        TrackerConfig {
-            voters,
-            learners: cs.learners.iter().copied().collect(),
-            learners_next: cs.learners_next.iter().copied().collect(),
-            auto_leave: cs.auto_leave,
-        }
-    }
-
     pub fn to_conf_state(&self) -> ConfState {
         ConfState {
             voters: self.voters.incoming.ids().iter().copied().collect(),
@@ -86,31 +75,6 @@ impl ProgressTracker {
             votes: BTreeMap::new(),
             inflights_count_max,
             inflights_bytes_max,
-        }
-    }
-
-    /// Replaces the configuration with `cs` and gives every member a fresh progress whose
-    /// next index is `next_idx`. Used at start and when a snapshot is restored.
-    pub fn restore(&mut self, cs: &ConfState, next_idx: u64) {
-        self.config = TrackerConfig::from_conf_state(cs);
-        self.progress.clear();
-        self.votes.clear();
-        let learners = self.config.learners.iter().chain(self.config.learners_next.iter());
-        let members: Vec<(u64, bool)> = self
-            .config
-            .voters
-            .ids()
-            .into_iter()
-            .map(|id| (id, false))
-            .chain(learners.map(|id| (*id, true)))
-            .collect();
-        for (id, is_learner) in members {
-            let mut pr = Progress::new(next_idx, self.inflights_count_max, self.inflights_bytes_max);
-            pr.is_learner = is_learner && !self.config.voters.contains(id);
-            // A member just added has not had a chance to talk to us yet; marking it
-            // inactive would let check-quorum depose a healthy leader right away.
-            pr.recent_active = true;
-            self.progress.insert(id, pr);
         }
     }
 

@@ -3,7 +3,7 @@
 
 use tessera_proto::raftpb::ConfState;
 
-use super::{Inflights, Progress, ProgressState, ProgressTracker, TrackerConfig};
+use super::{Inflights, Progress, ProgressState, ProgressTracker};
 use crate::quorum::VoteResult;
 
 // ---------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ fn conf_state(voters: &[u64], learners: &[u64]) -> ConfState {
 
 fn tracker(cs: &ConfState) -> ProgressTracker {
     let mut trk = ProgressTracker::new(256, 0);
-    trk.restore(cs, 11);
+    crate::confchange::restore(&mut trk, 11, cs).expect("a valid configuration");
     trk
 }
 
@@ -352,7 +352,7 @@ fn tracker_restore_creates_fresh_progress_for_every_member() {
     // Restoring again replaces members, progress and votes.
     trk.record_vote(1, true);
     set_matched(&mut trk, &[(1, 9)]);
-    trk.restore(&conf_state(&[1], &[]), 30);
+    crate::confchange::restore(&mut trk, 30, &conf_state(&[1], &[])).expect("a valid configuration");
     assert_eq!(trk.progress.keys().copied().collect::<Vec<_>>(), vec![1]);
     assert_eq!((trk.progress[&1].matched, trk.progress[&1].next_idx), (0, 30));
     assert!(trk.votes.is_empty());
@@ -377,7 +377,6 @@ fn tracker_restore_joint_config() {
     assert!(trk.progress[&5].is_learner);
     assert_eq!(trk.conf_state(), cs, "the configuration round-trips");
     assert_eq!(trk.config.to_string(), "voters=(1 2 3)&&(1 2 4) learners=(5) learners_next=(4) autoleave");
-    assert_eq!(TrackerConfig::from_conf_state(&cs), trk.config);
 }
 
 #[test]
@@ -406,9 +405,14 @@ fn tracker_committed_singleton_and_empty() {
     set_matched(&mut trk, &[(7, 4)]);
     assert_eq!(trk.committed(), 4);
     // With no voters at all the quorum math answers "everything"; callers must cap it
-    // by their own last index.
-    let trk = tracker(&conf_state(&[], &[3]));
+    // by their own last index. (Learners without voters are not a configuration at all.)
+    let trk = tracker(&conf_state(&[], &[]));
     assert_eq!(trk.committed(), u64::MAX);
+    let mut learners_only = ProgressTracker::new(256, 0);
+    assert_eq!(
+        crate::confchange::restore(&mut learners_only, 11, &conf_state(&[], &[3])),
+        Err(crate::confchange::ConfChangeError::RemovesAllVoters)
+    );
 }
 
 #[test]
