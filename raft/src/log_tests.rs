@@ -1008,3 +1008,20 @@ mod async_writes {
         }
     }
 }
+
+#[test]
+fn mem_storage_compact_never_relabels_the_snapshot() {
+    // Compaction past the latest snapshot used to move the snapshot's index while keeping
+    // its data, so a lagging follower would receive old state under a newer index.
+    let storage = storage_with(&ents(1, 6, 1));
+    storage.wl().create_snapshot(2, None, b"state@2".to_vec()).expect("in the log");
+    storage.wl().compact(5).expect("in range");
+    let snap = storage.snapshot(0, 2).expect("available");
+    let meta = snap.metadata.expect("metadata");
+    assert_eq!((meta.index, meta.term, snap.data), (2, 1, b"state@2".to_vec()));
+    assert_eq!(storage.first_index().ok(), Some(5));
+    assert_eq!(storage.term(4).ok(), Some(1), "the compacted boundary keeps its term");
+    // A later snapshot may sit on the compacted boundary, not below it.
+    assert!(matches!(storage.wl().create_snapshot(3, None, Vec::new()), Err(StorageError::Compacted)));
+    storage.wl().create_snapshot(4, None, b"state@4".to_vec()).expect("the boundary");
+}

@@ -45,10 +45,15 @@ pub trait Storage {
 #[derive(Debug, Default)]
 pub struct MemStorageCore {
     hard_state: HardState,
-    /// The last compacted (or snapshotted) entry and the configuration at that point.
+    /// The latest snapshot: the state at its index and the configuration then. It is what
+    /// a lagging follower receives; compaction never changes it.
     snapshot_metadata: SnapshotMetadata,
     snapshot_data: Vec<u8>,
-    /// Entries after `snapshot_metadata.index`, contiguous.
+    /// The last compacted entry, (index, term): the log holds the entries after it, and
+    /// its term stays known so that an append right after it can be matched.
+    compacted_index: u64,
+    compacted_term: u64,
+    /// Entries after `compacted_index`, contiguous.
     entries: Vec<Entry>,
     /// Tests set this so the next `snapshot()` call fails as if generation were under way.
     snapshot_unavailable_once: bool,
@@ -56,11 +61,24 @@ pub struct MemStorageCore {
 
 impl MemStorageCore {
     fn first_index(&self) -> u64 {
-        self.snapshot_metadata.index + 1
+        self.compacted_index + 1
     }
 
     fn last_index(&self) -> u64 {
-        self.snapshot_metadata.index + self.entries.len() as u64
+        self.compacted_index + self.entries.len() as u64
+    }
+
+    fn term(&self, index: u64) -> StorageResult<u64> {
+        if index == self.compacted_index {
+            return Ok(self.compacted_term);
+        }
+        if index < self.first_index() {
+            return Err(StorageError::Compacted);
+        }
+        if index > self.last_index() {
+            return Err(StorageError::Unavailable);
+        }
+        Ok(self.entries[(index - self.first_index()) as usize].term)
     }
 
     pub fn hard_state(&self) -> &HardState {
@@ -113,14 +131,17 @@ impl MemStorageCore {
         }
         self.hard_state.term = self.hard_state.term.max(metadata.term);
         self.hard_state.commit = self.hard_state.commit.max(metadata.index);
+        self.compacted_index = metadata.index;
+        self.compacted_term = metadata.term;
         self.snapshot_metadata = metadata;
         self.snapshot_data = snapshot.data;
         self.entries.clear();
         Ok(())
     }
 
-    /// Records a snapshot of the applied state at `index` (which must be in the log) and
-    /// drops the entries it covers: the log here always starts right after the snapshot.
+    /// Records a snapshot of the applied state at `index`, which must be in the log (or be
+    /// its compacted boundary). The log is left alone: compacting is a separate step, so a
+    /// snapshot can be taken first and the log trimmed behind it later.
     pub fn create_snapshot(
         &mut self,
         index: u64,
@@ -130,13 +151,7 @@ impl MemStorageCore {
         if index <= self.snapshot_metadata.index {
             return Err(StorageError::SnapshotOutOfDate);
         }
-        if index > self.last_index() {
-            return Err(StorageError::Unavailable);
-        }
-        let term = self.entries[(index - self.first_index()) as usize].term;
-        // `entries` begin right after `snapshot_metadata.index`; moving the snapshot
-        // without dropping the entries it covers would shift every later index.
-        self.entries.drain(..=(index - self.first_index()) as usize);
+        let term = self.term(index)?;
         self.snapshot_metadata.index = index;
         self.snapshot_metadata.term = term;
         if let Some(cs) = conf_state {
@@ -147,7 +162,10 @@ impl MemStorageCore {
     }
 
     /// Drops the entries before `compact_index`; `compact_index - 1` becomes the last
-    /// compacted entry whose term stays known.
+    /// compacted entry whose term stays known. The latest snapshot is not touched: a
+    /// follower that needs compacted entries receives it, so compact only up to the
+    /// latest snapshot when followers may lag (as etcd's storage, this is the caller's
+    /// responsibility).
     pub fn compact(&mut self, compact_index: u64) -> StorageResult<()> {
         if compact_index <= self.first_index() {
             return Ok(());
@@ -157,8 +175,8 @@ impl MemStorageCore {
         }
         let drop_count = (compact_index - self.first_index()) as usize;
         let last_dropped = &self.entries[drop_count - 1];
-        self.snapshot_metadata.index = last_dropped.index;
-        self.snapshot_metadata.term = last_dropped.term;
+        self.compacted_index = last_dropped.index;
+        self.compacted_term = last_dropped.term;
         self.entries.drain(..drop_count);
         Ok(())
     }
@@ -218,17 +236,7 @@ impl Storage for MemStorage {
     }
 
     fn term(&self, index: u64) -> StorageResult<u64> {
-        let core = self.rl();
-        if index == core.snapshot_metadata.index {
-            return Ok(core.snapshot_metadata.term);
-        }
-        if index < core.first_index() {
-            return Err(StorageError::Compacted);
-        }
-        if index > core.last_index() {
-            return Err(StorageError::Unavailable);
-        }
-        Ok(core.entries[(index - core.first_index()) as usize].term)
+        self.rl().term(index)
     }
 
     fn first_index(&self) -> StorageResult<u64> {
