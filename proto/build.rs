@@ -7,6 +7,10 @@ fn main() {
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto/raftpb.proto");
     prost_build::Config::new()
+        // Entry payloads are cloned at every step of their way (to the Ready, into storage,
+        // into each follower's append, into the apply batch). Reference-counted bytes make
+        // those clones O(1) instead of a copy of the payload each.
+        .bytes([".raftpb.Entry.data", ".raftpb.Snapshot.data"])
         .compile_protos(&["proto/raftpb.proto"], &["proto"])
         .expect("raftpb.proto compiles");
 }

@@ -5,7 +5,7 @@
 //!
 //! ```
 //! use tessera_proto::raftpb::{Entry, EntryType};
-//! let entry = Entry { term: 2, index: 7, data: b"x".to_vec(), ..Default::default() };
+//! let entry = Entry { term: 2, index: 7, data: b"x".to_vec().into(), ..Default::default() };
 //! assert_eq!(entry.entry_type(), EntryType::EntryNormal);
 //! ```
 

@@ -155,7 +155,7 @@ fn bench_propose_commit(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(label.clone(), "64_per_round_one_call"), |b| {
             b.iter(|| {
                 let entries =
-                    batch.iter().map(|data| Entry { data: data.clone(), ..Default::default() }).collect();
+                    batch.iter().map(|data| Entry { data: data.clone().into(), ..Default::default() }).collect();
                 cluster.commit_batch(entries)
             })
         });

@@ -73,7 +73,7 @@ impl Node {
             Input::Put { key, value, reply } => {
                 let id = self.request_id();
                 let entry = tessera_raft::raftpb::Entry {
-                    data: format!("{key}={value}").into_bytes(),
+                    data: format!("{key}={value}").into_bytes().into(),
                     context: id.clone(),
                     ..Default::default()
                 };
@@ -142,7 +142,7 @@ impl Node {
         }
         // Confirmed reads wait for the apply to catch up with their index.
         for rs in &rd.read_states {
-            if let Some((key, reply)) = self.pending_reads.remove(&rs.request_ctx) {
+            if let Some((key, reply)) = self.pending_reads.remove(rs.request_ctx.as_ref()) {
                 self.confirmed_reads.push((rs.index, key, reply));
             }
         }

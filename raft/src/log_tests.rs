@@ -15,7 +15,7 @@ fn ent(index: u64, term: u64) -> Entry {
 
 /// An entry with `len` bytes of payload, for the size limits.
 fn ent_data(index: u64, term: u64, len: usize) -> Entry {
-    Entry { index, term, data: vec![b'x'; len], ..Default::default() }
+    Entry { index, term, data: vec![b'x'; len].into(), ..Default::default() }
 }
 
 /// Entries `first..=last`, all of `term`.
@@ -29,7 +29,7 @@ fn ids(entries: &[Entry]) -> Vec<(u64, u64)> {
 
 fn snapshot(index: u64, term: u64) -> Snapshot {
     Snapshot {
-        data: Vec::new(),
+        data: Default::default(),
         metadata: Some(SnapshotMetadata {
             conf_state: Some(ConfState { voters: vec![1, 2, 3], ..Default::default() }),
             index,
@@ -1018,7 +1018,7 @@ fn mem_storage_compact_never_relabels_the_snapshot() {
     storage.wl().compact(5).expect("in range");
     let snap = storage.snapshot(0, 2).expect("available");
     let meta = snap.metadata.expect("metadata");
-    assert_eq!((meta.index, meta.term, snap.data), (2, 1, b"state@2".to_vec()));
+    assert_eq!((meta.index, meta.term, snap.data.to_vec()), (2, 1, b"state@2".to_vec()));
     assert_eq!(storage.first_index().ok(), Some(5));
     assert_eq!(storage.term(4).ok(), Some(1), "the compacted boundary keeps its term");
     // A later snapshot may sit on the compacted boundary, not below it.

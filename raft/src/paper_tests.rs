@@ -37,7 +37,7 @@ fn entry(term: u64, index: u64) -> Entry {
 }
 
 fn data_entry(term: u64, index: u64, data: &[u8]) -> Entry {
-    Entry { term, index, data: data.to_vec(), ..Default::default() }
+    Entry { term, index, data: data.to_vec().into(), ..Default::default() }
 }
 
 /// A log whose entry at index `i + 1` has term `terms[i]`.
@@ -161,7 +161,7 @@ fn hup() -> Message {
 
 fn propose(r: &mut R, data: &[u8]) -> crate::Result<()> {
     let m = Message {
-        entries: vec![Entry { data: data.to_vec(), ..Default::default() }],
+        entries: vec![Entry { data: data.to_vec().into(), ..Default::default() }],
         ..msg(MessageType::MsgPropose, r.id, r.id, 0)
     };
     r.step(m)
@@ -911,7 +911,7 @@ fn committed_entries_reach_every_follower() {
     for id in [1, 2, 3] {
         let r = net.node_mut(id);
         assert_eq!(r.raft_log.committed, 3, "node {id}");
-        let data: Vec<Vec<u8>> = apply(r).into_iter().map(|e| e.data).collect();
+        let data: Vec<Vec<u8>> = apply(r).into_iter().map(|e| e.data.to_vec()).collect();
         assert_eq!(data, [b"".to_vec(), b"a".to_vec(), b"b".to_vec()], "node {id}");
     }
 }
@@ -1255,7 +1255,7 @@ fn candidate_with_a_stale_log_cannot_win() {
     net.campaign(2);
     assert_eq!(net.node(2).role, StateRole::Leader);
     for id in [2, 3] {
-        assert!(net.node(id).raft_log.all_entries().iter().any(|e| e.data == b"committed"), "node {id}");
+        assert!(net.node(id).raft_log.all_entries().iter().any(|e| e.data.as_ref() == b"committed"), "node {id}");
     }
 }
 

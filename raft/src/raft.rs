@@ -1396,7 +1396,7 @@ pub(crate) fn decode_conf_change(entry: &Entry) -> Result<Option<ConfChangeV2>> 
     match entry.entry_type() {
         EntryType::EntryNormal => Ok(None),
         EntryType::EntryConfChange => {
-            let cc = ConfChange::decode(entry.data.as_slice()).map_err(malformed)?;
+            let cc = ConfChange::decode(entry.data.as_ref()).map_err(malformed)?;
             Ok(Some(ConfChangeV2 {
                 transition: ConfChangeTransition::Auto as i32,
                 changes: vec![ConfChangeSingle { change_type: cc.change_type, node_id: cc.node_id }],
@@ -1404,7 +1404,7 @@ pub(crate) fn decode_conf_change(entry: &Entry) -> Result<Option<ConfChangeV2>> 
             }))
         }
         EntryType::EntryConfChangeV2 => {
-            Ok(Some(ConfChangeV2::decode(entry.data.as_slice()).map_err(malformed)?))
+            Ok(Some(ConfChangeV2::decode(entry.data.as_ref()).map_err(malformed)?))
         }
     }
 }

@@ -119,8 +119,8 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Proposes one entry of data.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<()> {
-        self.propose_entries(vec![Entry { data, ..Default::default() }])
+    pub fn propose(&mut self, data: impl Into<bytes::Bytes>) -> Result<()> {
+        self.propose_entries(vec![Entry { data: data.into(), ..Default::default() }])
     }
 
     /// Proposes several entries at once; they are appended together, in one message to
@@ -141,7 +141,7 @@ impl<S: Storage> RawNode<S> {
     pub fn propose_conf_change(&mut self, context: Vec<u8>, cc: ConfChangeV2) -> Result<()> {
         let entry = Entry {
             entry_type: EntryType::EntryConfChangeV2 as i32,
-            data: cc.encode_to_vec(),
+            data: cc.encode_to_vec().into(),
             context,
             ..Default::default()
         };
@@ -152,7 +152,7 @@ impl<S: Storage> RawNode<S> {
     pub fn propose_conf_change_v1(&mut self, context: Vec<u8>, cc: ConfChange) -> Result<()> {
         let entry = Entry {
             entry_type: EntryType::EntryConfChange as i32,
-            data: cc.encode_to_vec(),
+            data: cc.encode_to_vec().into(),
             context,
             ..Default::default()
         };
@@ -178,9 +178,9 @@ impl<S: Storage> RawNode<S> {
     /// Requests a linearizable read. The answer arrives as a `ReadState` carrying
     /// `request_ctx` in a later Ready; the read may be served once the applied index
     /// reaches its index. Reads that arrive between two Readys share one heartbeat round.
-    pub fn read_index(&mut self, request_ctx: Vec<u8>) -> Result<()> {
+    pub fn read_index(&mut self, request_ctx: impl Into<bytes::Bytes>) -> Result<()> {
         let id = self.raft.id;
-        let entry = Entry { data: request_ctx, ..Default::default() };
+        let entry = Entry { data: request_ctx.into(), ..Default::default() };
         self.raft.step(Message {
             msg_type: MessageType::MsgReadIndex as i32,
             from: id,
@@ -386,7 +386,7 @@ fn storage_append_response(id: u64, term: u64, last_unstable: Option<(u64, u64)>
     if let Some(snapshot) = &rd.snapshot {
         let meta = snapshot.metadata.clone().unwrap_or_default();
         m.snapshot = Some(Snapshot {
-            data: Vec::new(),
+            data: bytes::Bytes::new(),
             metadata: Some(SnapshotMetadata { conf_state: None, index: meta.index, term: meta.term }),
         });
     }

@@ -32,7 +32,7 @@ pub enum ReadOnlyOption {
 pub struct ReadState {
     pub index: u64,
     /// The context the caller gave `read_index`, to match the answer to the request.
-    pub request_ctx: Vec<u8>,
+    pub request_ctx: bytes::Bytes,
 }
 
 /// A read request waiting for confirmation: the MsgReadIndex (local or forwarded) and the

@@ -48,7 +48,7 @@ pub struct MemStorageCore {
     /// The latest snapshot: the state at its index and the configuration then. It is what
     /// a lagging follower receives; compaction never changes it.
     snapshot_metadata: SnapshotMetadata,
-    snapshot_data: Vec<u8>,
+    snapshot_data: bytes::Bytes,
     /// The last compacted entry, (index, term): the log holds the entries after it, and
     /// its term stays known so that an append right after it can be matched.
     compacted_index: u64,
@@ -146,7 +146,7 @@ impl MemStorageCore {
         &mut self,
         index: u64,
         conf_state: Option<ConfState>,
-        data: Vec<u8>,
+        data: impl Into<bytes::Bytes>,
     ) -> StorageResult<()> {
         if index <= self.snapshot_metadata.index {
             return Err(StorageError::SnapshotOutOfDate);
@@ -157,7 +157,7 @@ impl MemStorageCore {
         if let Some(cs) = conf_state {
             self.snapshot_metadata.conf_state = Some(cs);
         }
-        self.snapshot_data = data;
+        self.snapshot_data = data.into();
         Ok(())
     }
 

@@ -26,7 +26,7 @@ fn drive(nodes: &mut [RawNode<MemStorage>], storages: &[MemStorage], applied: &m
             }
             inbox.extend(rd.persisted_messages.iter().cloned());
             applied[i]
-                .extend(rd.committed_entries.iter().filter(|e| !e.data.is_empty()).map(|e| e.data.clone()));
+                .extend(rd.committed_entries.iter().filter(|e| !e.data.is_empty()).map(|e| e.data.to_vec()));
             node.advance(rd);
         }
         for m in inbox {

@@ -54,12 +54,12 @@ impl Group {
                 }
                 inbox.extend(rd.persisted_messages.iter().cloned());
                 for rs in &rd.read_states {
-                    self.reads[i].push((rs.index, rs.request_ctx.clone()));
+                    self.reads[i].push((rs.index, rs.request_ctx.to_vec()));
                 }
                 for e in &rd.committed_entries {
                     if e.entry_type() == EntryType::EntryNormal {
                         if !e.data.is_empty() {
-                            self.applied[i].push(e.data.clone());
+                            self.applied[i].push(e.data.to_vec());
                         }
                     } else {
                         let cc = conf_change_of(e).unwrap().unwrap();

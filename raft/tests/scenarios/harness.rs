@@ -334,7 +334,7 @@ impl Env {
                 let mut core = storage.wl();
                 if index > 0 {
                     core.apply_snapshot(Snapshot {
-                        data: content.clone().into_bytes(),
+                        data: content.clone().into_bytes().into(),
                         metadata: Some(SnapshotMetadata { conf_state: Some(conf_state), index, term: 1 }),
                     })
                     .map_err(|e| e.to_string())?;
@@ -408,7 +408,7 @@ impl Env {
             }
             _ => return Err("propose-batch: give data=(..) or count=N [size=M]".to_string()),
         };
-        let entries = payloads.into_iter().map(|data| Entry { data, ..Default::default() }).collect();
+        let entries = payloads.into_iter().map(|data| Entry { data: data.into(), ..Default::default() }).collect();
         Ok(error_line(self.node_mut(id)?.raw.propose_entries(entries)))
     }
 
