@@ -406,13 +406,18 @@ impl<S: Storage> Raft<S> {
         });
     }
 
-    fn peer_ids_but_self(&self) -> Vec<u64> {
-        self.trk.progress.keys().copied().filter(|id| *id != self.id).collect()
+    /// The peer after `after` in id order, skipping ourselves. Walking peers this way,
+    /// rather than collecting their ids first, keeps broadcasts free of allocation while
+    /// the loop body mutates the tracker.
+    fn next_peer(&self, after: u64) -> Option<u64> {
+        self.trk.progress.range(after + 1..).map(|(id, _)| *id).find(|id| *id != self.id)
     }
 
     pub(crate) fn bcast_append(&mut self) {
-        for id in self.peer_ids_but_self() {
+        let mut cursor = NONE;
+        while let Some(id) = self.next_peer(cursor) {
             self.send_append(id);
+            cursor = id;
         }
     }
 
@@ -421,8 +426,10 @@ impl<S: Storage> Raft<S> {
     pub(crate) fn bcast_heartbeat(&mut self, reads: Vec<PendingRead>) {
         let round = self.read_only.start_round(self.ticks, self.id, reads);
         let context = round_context(round);
-        for id in self.peer_ids_but_self() {
+        let mut cursor = NONE;
+        while let Some(id) = self.next_peer(cursor) {
             self.send_heartbeat(id, context.clone());
+            cursor = id;
         }
         // Our own ack may already be a quorum (a single voter).
         self.on_round_ack(round, self.id);
@@ -895,7 +902,6 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_append_success(&mut self, from: u64, index: u64) {
-        let first_index = self.raft_log.first_index();
         let pr = self.trk.progress.get_mut(&from).expect("checked by caller");
         let was_paused = pr.is_paused();
         if !(pr.maybe_update(index) || (pr.matched == index && pr.state == ProgressState::Probe)) {
@@ -906,7 +912,7 @@ impl<S: Storage> Raft<S> {
             // The follower caught up past the snapshot (or reached a point from which the
             // log is available): replicate from there. Waiting for the snapshot report
             // alone could leave it stuck if the report is lost.
-            ProgressState::Snapshot if pr.matched + 1 >= first_index => {
+            ProgressState::Snapshot if pr.matched + 1 >= self.raft_log.first_index() => {
                 pr.become_probe();
                 pr.become_replicate();
             }
@@ -1256,8 +1262,10 @@ impl<S: Storage> Raft<S> {
             self.release_postponed_reads();
             self.bcast_append();
         } else {
-            for id in self.peer_ids_but_self() {
+            let mut cursor = NONE;
+            while let Some(id) = self.next_peer(cursor) {
                 self.maybe_send_append(id, false);
+                cursor = id;
             }
         }
         conf_state

@@ -46,7 +46,17 @@ impl<S: Storage> RaftLog<S> {
     pub fn last_index(&self) -> u64 {
         match self.unstable.maybe_last_index() {
             Some(i) => i,
-            None => self.store.last_index().expect("invariant: storage answers last_index"),
+            // With nothing unstable, the log ends right before the unstable offset: entries
+            // leave the tail only once the storage confirmed them. Asking the storage
+            // instead would take its lock on one of the hottest paths.
+            None => {
+                debug_assert_eq!(
+                    Ok(self.unstable.offset - 1),
+                    self.store.last_index().map_err(|e| e.to_string()),
+                    "invariant: the unstable offset follows the stored log"
+                );
+                self.unstable.offset - 1
+            }
         }
     }
 
@@ -58,17 +68,21 @@ impl<S: Storage> RaftLog<S> {
     /// The term of the entry at `index`. Indexes outside `[first_index - 1, last_index]`
     /// have no known term: `Compacted` below, `Unavailable` above.
     pub fn term(&self, index: u64) -> StorageResult<u64> {
-        // The entry before the first one is the last compacted; its term is still known.
-        let dummy = self.first_index() - 1;
-        if index < dummy {
-            return Err(StorageError::Compacted);
-        }
-        if index > self.last_index() {
-            return Err(StorageError::Unavailable);
-        }
+        // The unstable tail (and a pending snapshot's last entry) answers first: it is the
+        // newest, and asking it takes no lock.
         if let Some(term) = self.unstable.maybe_term(index) {
             return Ok(term);
         }
+        if index >= self.unstable.offset {
+            return Err(StorageError::Unavailable);
+        }
+        if self.unstable.snapshot.is_some() {
+            // Below a pending snapshot everything counts as compacted, whatever the
+            // storage still holds.
+            return Err(StorageError::Compacted);
+        }
+        // The storage knows its compacted boundary: its term is still known (the entry
+        // before the first one), anything older is Compacted.
         self.store.term(index)
     }
 
@@ -203,7 +217,8 @@ impl<S: Storage> RaftLog<S> {
         if low >= high {
             return Ok(Vec::new());
         }
-        if low < self.first_index() {
+        if self.unstable.maybe_first_index().is_some_and(|first| low < first) {
+            // Below a pending snapshot.
             return Err(StorageError::Compacted);
         }
         assert!(
