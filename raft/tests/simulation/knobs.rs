@@ -109,6 +109,8 @@ impl Knobs {
             pre_vote: self.pre_vote,
             disable_proposal_forwarding: self.disable_proposal_forwarding,
             async_storage_writes: self.async_storage_writes,
+            // Membership changes, transfers and reads are not simulated yet.
+            ..Config::default()
         }
     }
 }
