@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use tessera_proto::raftpb::{Entry, EntryType, HardState, Message, MessageType, Snapshot};
+use tessera_proto::raftpb::{
+    ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType,
+    Snapshot,
+};
 
 use crate::raw_node::Ready;
 use crate::{LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD, NONE};
@@ -59,10 +62,41 @@ pub fn describe_entry(e: &Entry) -> String {
         EntryType::EntryConfChangeV2 => "EntryConfChangeV2",
     };
     let mut s = format!("{}/{} {kind}", e.term, e.index);
-    if !e.data.is_empty() {
-        let _ = write!(s, " {}", data_text(&e.data));
+    match crate::raft::decode_conf_change(e) {
+        // A membership change is protobuf bytes: show what it changes instead.
+        Ok(Some(cc)) => {
+            let _ = write!(s, " {}", describe_conf_change(&cc));
+        }
+        _ if !e.data.is_empty() => {
+            let _ = write!(s, " {}", data_text(&e.data));
+        }
+        _ => {}
     }
     s
+}
+
+/// A membership change as words: `v4` adds voter 4, `l5` learner 5, `r2` removes 2, `u3`
+/// updates 3; `leave-joint` leaves a joint configuration.
+pub fn describe_conf_change(cc: &ConfChangeV2) -> String {
+    if crate::raft::is_leave_joint(cc) {
+        return "leave-joint".to_string();
+    }
+    let mut words: Vec<String> = match cc.transition() {
+        ConfChangeTransition::Auto => Vec::new(),
+        ConfChangeTransition::JointImplicit => vec!["transition=implicit".to_string()],
+        ConfChangeTransition::JointExplicit => vec!["transition=explicit".to_string()],
+    };
+    for c in &cc.changes {
+        let letter = match ConfChangeType::try_from(c.change_type) {
+            Ok(ConfChangeType::AddNode) => "v",
+            Ok(ConfChangeType::AddLearnerNode) => "l",
+            Ok(ConfChangeType::RemoveNode) => "r",
+            Ok(ConfChangeType::UpdateNode) => "u",
+            Err(_) => "?",
+        };
+        words.push(format!("{letter}{}", c.node_id));
+    }
+    words.join(" ")
 }
 
 pub fn describe_entries(entries: &[Entry]) -> String {

@@ -6,9 +6,13 @@ use std::fmt::Write as _;
 
 use datadriven::TestCase;
 use tessera_raft::describe::{describe_entry, describe_message, describe_ready, message_type_name};
-use tessera_raft::raftpb::{ConfState, Entry, HardState, Message, MessageType, Snapshot, SnapshotMetadata};
+use tessera_raft::raftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry,
+    EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
+};
 use tessera_raft::{
-    Config, MemStorage, RawNode, SnapshotStatus, StateRole, LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD,
+    conf_change_of, Config, MemStorage, RawNode, ReadOnlyOption, SnapshotStatus, StateRole,
+    LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD,
 };
 
 /// A stabilize loop that runs this many rounds is livelocked: fail rather than spin.
@@ -119,6 +123,18 @@ impl Env {
             }
             "propose" => self.propose(tc)?,
             "propose-batch" => self.propose_batch(tc)?,
+            "propose-conf-change" => self.propose_conf_change(tc)?,
+            "transfer-leader" => {
+                let id = take_one_id(tc)?;
+                let target: u64 = arg(tc, "target")?.ok_or("transfer-leader: target= is required")?;
+                self.node_mut(id)?.raw.transfer_leader(target);
+                String::new()
+            }
+            "read-index" => {
+                let id = take_one_id(tc)?;
+                let ctx: String = arg(tc, "ctx")?.ok_or("read-index: ctx= is required")?;
+                error_line(self.node_mut(id)?.raw.read_index(ctx.into_bytes()))
+            }
             "tick-election" => {
                 let id = take_one_id(tc)?;
                 let node = self.node_mut(id)?;
@@ -324,6 +340,14 @@ impl Env {
         option!("msg-bytes-max", msg_bytes_max);
         option!("uncommitted-bytes-max", uncommitted_bytes_max);
         option!("committed-bytes-per-ready-max", committed_bytes_per_ready_max);
+        option!("step-down-on-removal", step_down_on_removal);
+        option!("lease-margin-ticks", lease_margin_ticks);
+        match arg::<String>(tc, "read-only")?.as_deref() {
+            None => {}
+            Some("safe") => template.read_only_option = ReadOnlyOption::Safe,
+            Some("lease") => template.read_only_option = ReadOnlyOption::LeaseBased,
+            Some(other) => return Err(format!("add-nodes: read-only=safe|lease, got {other}")),
+        }
 
         let mut out = String::new();
         for id in new_ids {
@@ -412,6 +436,42 @@ impl Env {
         Ok(error_line(self.node_mut(id)?.raw.propose_entries(entries)))
     }
 
+    fn propose_conf_change(&mut self, tc: &mut TestCase) -> CmdResult {
+        let id = take_one_id(tc)?;
+        let v1 = tc.take_flag("v1").map_err(|e| e.to_string())?;
+        let transition = match arg::<String>(tc, "transition")?.as_deref() {
+            None | Some("auto") => ConfChangeTransition::Auto,
+            Some("implicit") => ConfChangeTransition::JointImplicit,
+            Some("explicit") => ConfChangeTransition::JointExplicit,
+            Some(other) => {
+                return Err(format!("propose-conf-change: transition=auto|implicit|explicit, got {other}"))
+            }
+        };
+        let changes = parse_changes(&tc.input)?;
+        let raw = &mut self.node_mut(id)?.raw;
+        let result = if v1 {
+            let [change] = changes.as_slice() else {
+                return Err("propose-conf-change v1: exactly one change".to_string());
+            };
+            if transition != ConfChangeTransition::Auto {
+                return Err("propose-conf-change v1: no transition".to_string());
+            }
+            let cc =
+                ConfChange { change_type: change.change_type, node_id: change.node_id, ..Default::default() };
+            raw.propose_conf_change_v1(Vec::new(), cc)
+        } else {
+            raw.propose_conf_change(
+                Vec::new(),
+                ConfChangeV2 { transition: transition as i32, changes, context: Vec::new() },
+            )
+        };
+        // The typed error too: which refusal it is matters more than its wording.
+        Ok(match result {
+            Ok(()) => String::new(),
+            Err(e) => format!("error: {e:?}: {e}\n"),
+        })
+    }
+
     // ---- readies and storage -------------------------------------------------------------
 
     fn process_ready(&mut self, id: u64) -> CmdResult {
@@ -464,7 +524,7 @@ impl Env {
         // 3. Messages that promise durability.
         network.extend(rd.persisted_messages.iter().cloned());
         // 4. Apply.
-        node.apply_entries(&rd.committed_entries);
+        out += &indent(&node.apply_entries(&rd.committed_entries), 2);
         // 5. Advance.
         node.raw.advance(rd);
         Ok(out)
@@ -509,7 +569,7 @@ impl Env {
         for _ in 0..count {
             let Some(m) = node.apply_work.pop_front() else { break };
             out += &indent(&format!("Applying:\n{}", describe_message(&m)), 2);
-            node.apply_entries(&m.entries);
+            out += &indent(&node.apply_entries(&m.entries), 2);
             out += &node.deliver_responses(m.responses, network);
         }
         Ok(out)
@@ -637,19 +697,51 @@ impl Env {
         let Some(progress) = status.progress else {
             return Ok(format!("{id} is not the leader ({:?})\n", status.basic.soft_state.role));
         };
-        Ok(progress.iter().map(|(peer, pr)| format!("{peer}: {pr}\n")).collect())
+        let mut out: String = progress.iter().map(|(peer, pr)| format!("{peer}: {pr}\n")).collect();
+        // Only where it matters, so that plain status lines stay as they were.
+        let raft = node.raw.raft();
+        if raft.lead_transferee() != 0 {
+            let _ = writeln!(out, "transferring leadership to {}", raft.lead_transferee());
+        }
+        if node.config.read_only_option == ReadOnlyOption::LeaseBased {
+            let _ = writeln!(out, "lease {}", if raft.lease_valid() { "valid" } else { "invalid" });
+        }
+        Ok(out)
     }
 }
 
 impl Node {
-    fn apply_entries(&mut self, entries: &[Entry]) {
+    /// Applies committed entries in order. A membership change takes effect here, as in a
+    /// real application: the node switches configuration and the storage records the
+    /// configuration now in force. Returns a line per membership change.
+    fn apply_entries(&mut self, entries: &[Entry]) -> String {
+        let mut out = String::new();
         for e in entries {
             assert_eq!(e.index, self.applied_index + 1, "entries are applied in order, without gaps");
             self.applied_index = e.index;
-            if !e.data.is_empty() {
+            if !e.data.is_empty() || e.entry_type() != EntryType::EntryNormal {
                 self.applied.push(describe_entry(e));
             }
+            let cc = match conf_change_of(e) {
+                Ok(Some(cc)) => cc,
+                Ok(None) => continue,
+                Err(err) => {
+                    let _ = writeln!(out, "conf change {}/{} does not decode: {err}", e.term, e.index);
+                    continue;
+                }
+            };
+            match self.raw.apply_conf_change(&cc) {
+                Ok(cs) => {
+                    let _ =
+                        writeln!(out, "conf change {}/{} applied: {}", e.term, e.index, conf_state_text(&cs));
+                    self.storage.wl().set_conf_state(cs);
+                }
+                Err(err) => {
+                    let _ = writeln!(out, "conf change {}/{} refused at apply: {err}", e.term, e.index);
+                }
+            }
         }
+        out
     }
 
     fn apply_snapshot(&mut self, snapshot: &Snapshot) {
@@ -678,13 +770,23 @@ impl Node {
 
 fn node_line(node: &Node) -> String {
     let raft = node.raw.raft();
-    let kind = if raft.tracker().progress.get(&raft.id()).is_some_and(|pr| pr.is_learner) {
-        "Learner"
-    } else {
-        "Voter"
+    let kind = match raft.tracker().progress.get(&raft.id()) {
+        Some(pr) if pr.is_learner => "Learner",
+        Some(_) => "Voter",
+        // Not (or no longer) in the configuration it knows.
+        None => "Non-member",
     };
+    let mut extra = String::new();
+    if raft.role() == StateRole::Leader {
+        if raft.lead_transferee() != 0 {
+            let _ = write!(extra, " Transferee:{}", raft.lead_transferee());
+        }
+        if node.config.read_only_option == ReadOnlyOption::LeaseBased {
+            extra += if raft.lease_valid() { " Lease:valid" } else { " Lease:invalid" };
+        }
+    }
     format!(
-        "{}: {:?} ({kind}) Term:{} Vote:{} Lead:{} Commit:{} LastIndex:{} {}\n",
+        "{}: {:?} ({kind}) Term:{} Vote:{} Lead:{} Commit:{} LastIndex:{}{extra} {}\n",
         raft.id(),
         raft.role(),
         raft.term(),
@@ -694,6 +796,41 @@ fn node_line(node: &Node) -> String {
         raft.raft_log().last_index(),
         raft.tracker().config,
     )
+}
+
+/// A ConfState in the notation of snapshot lines: `Voters:[..]&&[outgoing] Learners:[..]`.
+fn conf_state_text(cs: &ConfState) -> String {
+    let mut out = format!("Voters:{:?}", cs.voters);
+    if !cs.voters_outgoing.is_empty() {
+        let _ = write!(out, "&&{:?}", cs.voters_outgoing);
+    }
+    let _ = write!(out, " Learners:{:?}", cs.learners);
+    if !cs.learners_next.is_empty() {
+        let _ = write!(out, " LearnersNext:{:?}", cs.learners_next);
+    }
+    if cs.auto_leave {
+        out += " AutoLeave:true";
+    }
+    out
+}
+
+/// Parses membership changes written as words: `v4` (add voter 4), `l5` (add learner 5),
+/// `r2` (remove 2), `u3` (update 3).
+fn parse_changes(text: &str) -> Result<Vec<ConfChangeSingle>, String> {
+    text.split_whitespace()
+        .map(|word| {
+            let (kind, id) = word.split_at(1);
+            let change_type = match kind {
+                "v" => ConfChangeType::AddNode,
+                "l" => ConfChangeType::AddLearnerNode,
+                "r" => ConfChangeType::RemoveNode,
+                "u" => ConfChangeType::UpdateNode,
+                _ => return Err(format!("unknown change {word}: use vN, lN, rN or uN")),
+            };
+            let node_id = id.parse::<u64>().map_err(|e| format!("change {word}: {e}"))?;
+            Ok(ConfChangeSingle { change_type: change_type as i32, node_id })
+        })
+        .collect()
 }
 
 fn error_line(result: tessera_raft::Result<()>) -> String {

@@ -28,9 +28,15 @@
 //!   starts them from a snapshot at index I (term 1) holding the configuration and the data
 //!   `content`; `log-terms` adds entries after it with those terms; `term` and `commit` set
 //!   the stored hard state. Config options: `pre-vote check-quorum async-storage-writes
-//!   disable-forwarding` (bools) and `election-ticks heartbeat-ticks inflight-msgs-max
-//!   inflight-bytes-max msg-bytes-max uncommitted-bytes-max committed-bytes-per-ready-max`.
-//!   Every node is seeded with its id, so randomized timeouts replay exactly.
+//!   disable-forwarding step-down-on-removal` (bools, `=true`), `read-only=safe|lease`
+//!   (lease needs `check-quorum=true`) and `election-ticks heartbeat-ticks
+//!   inflight-msgs-max inflight-bytes-max msg-bytes-max uncommitted-bytes-max
+//!   committed-bytes-per-ready-max lease-margin-ticks`. Every node is seeded with its id,
+//!   so randomized timeouts replay exactly. Every node created by one `add-nodes` starts
+//!   with the same stored configuration, `voters`/`learners`, including nodes that are in
+//!   neither list: such a node is a non-member that a later membership change adds. It
+//!   follows the log from the common starting point (no snapshot is needed to join), and
+//!   it never campaigns until a change it applies makes it a voter.
 //! - `campaign ID`, `propose ID DATA` (or `propose ID size=N` for N bytes of payload),
 //!   `propose-batch ID data=(a,b,c)` (or `count=N size=M`): print only errors.
 //! - `tick-election ID` ticks until the node's (randomized) election timeout, or on a
@@ -46,11 +52,28 @@
 //!   `drop` nodes. `type` restricts both to one message type.
 //! - `stabilize [ID...] [quiet]`: repeats the above until nothing is left to do (`quiet`
 //!   hides the trace, for set-up steps shown in full elsewhere).
+//! - `propose-conf-change ID [v1] [transition=auto|implicit|explicit]`, with the changes
+//!   as words in the input block (between the command and `----`, in order): `v4` adds
+//!   voter 4, `l5` adds learner 5 (or demotes voter 5), `r2` removes 2, `u3` updates 3. No
+//!   words (with `transition=auto`) proposes leaving a joint configuration. `v1` proposes
+//!   the single change as an old-style ConfChange. Prints only errors, typed (Debug) and
+//!   in words. When a node applies a committed change, the harness calls
+//!   `apply_conf_change`, stores the configuration it returns and prints it (`conf change
+//!   T/I applied: Voters:[..]&&[outgoing] Learners:[..]`), or the error. Entries show a
+//!   change in the same words (`EntryConfChangeV2 v4 r1`, `leave-joint`).
+//! - `transfer-leader ID target=T`: asks node ID (the leader, or a follower that forwards
+//!   the request) to hand leadership to T.
+//! - `read-index ID ctx=NAME`: requests a linearizable read; the answer shows up as a
+//!   `ReadStates:` section of a later Ready. Prints only errors.
 //! - `compact ID index=I`: snapshots the node's storage at I and drops the log through I.
 //! - `report-unreachable ID peer=P`, `report-snapshot ID peer=P status=ok|fail`,
 //!   `snapshot-unavailable ID` (the storage's next snapshot request fails temporarily),
 //!   `restart ID` (rebuilds the node from its storage, losing anything unpersisted).
-//! - `raft-log ID`, `raft-state`, `status ID`, `applied ID`: print state.
+//! - `raft-log ID`, `raft-state`, `status ID`, `applied ID`: print state. `raft-state`
+//!   shows each node's role (`Non-member` for a node outside the configuration it knows)
+//!   and configuration, and on a leader `Transferee:T` during a leadership transfer and
+//!   `Lease:valid|invalid` with lease reads. `status` (the leader's progress of every
+//!   peer) adds the same transfer and lease state as lines when they apply.
 
 mod harness;
 
@@ -95,6 +118,20 @@ scenarios!(
     async_storage_writes,
     check_quorum_step_down,
     committed_entries_pagination,
+    confchange_add_voter,
+    confchange_auto_leave_during_transfer,
+    confchange_auto_leave_new_leader,
+    confchange_joint_auto_leave,
+    confchange_learner_votes,
+    confchange_no_campaign_unapplied,
+    confchange_promote_demote_joint,
+    confchange_refused,
+    confchange_remove_leader,
+    confchange_remove_leader_step_down,
+    confchange_replace_leader,
+    confchange_snapshot_joint,
+    confchange_snapshot_outgoing_voter,
+    confchange_v2_explicit,
     election_dropped_node,
     fast_log_rejection,
     figure7_probe_replicate,
@@ -110,6 +147,15 @@ scenarios!(
     prevote_lower_term_rejection,
     prevote_response_term,
     proposal_forwarding,
+    read_index_after_removal,
+    read_index_duplicate_ctx,
+    read_index_follower,
+    read_index_joint,
+    read_index_leader,
+    read_index_learner,
+    read_index_new_leader,
+    read_lease,
+    read_lease_transfer,
     report_unreachable,
     single_node,
     snapshot_lagging_follower,
@@ -117,6 +163,15 @@ scenarios!(
     snapshot_unavailable,
     stale_leader_deposed,
     three_node_election,
+    transfer_checkquorum_prevote,
+    transfer_lagging,
+    transfer_repeated,
+    transfer_replaced,
+    transfer_timeout_abort,
+    transfer_to_learner,
+    transfer_to_removed,
+    transfer_to_self,
+    transfer_up_to_date,
     uncommitted_size_limit,
     vote_lease,
 );

@@ -1,0 +1,164 @@
+//! The knobs of a run (cluster shape, Raft configuration, fault rates), drawn from its
+//! seed, and the counters a run reports.
+
+use tessera_raft::Config;
+
+use super::network::NetFaults;
+use super::rng::Rng;
+
+/// The knobs of one run, all drawn from its seed.
+#[derive(Clone, Debug)]
+pub struct Knobs {
+    pub node_count: usize,
+    pub async_storage_writes: bool,
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    pub msg_bytes_max: u64,
+    pub inflight_msgs_max: usize,
+    pub inflight_bytes_max: u64,
+    pub committed_bytes_per_ready_max: u64,
+    pub uncommitted_bytes_max: u64,
+    pub disable_proposal_forwarding: bool,
+    /// Steps of the fault phase, before everything heals.
+    pub fault_steps: u64,
+    /// Per node and step: the chance to tick. Below 1000, clocks drift apart.
+    pub tick_permille: u64,
+    /// Per step: the chance of a proposal at a random node.
+    pub propose_permille: u64,
+    /// Per node and step: the chance the node handles its Ready (a slow node lags).
+    pub ready_permille: u64,
+    /// Per step: the chance a random live node crashes.
+    pub crash_permille: u64,
+    /// Per down node and step: the chance it restarts.
+    pub restart_permille: u64,
+    /// Per Ready (or async storage work item): the chance of crashing part way through.
+    pub crash_in_ready_permille: u64,
+    pub partition_permille: u64,
+    pub heal_permille: u64,
+    /// Per step: the chance a random node snapshots its state and compacts its log.
+    pub compact_permille: u64,
+    /// Async storage writes: per node, queue and step, the chance to process queued work.
+    pub queue_permille: u64,
+    /// Per step: the chance a random node is told to campaign.
+    pub campaign_permille: u64,
+    pub net: NetFaults,
+}
+
+impl Knobs {
+    /// The seed's class (seed % 4) fixes the cluster shape, so one seed replays alone:
+    /// 0 and 2 are three nodes, 1 and 3 five; 2 and 3 use async storage writes.
+    pub fn random(seed: u64, rng: &mut Rng) -> Knobs {
+        let class = seed % 4;
+        let election_ticks = rng.between(5, 15) as usize;
+        let tick_permille = rng.between(300, 800);
+        // Delays beyond a third of the election timeout only make for runs in which no
+        // leader survives long enough to do anything interesting.
+        let election_steps = election_ticks as u64 * 1000 / tick_permille;
+        let msg_bytes_max = *rng.pick(&[0, 16, 64, 256, 1 << 20]);
+        let inflight_bytes_max = if rng.coin() { 0 } else { msg_bytes_max.max(16) * rng.between(1, 4) };
+        Knobs {
+            node_count: if class % 2 == 0 { 3 } else { 5 },
+            async_storage_writes: class >= 2,
+            pre_vote: rng.coin(),
+            check_quorum: rng.coin(),
+            election_ticks,
+            heartbeat_ticks: rng.between(1, 3.min(election_ticks as u64 - 1)) as usize,
+            msg_bytes_max,
+            inflight_msgs_max: *rng.pick(&[1, 2, 4, 256]),
+            inflight_bytes_max,
+            committed_bytes_per_ready_max: *rng.pick(&[1, 64, 1 << 24]),
+            uncommitted_bytes_max: *rng.pick(&[64, 1024, 1 << 26]),
+            disable_proposal_forwarding: rng.chance(200),
+            fault_steps: rng.between(300, 1000),
+            tick_permille,
+            // Clients without back-pressure: at the high end proposals outrun a leader
+            // with a window of one entry, and the log grows a backlog.
+            propose_permille: rng.between(20, 200),
+            ready_permille: rng.between(500, 1000),
+            crash_permille: rng.between(0, 15),
+            restart_permille: rng.between(10, 100),
+            crash_in_ready_permille: rng.between(0, 20),
+            partition_permille: rng.between(0, 10),
+            heal_permille: rng.between(5, 50),
+            compact_permille: rng.between(0, 60),
+            queue_permille: rng.between(200, 900),
+            campaign_permille: rng.between(0, 5),
+            net: NetFaults {
+                drop_permille: rng.between(0, 150),
+                duplicate_permille: rng.between(0, 100),
+                delay_steps_max: rng.between(0, (election_steps / 3).min(6)),
+            },
+        }
+    }
+
+    pub fn config(&self, id: u64, random_seed: u64, applied: u64) -> Config {
+        Config {
+            id,
+            election_ticks: self.election_ticks,
+            heartbeat_ticks: self.heartbeat_ticks,
+            random_seed,
+            applied,
+            msg_bytes_max: self.msg_bytes_max,
+            committed_bytes_per_ready_max: self.committed_bytes_per_ready_max,
+            inflight_msgs_max: self.inflight_msgs_max,
+            inflight_bytes_max: self.inflight_bytes_max,
+            uncommitted_bytes_max: self.uncommitted_bytes_max,
+            check_quorum: self.check_quorum,
+            pre_vote: self.pre_vote,
+            disable_proposal_forwarding: self.disable_proposal_forwarding,
+            async_storage_writes: self.async_storage_writes,
+            // Membership changes, transfers and reads are not simulated yet.
+            ..Config::default()
+        }
+    }
+}
+
+/// What happened in one run; the tests add them up and check the faults really occurred.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    pub runs: u64,
+    pub steps: u64,
+    pub proposals_ok: u64,
+    pub proposals_dropped: u64,
+    pub entries_committed: u64,
+    pub entries_applied: u64,
+    pub leaders: u64,
+    pub crashes: u64,
+    pub crashes_mid_ready: u64,
+    pub restarts: u64,
+    pub partitions: u64,
+    pub compactions: u64,
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub liveness_ticks_max: u64,
+    /// The largest share of its liveness bound a run used, in permille.
+    pub liveness_bound_used_permille_max: u64,
+}
+
+impl RunStats {
+    pub fn add(&mut self, o: &RunStats) {
+        self.runs += o.runs;
+        self.steps += o.steps;
+        self.proposals_ok += o.proposals_ok;
+        self.proposals_dropped += o.proposals_dropped;
+        self.entries_committed += o.entries_committed;
+        self.entries_applied += o.entries_applied;
+        self.leaders += o.leaders;
+        self.crashes += o.crashes;
+        self.crashes_mid_ready += o.crashes_mid_ready;
+        self.restarts += o.restarts;
+        self.partitions += o.partitions;
+        self.compactions += o.compactions;
+        self.snapshots_sent += o.snapshots_sent;
+        self.snapshots_installed += o.snapshots_installed;
+        self.messages_sent += o.messages_sent;
+        self.messages_dropped += o.messages_dropped;
+        self.liveness_ticks_max = self.liveness_ticks_max.max(o.liveness_ticks_max);
+        self.liveness_bound_used_permille_max =
+            self.liveness_bound_used_permille_max.max(o.liveness_bound_used_permille_max);
+    }
+}
