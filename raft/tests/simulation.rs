@@ -190,7 +190,7 @@ fn five_nodes_async_storage_writes() {
 // The invariant checks must catch what they claim to; these feed them broken histories.
 
 fn entry(index: u64, term: u64, data: &[u8]) -> tessera_raft::raftpb::Entry {
-    tessera_raft::raftpb::Entry { index, term, data: data.to_vec(), ..Default::default() }
+    tessera_raft::raftpb::Entry { index, term, data: data.to_vec().into(), ..Default::default() }
 }
 
 #[test]

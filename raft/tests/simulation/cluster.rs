@@ -303,7 +303,7 @@ impl Sim {
             self.proposal_seq += 1;
             let mut data = format!("p{}", self.proposal_seq).into_bytes();
             data.resize(data.len() + self.rng.below(40) as usize, b'.');
-            entries.push(Entry { data, ..Entry::default() });
+            entries.push(Entry { data: data.into(), ..Entry::default() });
         }
         let result = if count == 1 {
             let data = entries.pop().expect("one entry").data;
