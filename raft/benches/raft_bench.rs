@@ -154,8 +154,10 @@ fn bench_propose_commit(c: &mut Criterion) {
         let batch = payloads(size, 64);
         group.bench_function(BenchmarkId::new(label.clone(), "64_per_round_one_call"), |b| {
             b.iter(|| {
-                let entries =
-                    batch.iter().map(|data| Entry { data: data.clone().into(), ..Default::default() }).collect();
+                let entries = batch
+                    .iter()
+                    .map(|data| Entry { data: data.clone().into(), ..Default::default() })
+                    .collect();
                 cluster.commit_batch(entries)
             })
         });

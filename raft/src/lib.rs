@@ -65,13 +65,13 @@ pub mod storage;
 pub mod tracker;
 pub mod util;
 
+pub use bytes::Bytes;
 pub use config::Config;
 pub use errors::{Error, ProposalDropReason, Result, StorageError};
 pub use raft::{Raft, SnapshotStatus, SoftState, StateRole, CAMPAIGN_TRANSFER};
 pub use raw_node::{conf_change_of, BasicStatus, RawNode, Ready, Status};
 pub use read_only::{ReadOnlyOption, ReadState};
 pub use storage::{MemStorage, MemStorageCore, RaftState, Storage};
-pub use bytes::Bytes;
 pub use tessera_proto::raftpb;
 
 /// The id that means "nobody": no leader, no vote.

@@ -1255,7 +1255,10 @@ fn candidate_with_a_stale_log_cannot_win() {
     net.campaign(2);
     assert_eq!(net.node(2).role, StateRole::Leader);
     for id in [2, 3] {
-        assert!(net.node(id).raft_log.all_entries().iter().any(|e| e.data.as_ref() == b"committed"), "node {id}");
+        assert!(
+            net.node(id).raft_log.all_entries().iter().any(|e| e.data.as_ref() == b"committed"),
+            "node {id}"
+        );
     }
 }
 

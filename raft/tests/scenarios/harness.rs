@@ -432,7 +432,8 @@ impl Env {
             }
             _ => return Err("propose-batch: give data=(..) or count=N [size=M]".to_string()),
         };
-        let entries = payloads.into_iter().map(|data| Entry { data: data.into(), ..Default::default() }).collect();
+        let entries =
+            payloads.into_iter().map(|data| Entry { data: data.into(), ..Default::default() }).collect();
         Ok(error_line(self.node_mut(id)?.raw.propose_entries(entries)))
     }
 
