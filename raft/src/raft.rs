@@ -1257,7 +1257,9 @@ impl<S: Storage> Raft<S> {
             // The transfer target was removed or demoted: it can no longer be elected.
             self.abort_leader_transfer();
         }
-        // The quorum changed: the commit index may move, and new peers need probing.
+        // The quorum changed: reads waiting for a round may be confirmed already, the
+        // commit index may move, and new peers need probing.
+        self.recount_rounds();
         if self.maybe_commit() {
             self.release_postponed_reads();
             self.bcast_append();
@@ -1365,7 +1367,22 @@ impl<S: Storage> Raft<S> {
         let has_quorum = |acks: &std::collections::BTreeSet<u64>| {
             voters.vote_result(|id| acks.contains(&id).then_some(true)) == VoteResult::Won
         };
-        let Some((sent_tick, reads)) = self.read_only.on_ack(round, from, has_quorum) else { return };
+        let confirmed = self.read_only.on_ack(round, from, has_quorum);
+        self.on_rounds_confirmed(confirmed);
+    }
+
+    /// The configuration changed: rounds may now have a quorum of the new voters.
+    fn recount_rounds(&mut self) {
+        let voters = &self.trk.config.voters;
+        let has_quorum = |acks: &std::collections::BTreeSet<u64>| {
+            voters.vote_result(|id| acks.contains(&id).then_some(true)) == VoteResult::Won
+        };
+        let confirmed = self.read_only.recount(has_quorum);
+        self.on_rounds_confirmed(confirmed);
+    }
+
+    fn on_rounds_confirmed(&mut self, confirmed: Option<(u64, Vec<PendingRead>)>) {
+        let Some((sent_tick, reads)) = confirmed else { return };
         // No other leader can be elected before sent_tick + election_ticks by the
         // followers' clocks; the margin absorbs clock drift between nodes.
         let lease_ticks = (self.election_ticks - self.lease_margin_ticks) as u64;

@@ -167,12 +167,13 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// Asks the leader to hand leadership to `target`. On a follower the request is
-    /// forwarded to the leader.
-    pub fn transfer_leader(&mut self, target: u64) {
+    /// forwarded to the leader; a node that knows no leader refuses it
+    /// (`ProposalDropped(NoLeader)`). The leader ignores a target that is a learner or
+    /// not a member; whether the transfer happened shows in the soft state.
+    pub fn transfer_leader(&mut self, target: u64) -> Result<()> {
         let m =
             Message { msg_type: MessageType::MsgTransferLeader as i32, from: target, ..Default::default() };
-        // A follower without a leader has nobody to ask; the caller sees no transfer.
-        let _ = self.raft.step(m);
+        self.raft.step(m)
     }
 
     /// Requests a linearizable read. The answer arrives as a `ReadState` carrying

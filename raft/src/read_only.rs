@@ -103,9 +103,24 @@ impl ReadOnly {
         if !has_quorum(&round.acks) {
             return None;
         }
-        let sent_tick = round.sent_tick;
-        let confirmed: Vec<PendingRead> = self.rounds.drain(..=position).flat_map(|r| r.reads).collect();
-        Some((sent_tick, confirmed))
+        Some(self.confirm_through(position))
+    }
+
+    /// Re-counts every outstanding round against a new configuration: acks that were not
+    /// a quorum of the old voters may be one of the new. Returns, for the newest round
+    /// that now has a quorum, its send tick and every read it confirms.
+    pub(crate) fn recount(
+        &mut self,
+        has_quorum: impl Fn(&BTreeSet<u64>) -> bool,
+    ) -> Option<(u64, Vec<PendingRead>)> {
+        let position = self.rounds.iter().rposition(|r| has_quorum(&r.acks))?;
+        Some(self.confirm_through(position))
+    }
+
+    fn confirm_through(&mut self, position: usize) -> (u64, Vec<PendingRead>) {
+        let sent_tick = self.rounds[position].sent_tick;
+        let confirmed = self.rounds.drain(..=position).flat_map(|r| r.reads).collect();
+        (sent_tick, confirmed)
     }
 
     /// How many reads wait for a quorum to confirm their round.

@@ -115,7 +115,7 @@ fn add_voters_jointly_transfer_and_read() {
     assert_eq!(g.applied[4], vec![b"x".to_vec()], "node 5 joined and applied");
 
     // Hand leadership to 4, which campaigns at once.
-    g.node(2).transfer_leader(4);
+    g.node(2).transfer_leader(4).unwrap();
     g.settle(&config);
     assert_eq!(g.node(4).raft().role(), StateRole::Leader);
     assert_eq!(g.node(1).raft().leader_id(), 4);
@@ -169,4 +169,15 @@ fn lease_reads_skip_the_round_while_the_lease_holds() {
     let rd = g.node(1).ready();
     assert!(rd.read_states.is_empty(), "the lease expired, so the read waits for a round");
     g.node(1).advance(rd);
+}
+
+#[test]
+fn transfer_without_a_known_leader_is_refused() {
+    let config = |id| Config::new(id);
+    let mut g = Group::new(&[1, 2, 3], 3, config);
+    let err = g.node(2).transfer_leader(3).unwrap_err();
+    assert!(
+        matches!(err, tessera_raft::Error::ProposalDropped(tessera_raft::ProposalDropReason::NoLeader)),
+        "{err}"
+    );
 }

@@ -127,8 +127,7 @@ impl Env {
             "transfer-leader" => {
                 let id = take_one_id(tc)?;
                 let target: u64 = arg(tc, "target")?.ok_or("transfer-leader: target= is required")?;
-                self.node_mut(id)?.raw.transfer_leader(target);
-                String::new()
+                error_line(self.node_mut(id)?.raw.transfer_leader(target))
             }
             "read-index" => {
                 let id = take_one_id(tc)?;
