@@ -387,7 +387,7 @@ impl<S: Storage> Raft<S> {
         self.send(Message {
             msg_type: MessageType::MsgSnapshot as i32,
             to,
-            snapshot: Some(snapshot),
+            snapshot: Some(Box::new(snapshot)),
             ..Default::default()
         });
         true
@@ -1083,7 +1083,7 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_snapshot(&mut self, mut m: Message) {
-        let snapshot = m.snapshot.take().unwrap_or_default();
+        let snapshot = m.snapshot.take().map(|boxed| *boxed).unwrap_or_default();
         let index = if self.restore(snapshot) { self.raft_log.last_index() } else { self.raft_log.committed };
         self.send(Message {
             msg_type: MessageType::MsgAppendResponse as i32,

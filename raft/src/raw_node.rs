@@ -88,6 +88,16 @@ pub struct RawNode<S: Storage> {
     ready_number: u64,
     /// Without async writes: the completions to step when the Ready is advanced.
     steps_on_advance: Vec<Message>,
+    /// Emptied vectors of advanced Readys, reused by the next Ready so that the steady
+    /// state of a busy node allocates no vectors (see `advance`).
+    spare: SpareVecs,
+}
+
+/// Vectors handed back through `advance`, cleared, with their capacity kept.
+#[derive(Debug, Default)]
+struct SpareVecs {
+    entries: Vec<Entry>,
+    persisted_messages: Vec<Message>,
 }
 
 impl<S: Storage> RawNode<S> {
@@ -95,7 +105,14 @@ impl<S: Storage> RawNode<S> {
         let raft = Raft::new(config, storage)?;
         let prev_soft_state = raft.soft_state();
         let prev_hard_state = raft.hard_state();
-        Ok(RawNode { raft, prev_soft_state, prev_hard_state, ready_number: 0, steps_on_advance: Vec::new() })
+        Ok(RawNode {
+            raft,
+            prev_soft_state,
+            prev_hard_state,
+            ready_number: 0,
+            steps_on_advance: Vec::new(),
+            spare: SpareVecs::default(),
+        })
     }
 
     /// Read access to the state machine, for status pages and tests.
@@ -255,13 +272,16 @@ impl<S: Storage> RawNode<S> {
         self.raft.flush_reads();
         let raft = &mut self.raft;
         self.ready_number += 1;
+        let mut entries = std::mem::take(&mut self.spare.entries);
+        entries.extend_from_slice(raft.raft_log.next_unstable_entries());
         let mut rd = Ready {
             number: self.ready_number,
-            entries: raft.raft_log.next_unstable_entries().to_vec(),
+            entries,
             snapshot: raft.raft_log.next_unstable_snapshot().cloned(),
             committed_entries: raft.raft_log.next_committed_entries(allow_unstable),
             messages: std::mem::take(&mut raft.msgs),
             read_states: std::mem::take(&mut raft.read_states),
+            persisted_messages: std::mem::take(&mut self.spare.persisted_messages),
             ..Default::default()
         };
         let soft_state = raft.soft_state();
@@ -313,7 +333,7 @@ impl<S: Storage> RawNode<S> {
                     vote: hs.vote,
                     commit: hs.commit,
                     entries: std::mem::take(&mut rd.entries),
-                    snapshot: rd.snapshot.take(),
+                    snapshot: rd.snapshot.take().map(Box::new),
                     responses,
                     ..Default::default()
                 });
@@ -350,9 +370,26 @@ impl<S: Storage> RawNode<S> {
             "invariant: with async storage writes, completions are stepped, never advanced"
         );
         assert_eq!(rd.number, self.ready_number, "invariant: advance the Ready most recently taken");
-        for m in std::mem::take(&mut self.steps_on_advance) {
+        for m in self.steps_on_advance.drain(..) {
             // Completions are local and well formed; stepping them cannot fail.
             self.raft.step(m).expect("invariant: completions step cleanly");
+        }
+        self.recycle(rd);
+    }
+
+    /// Keeps the vectors of a handled Ready for the next one. A driver that drains the
+    /// message vectors (`drain(..)`, `append`) rather than taking them leaves their
+    /// capacity here; what it left unsent is dropped, as it would be anyway.
+    fn recycle(&mut self, rd: Ready) {
+        let Ready { mut entries, mut messages, mut persisted_messages, .. } = rd;
+        entries.clear();
+        self.spare.entries = entries;
+        persisted_messages.clear();
+        self.spare.persisted_messages = persisted_messages;
+        // Messages produced between `ready` and `advance` are already queued; keep them.
+        if self.raft.msgs.is_empty() {
+            messages.clear();
+            self.raft.msgs = messages;
         }
     }
 }
@@ -386,10 +423,10 @@ fn storage_append_response(id: u64, term: u64, last_unstable: Option<(u64, u64)>
     }
     if let Some(snapshot) = &rd.snapshot {
         let meta = snapshot.metadata.clone().unwrap_or_default();
-        m.snapshot = Some(Snapshot {
+        m.snapshot = Some(Box::new(Snapshot {
             data: bytes::Bytes::new(),
             metadata: Some(SnapshotMetadata { conf_state: None, index: meta.index, term: meta.term }),
-        });
+        }));
     }
     m
 }

@@ -543,7 +543,7 @@ impl Env {
             {
                 let mut core = node.storage.wl();
                 if let Some(snapshot) = &m.snapshot {
-                    core.apply_snapshot(snapshot.clone()).map_err(|e| e.to_string())?;
+                    core.apply_snapshot((**snapshot).clone()).map_err(|e| e.to_string())?;
                 }
                 core.append(&m.entries).map_err(|e| e.to_string())?;
                 // A hard state is present exactly when its term is: terms start at one.

@@ -589,7 +589,7 @@ impl Sim {
     fn process_append(&mut self, i: usize) {
         let Some(m) = self.nodes[i].append_queue.pop_front() else { return };
         let hard_state = (m.term != 0).then_some(HardState { term: m.term, vote: m.vote, commit: m.commit });
-        self.persist(i, m.snapshot, &m.entries, hard_state);
+        self.persist(i, m.snapshot.map(|boxed| *boxed), &m.entries, hard_state);
         if !self.healing && self.rng.chance(self.knobs.crash_in_ready_permille) {
             return self.crash(i, "after an async append, before its responses", true);
         }
