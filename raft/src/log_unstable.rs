@@ -3,6 +3,9 @@
 
 use tessera_proto::raftpb::{Entry, Snapshot};
 
+/// The largest buffer of entries an emptied unstable log keeps (80 bytes each).
+const ENTRIES_CAPACITY_KEPT_MAX: usize = 8;
+
 #[derive(Clone, Debug, Default)]
 pub struct Unstable {
     /// A snapshot received from the leader, not yet persisted.
@@ -92,8 +95,9 @@ impl Unstable {
         self.entries.drain(..drop_count);
         self.offset = index + 1;
         self.offset_in_progress = self.offset_in_progress.max(self.offset);
-        if self.entries.is_empty() {
-            // Release the buffer: a long-lived idle group should not keep its peak.
+        if self.entries.is_empty() && self.entries.capacity() > ENTRIES_CAPACITY_KEPT_MAX {
+            // Release a large buffer: a long-lived idle group should not keep its peak. A
+            // small one is kept, so that steady one-entry traffic does not allocate.
             self.entries = Vec::new();
         }
     }

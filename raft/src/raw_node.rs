@@ -308,7 +308,6 @@ impl<S: Storage> RawNode<S> {
             index: last.index,
             ..Default::default()
         });
-        let after_append = std::mem::take(&mut raft.msgs_after_append);
 
         raft.raft_log.unstable.accept_in_progress();
         if let Some(last) = rd.committed_entries.last() {
@@ -317,6 +316,7 @@ impl<S: Storage> RawNode<S> {
         }
 
         if raft.async_storage_writes {
+            let after_append = std::mem::take(&mut raft.msgs_after_append);
             let needs_append = !rd.entries.is_empty()
                 || rd.hard_state.is_some()
                 || rd.snapshot.is_some()
@@ -350,14 +350,18 @@ impl<S: Storage> RawNode<S> {
             }
             rd.must_sync = false;
         } else {
-            for m in after_append {
+            // Drained, not taken: the queue keeps its buffer for the next Ready.
+            for m in raft.msgs_after_append.drain(..) {
                 if m.to == raft.id {
                     self.steps_on_advance.push(m);
                 } else {
                     rd.persisted_messages.push(m);
                 }
             }
-            self.steps_on_advance.push(append_response);
+            // Without entries or a snapshot to confirm, the completion would change nothing.
+            if append_response.index != 0 || append_response.snapshot.is_some() {
+                self.steps_on_advance.push(append_response);
+            }
             self.steps_on_advance.extend(apply_response);
         }
         rd

@@ -1,5 +1,8 @@
 use std::collections::VecDeque;
 
+/// The largest buffer an emptied window keeps (16 bytes a message).
+const MESSAGES_CAPACITY_KEPT_MAX: usize = 16;
+
 /// The append messages sent to one follower and not yet acknowledged, as (last index of the
 /// message, payload bytes). This is the leader's flow control: when the window is full by
 /// count or by bytes, no more appends go to that follower until acknowledgements free it.
@@ -37,9 +40,10 @@ impl Inflights {
             self.messages.pop_front();
             self.bytes -= bytes;
         }
-        if self.messages.is_empty() {
+        if self.messages.is_empty() && self.messages.capacity() > MESSAGES_CAPACITY_KEPT_MAX {
             // Release the buffer of a follower that caught up; thousands of idle groups
-            // should not each hold a full window of memory.
+            // should not each hold a full window of memory. A small buffer is kept, so
+            // that steady traffic of a message at a time does not allocate.
             self.messages = VecDeque::new();
         }
     }
