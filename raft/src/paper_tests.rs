@@ -105,6 +105,7 @@ fn persist(r: &mut R) {
 
 /// Persists, then takes every message the node wants sent, in sending order.
 fn take_msgs(r: &mut R) -> Vec<Message> {
+    r.flush_proposals();
     persist(r);
     std::mem::take(&mut r.msgs)
 }

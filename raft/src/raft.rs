@@ -79,6 +79,9 @@ pub struct Raft<S: Storage> {
 
     pub(crate) msgs: Vec<Message>,
     pub(crate) msgs_after_append: Vec<Message>,
+    /// Proposals were appended since the last broadcast of appends. Proposals that arrive
+    /// together (between two Readys) leave as one append per follower, not one each.
+    pub(crate) proposals_unsent: bool,
 
     pub(crate) read_only: ReadOnly,
     pub(crate) read_only_option: ReadOnlyOption,
@@ -150,6 +153,7 @@ impl<S: Storage> Raft<S> {
             uncommitted_bytes: 0,
             msgs: Vec::new(),
             msgs_after_append: Vec::new(),
+            proposals_unsent: false,
             read_only: ReadOnly::default(),
             read_only_option: config.read_only_option,
             read_states: Vec::new(),
@@ -438,6 +442,7 @@ impl<S: Storage> Raft<S> {
     // ---- role changes ----------------------------------------------------------------
 
     fn reset(&mut self, term: u64) {
+        self.proposals_unsent = false;
         if self.term != term {
             self.term = term;
             self.vote = NONE;
@@ -802,7 +807,8 @@ impl<S: Storage> Raft<S> {
                 if let Some(offset) = conf_change_offset {
                     self.pending_conf_index = last_index + 1 + offset as u64;
                 }
-                self.bcast_append();
+                // Sent by `flush_proposals`, together with the proposals that follow.
+                self.proposals_unsent = true;
                 return Ok(());
             }
             MessageType::MsgReadIndex => {
@@ -1349,6 +1355,21 @@ impl<S: Storage> Raft<S> {
         }
         for request in std::mem::take(&mut self.reads_postponed) {
             self.handle_read_index_on_leader(request);
+        }
+    }
+
+    /// Sends the entries proposed since the last call to every follower that can take
+    /// them. `RawNode::ready` calls this, so all proposals of one batch of input travel
+    /// in one append per follower.
+    pub(crate) fn flush_proposals(&mut self) {
+        if !std::mem::take(&mut self.proposals_unsent) || self.role != StateRole::Leader {
+            return;
+        }
+        let mut cursor = NONE;
+        while let Some(id) = self.next_peer(cursor) {
+            // A follower whose answer arrived meanwhile may have been sent them already.
+            self.maybe_send_append(id, false);
+            cursor = id;
         }
     }
 

@@ -258,6 +258,7 @@ impl<S: Storage> RawNode<S> {
             || raft.raft_log.next_unstable_snapshot().is_some()
             || raft.raft_log.has_next_unstable_entries()
             || !raft.msgs.is_empty()
+            || raft.proposals_unsent
             || !raft.msgs_after_append.is_empty()
             || raft.raft_log.has_next_committed_entries(self.allow_unstable_apply())
             || !raft.read_states.is_empty()
@@ -268,7 +269,9 @@ impl<S: Storage> RawNode<S> {
     /// handle it.
     pub fn ready(&mut self) -> Ready {
         let allow_unstable = self.allow_unstable_apply();
-        // Reads that arrived since the last Ready share one heartbeat round.
+        // Proposals that arrived since the last Ready share one append per follower, and
+        // reads one heartbeat round.
+        self.raft.flush_proposals();
         self.raft.flush_reads();
         let raft = &mut self.raft;
         self.ready_number += 1;
