@@ -14,6 +14,8 @@ fn main() {
         // Nearly every message carries no snapshot; boxing it keeps Message small, and
         // messages are moved many times between the core, the Ready and the transport.
         .boxed(".raftpb.Message.snapshot")
+        // The same for the Ready, which holds a snapshot inline and moves on every call.
+        .boxed(".raftpb.Snapshot.metadata")
         .compile_protos(&["proto/raftpb.proto"], &["proto"])
         .expect("raftpb.proto compiles");
 }

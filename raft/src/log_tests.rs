@@ -30,11 +30,11 @@ fn ids(entries: &[Entry]) -> Vec<(u64, u64)> {
 fn snapshot(index: u64, term: u64) -> Snapshot {
     Snapshot {
         data: Default::default(),
-        metadata: Some(SnapshotMetadata {
+        metadata: Some(Box::new(SnapshotMetadata {
             conf_state: Some(ConfState { voters: vec![1, 2, 3], ..Default::default() }),
             index,
             term,
-        }),
+        })),
     }
 }
 

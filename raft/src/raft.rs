@@ -643,7 +643,7 @@ impl<S: Storage> Raft<S> {
     // ---- stepping --------------------------------------------------------------------
 
     /// Handles one message: a peer's, or a local one (hup, beat, propose, ...).
-    pub fn step(&mut self, m: Message) -> Result<()> {
+    pub fn step(&mut self, mut m: Message) -> Result<()> {
         let msg_type =
             MessageType::try_from(m.msg_type).map_err(|_| Error::MessageTypeUnknown(m.msg_type))?;
         if m.term == 0 {
@@ -727,9 +727,11 @@ impl<S: Storage> Raft<S> {
                 self.handle_vote_request(&m, msg_type)
             }
             _ => match self.role {
-                StateRole::Leader => self.step_leader(m, msg_type)?,
-                StateRole::Candidate | StateRole::PreCandidate => self.step_candidate(m, msg_type)?,
-                StateRole::Follower => self.step_follower(m, msg_type)?,
+                // The role handlers borrow the message: it is large, and moving it down
+                // each level of the call chain would copy it each time.
+                StateRole::Leader => self.step_leader(&mut m, msg_type)?,
+                StateRole::Candidate | StateRole::PreCandidate => self.step_candidate(&mut m, msg_type)?,
+                StateRole::Follower => self.step_follower(&mut m, msg_type)?,
             },
         }
         Ok(())
@@ -766,7 +768,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn step_leader(&mut self, mut m: Message, msg_type: MessageType) -> Result<()> {
+    fn step_leader(&mut self, m: &mut Message, msg_type: MessageType) -> Result<()> {
         match msg_type {
             MessageType::MsgBeat => {
                 let reads = std::mem::take(&mut self.reads_waiting);
@@ -812,7 +814,7 @@ impl<S: Storage> Raft<S> {
                 return Ok(());
             }
             MessageType::MsgReadIndex => {
-                self.handle_read_index_on_leader(m);
+                self.handle_read_index_on_leader(std::mem::take(m));
                 return Ok(());
             }
             _ => {}
@@ -824,7 +826,7 @@ impl<S: Storage> Raft<S> {
             MessageType::MsgAppendResponse => {
                 pr.recent_active = true;
                 if m.reject {
-                    self.handle_append_rejection(&m);
+                    self.handle_append_rejection(m);
                 } else {
                     self.handle_append_success(from, m.index);
                 }
@@ -944,7 +946,7 @@ impl<S: Storage> Raft<S> {
         }
     }
 
-    fn step_candidate(&mut self, m: Message, msg_type: MessageType) -> Result<()> {
+    fn step_candidate(&mut self, m: &mut Message, msg_type: MessageType) -> Result<()> {
         let my_vote_response = if self.role == StateRole::PreCandidate {
             MessageType::MsgRequestPreVoteResponse
         } else {
@@ -984,7 +986,7 @@ impl<S: Storage> Raft<S> {
         Ok(())
     }
 
-    fn step_follower(&mut self, mut m: Message, msg_type: MessageType) -> Result<()> {
+    fn step_follower(&mut self, m: &mut Message, msg_type: MessageType) -> Result<()> {
         match msg_type {
             MessageType::MsgPropose => {
                 if self.leader_id == NONE {
@@ -994,7 +996,7 @@ impl<S: Storage> Raft<S> {
                     return Err(Error::ProposalDropped(ProposalDropReason::ForwardingDisabled));
                 }
                 m.to = self.leader_id;
-                self.send(m);
+                self.send(std::mem::take(m));
             }
             MessageType::MsgAppend => {
                 self.election_elapsed = 0;
@@ -1021,14 +1023,14 @@ impl<S: Storage> Raft<S> {
                     return Err(Error::ProposalDropped(ProposalDropReason::NoLeader));
                 }
                 m.to = self.leader_id;
-                self.send(m);
+                self.send(std::mem::take(m));
             }
             MessageType::MsgReadIndex => {
                 if self.leader_id == NONE {
                     return Err(Error::ReadIndexDropped(ProposalDropReason::NoLeader));
                 }
                 m.to = self.leader_id;
-                self.send(m);
+                self.send(std::mem::take(m));
             }
             MessageType::MsgReadIndexResponse => {
                 let [entry] = m.entries.as_slice() else { return Ok(()) };
@@ -1041,7 +1043,7 @@ impl<S: Storage> Raft<S> {
 
     // ---- follower handlers -----------------------------------------------------------
 
-    fn handle_append_entries(&mut self, m: Message) {
+    fn handle_append_entries(&mut self, m: &Message) {
         if m.index < self.raft_log.committed {
             // Everything up to our commit index matches the leader by definition; tell it
             // where we stand so it skips ahead.
@@ -1078,17 +1080,17 @@ impl<S: Storage> Raft<S> {
         });
     }
 
-    fn handle_heartbeat(&mut self, m: Message) {
+    fn handle_heartbeat(&mut self, m: &mut Message) {
         self.raft_log.commit_to(m.commit);
         self.send(Message {
             msg_type: MessageType::MsgHeartbeatResponse as i32,
             to: m.from,
-            context: m.context,
+            context: std::mem::take(&mut m.context),
             ..Default::default()
         });
     }
 
-    fn handle_snapshot(&mut self, mut m: Message) {
+    fn handle_snapshot(&mut self, m: &mut Message) {
         let snapshot = m.snapshot.take().map(|boxed| *boxed).unwrap_or_default();
         let index = if self.restore(snapshot) { self.raft_log.last_index() } else { self.raft_log.committed };
         self.send(Message {

@@ -303,7 +303,6 @@ impl<S: Storage> RawNode<S> {
 
         // The completions of this Ready's storage work, as the node will step them.
         let last_unstable = raft.raft_log.unstable.entries.last().map(|e| (e.index, e.term));
-        let append_response = storage_append_response(raft.id, raft.term, last_unstable, &rd);
         let apply_response = rd.committed_entries.last().map(|last| Message {
             msg_type: MessageType::MsgStorageApplyResponse as i32,
             to: raft.id,
@@ -327,7 +326,7 @@ impl<S: Storage> RawNode<S> {
             if needs_append {
                 let hs = rd.hard_state.take().unwrap_or_default();
                 let mut responses = after_append;
-                responses.push(append_response);
+                responses.push(storage_append_response(raft.id, raft.term, last_unstable, &rd));
                 rd.messages.push(Message {
                     msg_type: MessageType::MsgStorageAppend as i32,
                     to: LOCAL_APPEND_THREAD,
@@ -362,8 +361,8 @@ impl<S: Storage> RawNode<S> {
                 }
             }
             // Without entries or a snapshot to confirm, the completion would change nothing.
-            if append_response.index != 0 || append_response.snapshot.is_some() {
-                self.steps_on_advance.push(append_response);
+            if last_unstable.is_some() || rd.snapshot.is_some() {
+                self.steps_on_advance.push(storage_append_response(raft.id, raft.term, last_unstable, &rd));
             }
             self.steps_on_advance.extend(apply_response);
         }
@@ -432,7 +431,11 @@ fn storage_append_response(id: u64, term: u64, last_unstable: Option<(u64, u64)>
         let meta = snapshot.metadata.clone().unwrap_or_default();
         m.snapshot = Some(Box::new(Snapshot {
             data: bytes::Bytes::new(),
-            metadata: Some(SnapshotMetadata { conf_state: None, index: meta.index, term: meta.term }),
+            metadata: Some(Box::new(SnapshotMetadata {
+                conf_state: None,
+                index: meta.index,
+                term: meta.term,
+            })),
         }));
     }
     m

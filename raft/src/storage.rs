@@ -125,7 +125,7 @@ impl MemStorageCore {
 
     /// Replaces the whole log with a snapshot.
     pub fn apply_snapshot(&mut self, snapshot: Snapshot) -> StorageResult<()> {
-        let metadata = snapshot.metadata.unwrap_or_default();
+        let metadata = *snapshot.metadata.unwrap_or_default();
         if metadata.index < self.snapshot_metadata.index {
             return Err(StorageError::SnapshotOutOfDate);
         }
@@ -252,6 +252,9 @@ impl Storage for MemStorage {
         if std::mem::take(&mut core.snapshot_unavailable_once) {
             return Err(StorageError::SnapshotTemporarilyUnavailable);
         }
-        Ok(Snapshot { data: core.snapshot_data.clone(), metadata: Some(core.snapshot_metadata.clone()) })
+        Ok(Snapshot {
+            data: core.snapshot_data.clone(),
+            metadata: Some(Box::new(core.snapshot_metadata.clone())),
+        })
     }
 }

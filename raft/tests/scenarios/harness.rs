@@ -358,7 +358,11 @@ impl Env {
                 if index > 0 {
                     core.apply_snapshot(Snapshot {
                         data: content.clone().into_bytes().into(),
-                        metadata: Some(SnapshotMetadata { conf_state: Some(conf_state), index, term: 1 }),
+                        metadata: Some(Box::new(SnapshotMetadata {
+                            conf_state: Some(conf_state),
+                            index,
+                            term: 1,
+                        })),
                     })
                     .map_err(|e| e.to_string())?;
                 } else {
