@@ -169,6 +169,33 @@ fn unstable_stable_to() {
 }
 
 #[test]
+fn last_stable_term_is_known_until_it_may_be_overwritten() {
+    // Storage holds 1..=3 of term 1; 4 and 5 of term 2 are unstable.
+    let mut log = log_with(&ents(1, 3, 1), &[ent(4, 2), ent(5, 2)]);
+    assert_eq!(log.unstable.last_stable, None);
+    log.unstable.accept_in_progress();
+    log.store.wl().append(&[ent(4, 2), ent(5, 2)]).unwrap();
+    log.unstable.stable_to(5, 2);
+    assert_eq!(log.unstable.last_stable, Some((5, 2)));
+    // The storage is not asked: make it disagree to prove the answer comes from the cache.
+    log.store.wl().append(&[ent(5, 7)]).unwrap();
+    assert_eq!(log.term(5).ok(), Some(2));
+    // A new leader overwrites from 6 on: the entry at 5 stays, and so does its term.
+    log.append(&[ent(6, 3)]);
+    assert_eq!(log.unstable.last_stable, Some((5, 2)));
+    // Overwriting from 4 on may replace the entry at 5: forgotten, storage answers again.
+    log.append(&[ent(4, 4)]);
+    assert_eq!(log.unstable.last_stable, None);
+    assert_eq!(log.term(3).ok(), Some(1));
+    // A snapshot replaces the whole log.
+    log.unstable.stable_to(4, 4);
+    assert_eq!(log.unstable.last_stable, Some((4, 4)));
+    log.restore(snapshot(10, 5));
+    assert_eq!(log.unstable.last_stable, None);
+    assert_eq!(log.term(10).ok(), Some(5));
+}
+
+#[test]
 fn unstable_stable_to_pulls_in_progress_forward() {
     // Persisted entries that were never marked in progress (a write of an earlier Ready
     // confirmed after a restart, say) still move the in-progress point.
@@ -386,7 +413,7 @@ fn raft_log_maybe_append() {
     for (index, log_term, commit, entries, want, want_last, want_commit) in cases {
         let mut log = log_with(&previous, &[]);
         log.commit_to(1);
-        let got = log.maybe_append(index, log_term, commit, &entries);
+        let got = log.maybe_append(index, log_term, commit, entries.clone());
         let context = format!("append after ({index}, {log_term}) commit {commit} {:?}", ids(&entries));
         assert_eq!(got, want, "{context}");
         assert_eq!(log.last_index(), want_last, "{context}");
@@ -404,7 +431,7 @@ fn raft_log_maybe_append() {
 fn raft_log_maybe_append_conflicting_with_committed_panics() {
     let mut log = log_with(&[ent(1, 1), ent(2, 2), ent(3, 3)], &[]);
     log.commit_to(2);
-    log.maybe_append(1, 1, 3, &[ent(2, 4)]);
+    log.maybe_append(1, 1, 3, vec![ent(2, 4)]);
 }
 
 #[test]
@@ -576,7 +603,7 @@ fn raft_log_restore_from_a_snapshot() {
     assert_eq!(log.snapshot(0, 2).ok().and_then(|s| s.metadata).map(|m| m.index), Some(10));
     // Entries follow the snapshot.
     log.append(&[ent(11, 4)]);
-    assert!(log.maybe_append(11, 4, 11, &[]).is_some());
+    assert!(log.maybe_append(11, 4, 11, Vec::new()).is_some());
     assert_eq!((log.last_index(), log.committed), (11, 11));
     log.stable_snapshot_to(10);
     assert!(log.next_unstable_snapshot().is_none());

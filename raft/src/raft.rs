@@ -1043,7 +1043,7 @@ impl<S: Storage> Raft<S> {
 
     // ---- follower handlers -----------------------------------------------------------
 
-    fn handle_append_entries(&mut self, m: &Message) {
+    fn handle_append_entries(&mut self, m: &mut Message) {
         if m.index < self.raft_log.committed {
             // Everything up to our commit index matches the leader by definition; tell it
             // where we stand so it skips ahead.
@@ -1055,7 +1055,8 @@ impl<S: Storage> Raft<S> {
             });
             return;
         }
-        if let Some(last_new) = self.raft_log.maybe_append(m.index, m.log_term, m.commit, &m.entries) {
+        let entries = std::mem::take(&mut m.entries);
+        if let Some(last_new) = self.raft_log.maybe_append(m.index, m.log_term, m.commit, entries) {
             self.send(Message {
                 msg_type: MessageType::MsgAppendResponse as i32,
                 to: m.from,
@@ -1160,7 +1161,7 @@ impl<S: Storage> Raft<S> {
         if !self.maybe_increase_uncommitted_bytes(&entries) {
             return false;
         }
-        let last_index = self.raft_log.append(&entries);
+        let last_index = self.raft_log.append_owned(entries);
         // The leader acknowledges its own entries, like any follower, once they are
         // durable: this message comes back to us after the write.
         self.send(Message {

@@ -81,6 +81,11 @@ impl<S: Storage> RaftLog<S> {
             // storage still holds.
             return Err(StorageError::Compacted);
         }
+        if let Some((stable_index, stable_term)) = self.unstable.last_stable {
+            if stable_index == index {
+                return Ok(stable_term);
+            }
+        }
         // The storage knows its compacted boundary: its term is still known (the entry
         // before the first one), anything older is Compacted.
         self.store.term(index)
@@ -114,13 +119,13 @@ impl<S: Storage> RaftLog<S> {
         index: u64,
         log_term: u64,
         committed: u64,
-        entries: &[Entry],
+        mut entries: Vec<Entry>,
     ) -> Option<u64> {
         if !self.match_term(index, log_term) {
             return None;
         }
         let last_new = index + entries.len() as u64;
-        let conflict = self.find_conflict(entries);
+        let conflict = self.find_conflict(&entries);
         if conflict != 0 {
             assert!(
                 conflict > self.committed,
@@ -128,7 +133,8 @@ impl<S: Storage> RaftLog<S> {
                 self.committed
             );
             let start = (conflict - (index + 1)) as usize;
-            self.append(&entries[start..]);
+            entries.drain(..start);
+            self.append_owned(entries);
         }
         self.commit_to(committed.min(last_new));
         Some(last_new)
@@ -137,15 +143,27 @@ impl<S: Storage> RaftLog<S> {
     /// Appends entries (whose first index may overwrite an uncommitted tail) and returns
     /// the new last index.
     pub fn append(&mut self, entries: &[Entry]) -> u64 {
-        let Some(first) = entries.first() else { return self.last_index() };
-        assert!(
-            first.index > self.committed,
-            "invariant: appending at {} would overwrite committed entries (committed {})",
-            first.index,
-            self.committed
-        );
+        self.check_append(entries);
         self.unstable.truncate_and_append(entries);
         self.last_index()
+    }
+
+    /// `append` for entries the caller owns: they are moved, not cloned.
+    pub fn append_owned(&mut self, entries: Vec<Entry>) -> u64 {
+        self.check_append(&entries);
+        self.unstable.truncate_and_append_owned(entries);
+        self.last_index()
+    }
+
+    fn check_append(&self, entries: &[Entry]) {
+        if let Some(first) = entries.first() {
+            assert!(
+                first.index > self.committed,
+                "invariant: appending at {} would overwrite committed entries (committed {})",
+                first.index,
+                self.committed
+            );
+        }
     }
 
     /// The first index among `entries` whose term differs from ours, or that we lack; zero
