@@ -1336,7 +1336,10 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let read = PendingRead { request, index: self.raft_log.committed };
-        if self.trk.is_singleton() || self.lease_valid() {
+        // Only the sole voter itself needs nobody's confirmation: a demoted leader whose
+        // configuration has one voter must ask that voter, which may lead already.
+        let sole_voter = self.trk.is_singleton() && self.trk.config.voters.contains(self.id);
+        if sole_voter || self.lease_valid() {
             self.respond_read(read);
         } else {
             self.reads_waiting.push(read);
