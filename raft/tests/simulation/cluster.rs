@@ -775,9 +775,11 @@ impl Sim {
                 self.history.check_reapplied(id, e);
                 continue;
             }
-            if e.index <= self.nodes[i].snapshot_queued_index {
+            // The log now starting past the entry means the core adopted a later snapshot.
+            let adopted = self.nodes[i].raw.as_ref().map_or(0, |raw| raw.raft().raft_log().first_index() - 1);
+            if e.index <= self.nodes[i].snapshot_queued_index.max(adopted) {
                 // Async storage writes: the core adopted a later snapshot (and its
-                // configuration) since it handed these entries out; the append thread
+                // configuration) since it handed these entries out, and the append thread
                 // will install it. Applying a membership change on top of the snapshot's
                 // configuration would apply it twice.
                 continue;

@@ -82,11 +82,12 @@ impl Sim {
     }
 
     /// Whether node `i` may be destroyed without a later configuration needing it: it is
-    /// not a member of the newest applied configuration, and no membership change that
+    /// not a member of the newest applied configuration nor of the one any of its members
+    /// applied, and no membership change that
     /// could still be committed adds it. Such a change is in a log (of a running node or
     /// on a disk) past the newest applied one, on the wire (a forwarded proposal, or an
     /// append whose sender lost its copy in a crash), or in the outbox of a node that was
-    /// handed one to forward and has not taken a Ready since.
+    /// handed one to forward and has not taken a Ready since (nor has nothing to send).
     fn may_destroy(&self, i: usize) -> bool {
         let id = i as u64 + 1;
         let node = &self.nodes[i];
@@ -97,9 +98,23 @@ impl Sim {
         if is_member(conf, id) {
             return false;
         }
+        // Every member must have applied a configuration without it as well: a member that
+        // has not learned of the removal still counts its vote, and might never win an
+        // election without it. (Stale non-members do not matter: they may count each other.)
+        let mut members =
+            self.nodes.iter().filter(|n| n.lifecycle == Lifecycle::Created && is_member(conf, n.id));
+        let still_counted = members.any(|n| match &n.raw {
+            Some(raw) => is_member(&raw.raft().tracker().conf_state(), id),
+            None => is_member(&n.disk.rl().conf_state(), id) || is_member(&n.conf_durable, id),
+        });
+        if still_counted {
+            return false;
+        }
         let holding = self.conf_change_holders.iter().any(|&(k, incarnation, readies)| {
             let holder = &self.nodes[k];
-            holder.incarnation == incarnation && holder.readies_taken == readies
+            holder.incarnation == incarnation
+                && holder.readies_taken == readies
+                && holder.raw.as_ref().is_some_and(|raw| raw.has_ready())
         });
         if holding {
             return false;
@@ -133,7 +148,9 @@ impl Sim {
     pub(super) fn destroy_at_random(&mut self) {
         self.conf_change_holders.retain(|&(k, incarnation, readies)| {
             let holder = &self.nodes[k];
-            holder.incarnation == incarnation && holder.readies_taken == readies
+            holder.incarnation == incarnation
+                && holder.readies_taken == readies
+                && holder.raw.as_ref().is_some_and(|raw| raw.has_ready())
         });
         let candidates: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.may_destroy(i)).collect();
         if !candidates.is_empty() {
@@ -157,7 +174,9 @@ impl Sim {
         }
         self.conf_change_holders.retain(|&(k, incarnation, readies)| {
             let holder = &self.nodes[k];
-            holder.incarnation == incarnation && holder.readies_taken == readies
+            holder.incarnation == incarnation
+                && holder.readies_taken == readies
+                && holder.raw.as_ref().is_some_and(|raw| raw.has_ready())
         });
         for i in 0..self.nodes.len() {
             if self.may_destroy(i) {
