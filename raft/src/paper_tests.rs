@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use tessera_proto::raftpb::{Entry, HardState, Message, MessageType};
+use tessera_proto::raftpb::{ConfState, Entry, HardState, Message, MessageType};
 
 use crate::describe::describe_message;
 use crate::storage::Storage;
@@ -408,6 +408,23 @@ fn stale_leader_is_told_the_newer_term_when_check_quorum_is_on() {
     make_leader(&mut stale_leader);
     stale_leader.step(answer[0].clone()).unwrap();
     assert_eq!((stale_leader.role, stale_leader.term), (StateRole::Follower, 3));
+}
+
+/// A learner with a newer term answers a stale leader even without check-quorum or
+/// pre-vote: it never campaigns, so no vote request of its would ever depose that leader,
+/// and the leader would keep heartbeating a learner that ignores it. Found by the
+/// randomized simulation (seed 1811 on branch sim2): a sole voter kept leading term 25
+/// while its learners, demoted after campaigning up to term 37, never caught up again.
+#[test]
+fn stale_leader_is_told_the_newer_term_by_a_learner() {
+    let storage = MemStorage::new();
+    storage.wl().set_conf_state(ConfState { voters: vec![1], learners: vec![2], ..Default::default() });
+    storage.wl().set_hard_state(HardState { term: 3, vote: NONE, commit: 0 });
+    let mut learner = Raft::new(&config(2), storage).unwrap();
+    learner.step(msg(MessageType::MsgHeartbeat, 1, 2, 1)).unwrap();
+    let answer = take_msgs(&mut learner);
+    assert_eq!(answer.iter().map(describe_message).collect::<Vec<_>>(), ["2->1 MsgAppResp Term:3 Log:0/0"]);
+    assert_eq!(learner.term, 3);
 }
 
 // ==== 5.2: leader election ===============================================================

@@ -673,12 +673,13 @@ impl<S: Storage> Raft<S> {
                 _ => self.become_follower(m.term, NONE),
             }
         } else if m.term < self.term && msg_type != MessageType::MsgStorageAppendResponse {
-            if (self.check_quorum || self.pre_vote)
+            if (self.check_quorum || self.pre_vote || !self.promotable())
                 && matches!(msg_type, MessageType::MsgHeartbeat | MessageType::MsgAppend)
             {
                 // A leader from an old term is talking to us. Ignoring it would leave it
                 // stuck believing it leads (with check-quorum or pre-vote it never sees a
-                // higher-term vote request from us); answering with our term deposes it.
+                // higher-term vote request from us, and a learner never campaigns at
+                // all); answering with our term deposes it.
                 self.send(Message {
                     msg_type: MessageType::MsgAppendResponse as i32,
                     to: m.from,
@@ -1345,7 +1346,10 @@ impl<S: Storage> Raft<S> {
             return;
         }
         let read = PendingRead { request, index: self.raft_log.committed };
-        if self.trk.is_singleton() || self.lease_valid() {
+        // Only the sole voter itself needs nobody's confirmation: a demoted leader whose
+        // configuration has one voter must ask that voter, which may lead already.
+        let sole_voter = self.trk.is_singleton() && self.trk.config.voters.contains(self.id);
+        if sole_voter || self.lease_valid() {
             self.respond_read(read);
         } else {
             self.reads_waiting.push(read);

@@ -28,8 +28,8 @@ impl JointConfig {
         self.incoming.contains(id) || self.outgoing.contains(id)
     }
 
-    /// Whether the configuration is a single voter with this id: such a group commits on
-    /// its own and never needs to wait for anybody.
+    /// Whether the configuration is a single voter: that voter commits on its own and
+    /// never needs to wait for anybody. It need not be the node asking (a demoted leader).
     pub fn is_singleton(&self) -> bool {
         !self.is_joint() && self.incoming.len() == 1
     }

@@ -148,6 +148,7 @@ scenarios!(
     prevote_response_term,
     proposal_forwarding,
     read_index_after_removal,
+    read_index_demoted_leader,
     read_index_duplicate_ctx,
     read_index_follower,
     read_index_joint,

@@ -1,21 +1,37 @@
 //! The simulated cluster: nodes with disks and state machines, the driver loop that plays
 //! application (and async storage threads) for each of them, the fault injector, and the
-//! invariant checks run after every step.
+//! invariant checks run after every step. Membership changes, transfers, reads and the
+//! life cycle of nodes (created on demand, destroyed for good) are in `operations.rs`.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use tessera_raft::raftpb::{Entry, HardState, Message, MessageType, Snapshot};
+use tessera_raft::quorum::VoteResult;
+use tessera_raft::raftpb::{
+    ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
+};
 use tessera_raft::{
-    describe, Error, MemStorage, RawNode, SnapshotStatus, StateRole, Storage, StorageError,
+    describe, Error, MemStorage, RawNode, ReadState, SnapshotStatus, StateRole, Storage, StorageError,
     LOCAL_APPEND_THREAD, LOCAL_APPLY_THREAD,
 };
 
 use super::history::{History, StateMachine};
 use super::knobs::{Knobs, RunStats};
 use super::network::{Network, Sent};
+use super::reads::{ReadOrigin, Reads};
 use super::rng::Rng;
+
+// A child module, so that it may use the private state of the simulation.
+#[path = "operations.rs"]
+mod operations;
+
+/// The group starts, as a TiKV region does, from a snapshot at this index and term that
+/// holds the initial configuration. A node created later has an empty log, which the
+/// leader can fill only with a snapshot, so the node learns its configuration from it
+/// rather than by replaying membership changes on top of no configuration at all.
+const BOOTSTRAP_INDEX: u64 = 5;
+const BOOTSTRAP_TERM: u64 = 5;
 
 /// After the network heals, a leader must commit a fresh proposal on every node within
 /// this many election timeouts (counted in the ticks of the fastest-ticking node).
@@ -53,18 +69,52 @@ enum TransportReport {
     Unreachable(u64),
 }
 
+/// Where a node id is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lifecycle {
+    /// A spare id no node runs under yet. The first message from a leader or candidate
+    /// creates it.
+    Absent,
+    /// Running, or crashed and due to restart.
+    Created,
+    /// Gone for good (TiKV's tombstone): it never runs again, and its id is never added
+    /// back. Its disk stays, only so that commit durability can count the copies it held.
+    Destroyed,
+}
+
 /// One simulated machine.
 #[derive(Debug)]
 struct Node {
     id: u64,
-    /// The running node, or None while crashed.
+    lifecycle: Lifecycle,
+    /// The running node, or None while crashed (or absent, or destroyed).
     raw: Option<RawNode<MemStorage>>,
+    /// Counts crashes: a request made to an earlier incarnation died with it.
+    incarnation: u64,
     /// What survives a crash: everything persisted. The running node reads it too.
     disk: MemStorage,
-    /// The state machine in memory.
+    /// The state machine in memory, and the configuration it has applied.
     sm: StateMachine,
-    /// The state machine as last flushed; what a restart may resume from.
+    conf: ConfState,
+    /// The state machine (and its configuration) as last flushed; what a restart may
+    /// resume from.
     sm_durable: StateMachine,
+    conf_durable: ConfState,
+    /// How many Readys this node handed out: a forwarded proposal leaves with the next one.
+    readies_taken: u64,
+    /// Async storage writes: the newest snapshot queued for the append thread. Entries
+    /// at or below it are not applied, their effect (configuration included) arrives with
+    /// the snapshot, which the core has adopted already.
+    snapshot_queued_index: u64,
+    /// The highest commit index checked for durability (see `History::check_commit`), or
+    /// learned as a follower.
+    commit_checked: u64,
+    /// The cluster tick at which the node went down (lease seeds keep it down a while).
+    down_since_tick: u64,
+    /// Reads answered (`ReadState`) but not yet served: (read, read index).
+    reads_confirmed: Vec<(u64, u64)>,
+    /// The term this node campaigned in because it received TimeoutNow.
+    timeout_now_term: u64,
     /// Async storage writes: the work of the append and apply threads, in order.
     append_queue: VecDeque<Message>,
     apply_queue: VecDeque<Message>,
@@ -78,6 +128,15 @@ struct Node {
 
 pub struct Sim {
     knobs: Knobs,
+    /// The highest commit index any node ever had (commit indexes only ever grow, and
+    /// every one of them was really committed): the floor of a read issued now.
+    commit_max: u64,
+    /// Lease seeds: ticks of the cluster clock, which every node follows in lockstep.
+    cluster_ticks: u64,
+    reads: Reads,
+    /// Nodes handed a membership change to forward (node, incarnation, Readys taken then):
+    /// until their next Ready or crash it may still leave, and add a destroyed id back.
+    conf_change_holders: Vec<(usize, u64, u64)>,
     rng: Rng,
     nodes: Vec<Node>,
     net: Network,
@@ -113,33 +172,65 @@ impl Sim {
         let mut rng = Rng::new(seed);
         let knobs = Knobs::random(seed, &mut rng);
         let voters: Vec<u64> = (1..=knobs.node_count as u64).collect();
-        let nodes = voters
-            .iter()
-            .map(|&id| {
-                let disk = MemStorage::new_with_voters(&voters);
-                let raw = RawNode::new(&knobs.config(id, rng.next_u64(), 0), disk.clone())
-                    .expect("invariant: the simulated configuration is valid");
-                Node {
+        let conf = ConfState { voters: voters.clone(), ..ConfState::default() };
+        let (history, sm) = History::bootstrap(BOOTSTRAP_INDEX, BOOTSTRAP_TERM, conf.clone());
+        let nodes = (1..=knobs.pool_size() as u64)
+            .map(|id| {
+                let disk = MemStorage::new();
+                let mut node = Node {
                     id,
-                    raw: Some(raw),
+                    lifecycle: Lifecycle::Absent,
+                    raw: None,
+                    incarnation: 0,
                     disk,
                     sm: StateMachine::default(),
+                    conf: ConfState::default(),
                     sm_durable: StateMachine::default(),
+                    conf_durable: ConfState::default(),
+                    readies_taken: 0,
+                    snapshot_queued_index: 0,
+                    commit_checked: 0,
+                    down_since_tick: 0,
+                    reads_confirmed: Vec::new(),
+                    timeout_now_term: 0,
                     append_queue: VecDeque::new(),
                     apply_queue: VecDeque::new(),
                     committed_seen: 0,
                     leader_checked: (0, 0),
                     ticks_since_heal: 0,
+                };
+                if voters.contains(&id) {
+                    let metadata = SnapshotMetadata {
+                        conf_state: Some(conf.clone()),
+                        index: BOOTSTRAP_INDEX,
+                        term: BOOTSTRAP_TERM,
+                    };
+                    let snapshot = Snapshot { data: sm.encode().into(), metadata: Some(metadata) };
+                    node.disk.wl().apply_snapshot(snapshot).expect("a fresh disk takes any snapshot");
+                    let raw = RawNode::new(&knobs.config(id, rng.next_u64(), 0), node.disk.clone())
+                        .expect("invariant: the simulated configuration is valid");
+                    node.commit_checked = raw.raft().raft_log().committed;
+                    node.raw = Some(raw);
+                    node.lifecycle = Lifecycle::Created;
+                    node.sm = sm;
+                    node.sm_durable = sm;
+                    node.conf = conf.clone();
+                    node.conf_durable = conf.clone();
                 }
+                node
             })
             .collect();
         let net = Network::new(knobs.net);
         Sim {
             knobs,
+            commit_max: BOOTSTRAP_INDEX,
+            cluster_ticks: 0,
+            reads: Reads::default(),
+            conf_change_holders: Vec::new(),
             rng,
             nodes,
             net,
-            history: History::default(),
+            history,
             now_step: 0,
             healing: false,
             proposal_seq: 0,
@@ -157,6 +248,7 @@ impl Sim {
         self.stats.leaders = self.history.leader_count() as u64;
         self.stats.messages_sent = self.net.stats.sent;
         self.stats.messages_dropped = self.net.stats.dropped;
+        self.stats.reads_unanswered = self.reads.unanswered();
         self.trace(|| format!("done: {:?}", self.stats));
         self.stats
     }
@@ -172,10 +264,6 @@ impl Sim {
             lines.pop_front();
         }
         lines.push_back(line);
-    }
-
-    fn quorum(&self) -> usize {
-        self.nodes.len() / 2 + 1
     }
 
     fn alive(&self, i: usize) -> bool {
@@ -199,23 +287,48 @@ impl Sim {
             self.inject_faults();
         }
         let n = self.nodes.len();
-        for i in 0..n {
-            if self.alive(i) && self.rng.chance(self.knobs.tick_permille) {
-                // Now and then a node's clock jumps, as after a long pause of its process.
-                let ticks = if !self.healing && self.rng.chance(3) {
-                    self.rng.between(2, 2 * self.knobs.election_ticks as u64)
-                } else {
-                    1
-                };
-                for _ in 0..ticks {
-                    self.raw(i).tick();
-                    self.observe(i);
+        if self.knobs.lease_reads {
+            // The clock assumption of lease reads: one clock, followed by every node.
+            if self.rng.chance(self.knobs.tick_permille) {
+                self.cluster_ticks += 1;
+                for i in 0..n {
+                    if self.alive(i) {
+                        self.raw(i).tick();
+                        self.observe(i);
+                        self.nodes[i].ticks_since_heal += 1;
+                    }
                 }
-                self.nodes[i].ticks_since_heal += ticks;
+            }
+        } else {
+            for i in 0..n {
+                if self.alive(i) && self.rng.chance(self.knobs.tick_permille) {
+                    // Now and then a node's clock jumps, as after a long pause of its process.
+                    let ticks = if !self.healing && self.rng.chance(3) {
+                        self.rng.between(2, 2 * self.knobs.election_ticks as u64)
+                    } else {
+                        1
+                    };
+                    for _ in 0..ticks {
+                        self.raw(i).tick();
+                        self.observe(i);
+                    }
+                    self.nodes[i].ticks_since_heal += ticks;
+                }
             }
         }
         if self.rng.chance(self.knobs.propose_permille) {
             self.propose_at_random();
+        }
+        if !self.healing {
+            if self.rng.chance(self.knobs.conf_change_permille) {
+                self.propose_conf_change_at_random();
+            }
+            if self.rng.chance(self.knobs.transfer_permille) {
+                self.transfer_at_random();
+            }
+            if self.rng.chance(self.knobs.read_permille) {
+                self.read_at_random();
+            }
         }
         for (sender, m) in self.net.take_due(self.now_step, &mut self.rng) {
             self.deliver(sender, m);
@@ -248,7 +361,32 @@ impl Sim {
             let i = self.rng.below(n as u64) as usize;
             self.maybe_compact(i);
         }
+        if self.healing {
+            for i in 0..n {
+                if self.may_restart(i) {
+                    self.restart(i);
+                }
+            }
+            self.destroy_non_members_for_liveness();
+        } else if self.rng.chance(self.knobs.destroy_permille) {
+            self.destroy_at_random();
+        }
         self.check_all();
+        for i in 0..n {
+            self.serve_reads(i);
+        }
+    }
+
+    /// Whether node `i` is down and may come back. In lease seeds a crashed node stays
+    /// down for an election timeout of cluster ticks: the clock assumption says a
+    /// restarted node waits that long before it votes, and the simulation keeps it so by
+    /// keeping the node down (it restarts with no leader, so it would vote at once).
+    fn may_restart(&self, i: usize) -> bool {
+        let node = &self.nodes[i];
+        node.lifecycle == Lifecycle::Created
+            && node.raw.is_none()
+            && (!self.knobs.lease_reads
+                || self.cluster_ticks >= node.down_since_tick + self.knobs.election_ticks as u64)
     }
 
     fn inject_faults(&mut self) {
@@ -258,7 +396,7 @@ impl Sim {
             }
         }
         for i in 0..self.nodes.len() {
-            if !self.alive(i) && self.rng.chance(self.knobs.restart_permille) {
+            if self.may_restart(i) && self.rng.chance(self.knobs.restart_permille) {
                 self.restart(i);
             }
         }
@@ -344,7 +482,20 @@ impl Sim {
             if is_snapshot {
                 self.stats.snapshots_sent += 1;
             }
-            match self.net.send(from, m, self.now_step, &mut self.rng) {
+            let read_context = match m.msg_type() {
+                MessageType::MsgReadIndex | MessageType::MsgReadIndexResponse => {
+                    m.entries.first().map(|e| e.data.clone())
+                }
+                _ => None,
+            };
+            let duplicated_before = self.net.stats.duplicated;
+            let sent = self.net.send(from, m, self.now_step, &mut self.rng);
+            if let Some(ctx) = read_context {
+                if self.net.stats.duplicated > duplicated_before {
+                    self.reads.note_duplicated(&ctx);
+                }
+            }
+            match sent {
                 Sent::Queued => {}
                 Sent::Refused => self.transport_failed(from, to, is_snapshot),
                 // A snapshot travels over a stream whose breakage the sender sees.
@@ -405,20 +556,70 @@ impl Sim {
 
     fn deliver(&mut self, from: u64, m: Message) {
         let to = m.to;
-        let is_snapshot = m.msg_type() == MessageType::MsgSnapshot;
+        let msg_type = m.msg_type();
+        let is_snapshot = msg_type == MessageType::MsgSnapshot;
         let i = (to - 1) as usize;
-        if !self.alive(i) || !self.net.connected(from, to) {
+        if !self.net.connected(from, to) {
+            self.transport_failed(from, to, is_snapshot);
+            return;
+        }
+        let from_leader_or_candidate = matches!(
+            msg_type,
+            MessageType::MsgAppend
+                | MessageType::MsgHeartbeat
+                | MessageType::MsgSnapshot
+                | MessageType::MsgRequestVote
+                | MessageType::MsgRequestPreVote
+        );
+        if self.nodes[i].lifecycle == Lifecycle::Absent && from_leader_or_candidate {
+            self.create_node(i, from);
+        }
+        if !self.alive(i) {
             self.transport_failed(from, to, is_snapshot);
             return;
         }
         self.trace(|| format!("deliver {}", describe::describe_message(&m)));
+        let carries_conf_change = msg_type == MessageType::MsgPropose
+            && m.entries.iter().any(|e| e.entry_type() != EntryType::EntryNormal);
         match self.raw(i).step(m) {
             Ok(()) => {}
+            Err(Error::ProposalDropped(why)) if carries_conf_change => {
+                self.stats.conf_changes_refused_at_propose += 1;
+                self.trace(|| format!("node {to} drops a forwarded membership change: {why:?}"));
+            }
             Err(Error::ProposalDropped(why)) => {
                 self.stats.proposals_dropped += 1;
                 self.trace(|| format!("node {to} drops a forwarded proposal: {why:?}"));
             }
+            Err(Error::ConfChange(why)) => {
+                self.stats.conf_changes_refused_at_propose += 1;
+                self.trace(|| format!("node {to} refuses a forwarded membership change: {why}"));
+            }
+            // A forwarded read that reaches a node no longer able to serve it is dropped;
+            // its node never hears back, as after a lost message.
+            Err(Error::ReadIndexDropped(why)) => {
+                self.trace(|| format!("node {to} drops a forwarded read: {why:?}"));
+            }
+            // A response from a node this one no longer (or not yet) has in its
+            // configuration, after a membership change.
+            Err(Error::StepPeerNotFound(peer)) => {
+                self.stats.messages_from_non_members += 1;
+                self.trace(|| format!("node {to} ignores a response from non-member {peer}"));
+            }
             Err(e) => panic!("invariant: node {to} refuses a message from {from}: {e}"),
+        }
+        if carries_conf_change {
+            // If this node forwards the change, it sits in the node's outbox until the
+            // next Ready.
+            let node = &self.nodes[i];
+            self.conf_change_holders.push((i, node.incarnation, node.readies_taken));
+        }
+        if msg_type == MessageType::MsgTimeoutNow {
+            let raft = self.raw(i).raft();
+            if raft.role() == StateRole::Candidate {
+                let term = raft.term();
+                self.nodes[i].timeout_now_term = term;
+            }
         }
         self.observe(i);
         if is_snapshot {
@@ -449,8 +650,11 @@ impl Sim {
             return;
         }
         let mut rd = raw.ready();
+        self.nodes[i].readies_taken += 1;
         self.trace(|| format!("node {} {}", i + 1, describe::describe_ready(&rd)));
         self.observe(i);
+        let read_states = std::mem::take(&mut rd.read_states);
+        self.on_read_states(i, &read_states);
         if self.knobs.async_storage_writes {
             assert!(
                 rd.entries.is_empty() && rd.committed_entries.is_empty() && rd.persisted_messages.is_empty(),
@@ -461,6 +665,10 @@ impl Sim {
                 match m.to {
                     LOCAL_APPEND_THREAD => {
                         self.check_new_entries(i, &m.entries);
+                        if let Some(meta) = m.snapshot.as_ref().and_then(|s| s.metadata.as_ref()) {
+                            let node = &mut self.nodes[i];
+                            node.snapshot_queued_index = node.snapshot_queued_index.max(meta.index);
+                        }
                         self.nodes[i].append_queue.push_back(m);
                     }
                     LOCAL_APPLY_THREAD => self.nodes[i].apply_queue.push_back(m),
@@ -528,6 +736,14 @@ impl Sim {
                 sm.index, meta.index
             );
             self.history.check_state(id, &sm, "snapshot from the leader");
+            let conf = meta.conf_state.clone().unwrap_or_default();
+            assert_eq!(
+                &conf,
+                &self.history.conf_at(meta.index),
+                "configuration safety violated: node {id} got a snapshot at {} whose configuration differs from \
+                 the one applied there",
+                meta.index
+            );
             self.trace(|| format!("node {id} installs {}", describe::describe_snapshot(&snapshot)));
             self.nodes[i]
                 .disk
@@ -537,6 +753,8 @@ impl Sim {
             let node = &mut self.nodes[i];
             node.sm = sm;
             node.sm_durable = sm;
+            node.conf_durable = conf.clone();
+            node.conf = conf;
             self.stats.snapshots_installed += 1;
         }
         let mut disk = self.nodes[i].disk.wl();
@@ -551,37 +769,37 @@ impl Sim {
     /// skipped, after checking it is the same.
     fn apply(&mut self, i: usize, entries: &[Entry]) {
         let id = i as u64 + 1;
-        let quorum = self.quorum();
         for e in entries {
             let mut sm = self.nodes[i].sm;
             if e.index <= sm.index {
                 self.history.check_reapplied(id, e);
                 continue;
             }
+            // The log now starting past the entry means the core adopted a later snapshot.
+            let adopted = self.nodes[i].raw.as_ref().map_or(0, |raw| raw.raft().raft_log().first_index() - 1);
+            if e.index <= self.nodes[i].snapshot_queued_index.max(adopted) {
+                // Async storage writes: the core adopted a later snapshot (and its
+                // configuration) since it handed these entries out, and the append thread
+                // will install it. Applying a membership change on top of the snapshot's
+                // configuration would apply it twice.
+                continue;
+            }
             let is_new = self.history.is_new(e.index);
-            let copies = if is_new { self.durable_copies(e) } else { 0 };
-            self.history.on_apply(id, &mut sm, e, copies, quorum);
+            self.history.on_apply(id, &mut sm, e);
             if is_new && e.data == self.marker {
                 self.marker_index = Some(e.index);
             }
             self.nodes[i].sm = sm;
             self.stats.entries_applied += 1;
+            if e.entry_type() != EntryType::EntryNormal {
+                self.apply_conf_change(i, e);
+            }
         }
         if self.rng.coin() {
-            self.nodes[i].sm_durable = self.nodes[i].sm;
+            let node = &mut self.nodes[i];
+            node.sm_durable = node.sm;
+            node.conf_durable = node.conf.clone();
         }
-    }
-
-    /// How many disks hold `e` (or a snapshot past it).
-    fn durable_copies(&self, e: &Entry) -> usize {
-        self.nodes
-            .iter()
-            .filter(|n| match n.disk.term(e.index) {
-                Ok(term) => term == e.term,
-                Err(StorageError::Compacted) => true,
-                Err(_) => false,
-            })
-            .count()
     }
 
     /// Async storage writes: the append thread persists one queued write, then delivers
@@ -648,8 +866,19 @@ impl Sim {
             node.id,
             sm.index
         );
+        assert_eq!(
+            &node.conf,
+            &self.history.conf_at(sm.index),
+            "invariant: node {}'s configuration is the one applied at {}",
+            node.id,
+            sm.index
+        );
         let mut disk = node.disk.wl();
-        disk.create_snapshot(sm.index, None, sm.encode()).expect("a snapshot inside the log");
+        match disk.create_snapshot(sm.index, Some(node.conf.clone()), sm.encode()) {
+            // The snapshot taken at the last membership change is as new.
+            Ok(()) | Err(StorageError::SnapshotOutOfDate) => {}
+            Err(e) => panic!("invariant: node {} snapshots inside its log: {e}", node.id),
+        }
         disk.compact(sm.index + 1).expect("compaction inside the log");
         drop(disk);
         self.trace(|| format!("node {} snapshots at {} and compacts", i + 1, sm.index));
@@ -664,11 +893,17 @@ impl Sim {
         self.trace(|| format!("node {} crashes {when}", i + 1));
         self.stats.crashes += 1;
         self.stats.crashes_mid_ready += u64::from(mid_work);
+        let down_since_tick = self.cluster_ticks;
         let node = &mut self.nodes[i];
         node.raw = None;
+        node.incarnation += 1;
+        node.down_since_tick = down_since_tick;
         node.append_queue.clear();
         node.apply_queue.clear();
         node.sm = StateMachine::default();
+        node.conf = ConfState::default();
+        node.snapshot_queued_index = 0;
+        node.reads_confirmed.clear();
     }
 
     /// Restarts a node from a copy of its disk. The state machine resumes either from the
@@ -685,22 +920,53 @@ impl Sim {
             "invariant: node {id}'s disk snapshot payload matches its metadata"
         );
         self.history.check_state(id, &snapshot_sm, "snapshot on disk");
+        let snapshot_conf = snapshot.metadata.as_ref().and_then(|m| m.conf_state.clone()).unwrap_or_default();
+        assert_eq!(
+            &snapshot_conf,
+            &self.history.conf_at(snapshot_index),
+            "configuration safety violated: node {id}'s disk snapshot at {snapshot_index} holds another \
+             configuration than the one applied there"
+        );
         let flushed = self.nodes[i].sm_durable;
+        let flushed_conf = self.nodes[i].conf_durable.clone();
         self.history.check_state(id, &flushed, "flushed state machine");
         // With async storage writes the apply thread may run ahead of the write that
         // records the commit index, and the core refuses a restart with `applied` above
         // the stored commit: claim no more than that, and skip the entries applied again.
         let stored_commit = disk.rl().hard_state().commit;
-        let (sm, applied) = if self.rng.coin() {
-            (snapshot_sm, 0)
+        let (sm, applied, conf) = if self.rng.coin() {
+            (snapshot_sm, 0, snapshot_conf)
         } else if flushed.index > snapshot_sm.index {
-            (flushed, flushed.index.min(stored_commit))
+            // The flushed state comes with the configuration applied with it, which the
+            // core reads from the stored snapshot: store the flushed state as the snapshot
+            // (as an application that keeps both in one engine would), rather than pairing
+            // the older snapshot's index with a newer configuration.
+            disk.wl()
+                .create_snapshot(flushed.index, Some(flushed_conf.clone()), flushed.encode())
+                .unwrap_or_else(|e| {
+                    panic!("invariant: node {id} stores its flushed state as a snapshot: {e}")
+                });
+            (flushed, flushed.index.min(stored_commit), flushed_conf)
         } else {
-            (snapshot_sm, snapshot_sm.index)
+            (snapshot_sm, snapshot_sm.index, snapshot_conf)
         };
+        assert_eq!(
+            &conf,
+            &self.history.conf_at(sm.index),
+            "configuration safety violated: node {id} resumes at {} with another configuration than the one \
+             applied there",
+            sm.index
+        );
         let config = self.knobs.config(id, self.rng.next_u64(), applied);
         let raw = RawNode::new(&config, disk.clone())
             .unwrap_or_else(|e| panic!("invariant: node {id} restarts from its disk: {e}"));
+        assert_eq!(
+            raw.raft().tracker().conf_state(),
+            conf,
+            "configuration safety violated: node {id} restarts at {} with another configuration than it had \
+             applied there",
+            sm.index
+        );
         self.trace(|| {
             format!(
                 "node {id} restarts at {} (state machine at {}, applied {applied})",
@@ -710,11 +976,15 @@ impl Sim {
         });
         let node = &mut self.nodes[i];
         node.committed_seen = raw.raft().raft_log().committed;
+        node.commit_checked = node.committed_seen;
         node.leader_checked = (0, 0);
+        node.timeout_now_term = 0;
         node.raw = Some(raw);
         node.disk = disk;
         node.sm = sm;
         node.sm_durable = sm;
+        node.conf_durable = conf.clone();
+        node.conf = conf;
         self.stats.restarts += 1;
         self.check_disk_log(i);
         self.observe(i);
@@ -735,28 +1005,47 @@ impl Sim {
         self.knobs.queue_permille = 1000;
         self.knobs.propose_permille = 0;
         for i in 0..self.nodes.len() {
-            if !self.alive(i) {
+            // Lease seeds restart the rest once their down time is over (`step_once`).
+            if self.may_restart(i) {
                 self.restart(i);
             }
             self.nodes[i].ticks_since_heal = 0;
         }
+        self.destroy_non_members_for_liveness();
     }
 
     /// Liveness: with everything healed, a leader must get a fresh proposal committed
-    /// and applied on every node within a bounded number of ticks.
+    /// and applied on every member (voter or learner) of the final configuration within a
+    /// bounded number of ticks. A joint configuration that waits for an explicit leave is
+    /// left first: the driver proposes the leave, as its application would.
     fn run_until_live(&mut self) {
         let backlog = self.backlog_entries();
         let ticks_max = LIVENESS_ELECTIONS_MAX * self.knobs.election_ticks as u64
             + backlog * HEALED_STEPS_PER_BACKLOG_ENTRY * self.knobs.tick_permille / 1000;
         let repropose_steps = 4 * self.knobs.election_ticks as u64 * 1000 / self.knobs.tick_permille;
         let mut proposed_at: Option<u64> = None;
+        let mut leave_proposed_at: Option<u64> = None;
         loop {
+            let (_, conf) = self.history.latest_conf();
+            let joint = !conf.voters_outgoing.is_empty();
+            let members: Vec<u64> = conf.voters.iter().chain(&conf.learners).copied().collect();
+            if joint && leave_proposed_at.is_none_or(|at| self.now_step >= at + repropose_steps) {
+                if let Some(i) = self.leader() {
+                    if self.propose_explicit_leave(i) {
+                        leave_proposed_at = Some(self.now_step);
+                    }
+                }
+            }
             if let Some(index) = self.marker_index {
-                if self.nodes.iter().all(|n| n.sm.index >= index) {
+                let applied_everywhere =
+                    members.iter().all(|id| self.nodes[(*id - 1) as usize].sm.index >= index);
+                if !joint && applied_everywhere {
                     let ticks = self.nodes.iter().map(|n| n.ticks_since_heal).max().unwrap_or(0);
                     self.stats.liveness_ticks_max = ticks;
                     self.stats.liveness_bound_used_permille_max = ticks * 1000 / ticks_max;
-                    self.trace(|| format!("live: index {index} applied everywhere after {ticks} ticks"));
+                    self.trace(|| {
+                        format!("live: index {index} applied on every member {members:?} after {ticks} ticks")
+                    });
                     return;
                 }
             } else if proposed_at.is_none_or(|at| self.now_step >= at + repropose_steps) {
@@ -769,20 +1058,24 @@ impl Sim {
             }
             let ticks = self.nodes.iter().map(|n| n.ticks_since_heal).max().unwrap_or(0);
             if ticks > ticks_max {
+                if let Some(why) = self.wedged_by_demoted_leader() {
+                    self.trace(|| format!("known liveness limit: {why}"));
+                    self.stats.liveness_wedged_by_demoted_leader += 1;
+                    return;
+                }
                 let status: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|n| {
-                        format!(
-                            "{} (state machine at {})",
-                            describe_node(n.raw.as_ref().expect("up")),
-                            n.sm.index
-                        )
+                    .map(|n| match &n.raw {
+                        Some(raw) => format!("{} (state machine at {})", describe_node(raw), n.sm.index),
+                        None => format!("node {} {:?}, not running", n.id, n.lifecycle),
                     })
                     .collect();
+                let (conf_index, conf) = self.history.latest_conf();
                 panic!(
-                    "liveness violated: {ticks} ticks after healing, the proposal is {} (applied at {:?}); nodes: {}",
-                    if proposed_at.is_some() { "not applied everywhere" } else { "not even accepted" },
+                    "liveness violated: {ticks} ticks after healing, the proposal is {} (applied at {:?}); \
+                     configuration {conf:?} (applied at {conf_index}); nodes: {}",
+                    if proposed_at.is_some() { "not applied on every member" } else { "not even accepted" },
                     self.marker_index,
                     status.join("; ")
                 );
@@ -791,11 +1084,49 @@ impl Sim {
         }
     }
 
+    /// A known liveness limit of the core, reported rather than failed: a leader demoted
+    /// (or removed) by a change it committed lost its leadership (stepping down on
+    /// removal, by check-quorum, to a higher term) after appending entries that never left
+    /// it, and before every voter learned that the change committed. The old leader, no
+    /// longer a voter in its own configuration, may not campaign, yet holds the most
+    /// up-to-date log; the nodes that may campaign run configurations in which it (or
+    /// another node ahead of them) still votes, and those votes are refused. Nobody can be
+    /// elected again. Raft's thesis (section 4.2.2) has a node outside its latest
+    /// configuration still start elections for this reason; the core does not.
+    ///
+    /// Returns a description when the cluster is in that state: no node that may campaign
+    /// can collect a quorum of its configuration from nodes whose logs are not ahead of
+    /// its own, and the most up-to-date log belongs to a node that may not campaign.
+    fn wedged_by_demoted_leader(&self) -> Option<String> {
+        let running: Vec<&RawNode<MemStorage>> = self.nodes.iter().filter_map(|n| n.raw.as_ref()).collect();
+        let last = |raw: &RawNode<MemStorage>| {
+            (raw.raft().raft_log().last_term(), raw.raft().raft_log().last_index())
+        };
+        let last_of = |id: u64| running.iter().find(|raw| raw.raft().id() == id).map(|raw| last(raw));
+        let candidates: Vec<_> = running.iter().filter(|raw| raw.raft().promotable()).collect();
+        let could_win = candidates.iter().any(|raw| {
+            let own = last(raw);
+            let votes = |id: u64| Some(id == raw.raft().id() || last_of(id).is_some_and(|l| l <= own));
+            raw.raft().tracker().config.voters.vote_result(votes) == VoteResult::Won
+        });
+        let best = running.iter().max_by_key(|raw| last(raw))?;
+        if could_win || best.raft().promotable() {
+            return None;
+        }
+        Some(format!(
+            "node {} may not campaign but holds the most up-to-date log {:?}, and no node that may campaign \
+             can collect a quorum of votes",
+            best.raft().id(),
+            last(best)
+        ))
+    }
+
     /// How far the longest log runs ahead of the least applied state machine.
     fn backlog_entries(&self) -> u64 {
         let last =
             self.nodes.iter().filter_map(|n| Some(n.raw.as_ref()?.raft().raft_log().last_index())).max();
-        let applied = self.nodes.iter().map(|n| n.sm.index).min();
+        let applied =
+            self.nodes.iter().filter(|n| n.lifecycle == Lifecycle::Created).map(|n| n.sm.index).min();
         last.unwrap_or(0).saturating_sub(applied.unwrap_or(0))
     }
 
@@ -812,18 +1143,57 @@ impl Sim {
 
     // ---- invariants --------------------------------------------------------------------
 
-    /// After every operation on a node: election safety, and the highest term seen.
+    /// After every operation on a node: election safety, the highest term and commit
+    /// index seen, completed transfers, and commit durability when a leader commits.
     fn observe(&mut self, i: usize) {
-        let Some(raw) = &self.nodes[i].raw else { return };
+        let node = &self.nodes[i];
+        let Some(raw) = &node.raw else { return };
         let raft = raw.raft();
-        self.history.note_term(raft.term());
-        if raft.role() == StateRole::Leader {
-            self.history.record_leader(raft.term(), raft.id());
+        let committed = raft.raft_log().committed;
+        let term = raft.term();
+        self.history.note_term(term);
+        self.commit_max = self.commit_max.max(committed);
+        if raft.role() != StateRole::Leader {
+            let node = &mut self.nodes[i];
+            node.commit_checked = node.commit_checked.max(committed);
+            return;
+        }
+        self.history.record_leader(term, node.id);
+        let transfer_won = node.timeout_now_term == term;
+        if committed > node.commit_checked {
+            // Checked right after the call that committed, so the configuration is the
+            // one the leader counted acknowledgements in.
+            let conf = raft.tracker().conf_state();
+            let log = raft.raft_log();
+            let newly_committed: Vec<(u64, u64)> = (node.commit_checked + 1..=committed)
+                .map(|index| (index, log.term(index).expect("a leader holds what it commits")))
+                .collect();
+            let leader = node.id;
+            let nodes = &self.nodes;
+            for (index, entry_term) in newly_committed {
+                self.history.check_commit(leader, term, index, entry_term, &conf, |id| {
+                    nodes.get((id - 1) as usize).is_some_and(|n| match n.disk.term(index) {
+                        Ok(t) => t == entry_term,
+                        // A snapshot past the index holds the entry in its state.
+                        Err(StorageError::Compacted) => true,
+                        Err(_) => false,
+                    })
+                });
+            }
+        }
+        let node = &mut self.nodes[i];
+        node.commit_checked = node.commit_checked.max(committed);
+        if transfer_won {
+            node.timeout_now_term = 0;
+            self.stats.transfers_completed += 1;
         }
     }
 
     /// After every step.
     fn check_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.observe(i);
+        }
         for node in &mut self.nodes {
             let Some(raw) = &node.raw else { continue };
             let raft = raw.raft();
@@ -936,7 +1306,9 @@ fn describe_node(raw: &RawNode<MemStorage>) -> String {
 }
 
 /// A deep copy of what a disk holds, so the restarted node shares nothing with the
-/// crashed one.
+/// crashed one. The latest snapshot may be newer than the compacted boundary (the driver
+/// snapshots at every membership change without compacting), so the copy is compacted at
+/// the same boundary first and given the snapshot after.
 fn copy_disk(disk: &MemStorage) -> MemStorage {
     let snapshot = loop {
         match disk.snapshot(0, 0) {
@@ -950,11 +1322,23 @@ fn copy_disk(disk: &MemStorage) -> MemStorage {
     let last = disk.last_index().expect("MemStorage answers");
     let entries = disk.entries(first, last + 1, None).expect("the disk log is readable");
     let hard_state = *disk.rl().hard_state();
+    let meta = snapshot.metadata.clone().unwrap_or_default();
     let copy = MemStorage::new();
     {
         let mut core = copy.wl();
-        core.apply_snapshot(snapshot).expect("a fresh disk takes any snapshot");
+        if meta.index + 1 == first {
+            core.apply_snapshot(snapshot.clone()).expect("a fresh disk takes any snapshot");
+        } else {
+            let compacted_term = disk.term(first - 1).expect("the compacted boundary's term is known");
+            let boundary = SnapshotMetadata { conf_state: None, index: first - 1, term: compacted_term };
+            core.apply_snapshot(Snapshot { data: Default::default(), metadata: Some(boundary) })
+                .expect("a fresh disk takes any snapshot");
+        }
         core.append(&entries).expect("the entries follow the snapshot");
+        if meta.index + 1 != first {
+            core.create_snapshot(meta.index, meta.conf_state, snapshot.data)
+                .expect("the snapshot is inside the copied log");
+        }
         core.set_hard_state(hard_state);
     }
     copy

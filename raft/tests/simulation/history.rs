@@ -1,12 +1,14 @@
 //! The whole-run record the safety invariants are checked against: who led each term,
-//! which entry was seen at each (index, term), and the one sequence of applied entries.
+//! which entry was seen at each (index, term), which entries a leader committed on a
+//! quorum of its configuration, the one sequence of applied entries, and the one
+//! configuration each applied membership change produced.
 //!
 //! Every check panics with a message that names the invariant; the runner catches the
 //! panic and prints the seed.
 
 use std::collections::{BTreeMap, HashMap};
 
-use tessera_raft::raftpb::Entry;
+use tessera_raft::raftpb::{ConfState, Entry};
 use tessera_raft::StorageError;
 
 /// FNV-1a: a stable, dependency-free hash for entry payloads.
@@ -88,9 +90,38 @@ pub struct History {
     leaders: BTreeMap<u64, u64>,
     /// The highest term any node ever had.
     pub max_term: u64,
+    /// Index -> term of every entry a leader was seen committing, after checking that a
+    /// quorum of its configuration held it durably.
+    commits_checked: HashMap<u64, u64>,
+    /// Index -> the configuration in force after applying the entry there, for the
+    /// group's initial configuration and every applied membership change (refused ones
+    /// included: they leave the configuration as it was, on every node alike).
+    confs: BTreeMap<u64, ConfState>,
 }
 
 impl History {
+    /// The history of a group that starts, like a TiKV region, from a snapshot at `index`
+    /// of term `term` that holds `conf`: its state machine has "applied" `index` empty
+    /// entries. Nodes created later start with an empty log, which the leader can only
+    /// fill with a snapshot, whose configuration then tells them the membership.
+    pub fn bootstrap(index: u64, term: u64, conf: ConfState) -> (History, StateMachine) {
+        let mut history = History { max_term: term, ..History::default() };
+        let mut sm = StateMachine::default();
+        for i in 1..=index {
+            let e = Entry { index: i, term, ..Entry::default() };
+            sm.apply(&e);
+            history.applied.push(AppliedEntry {
+                term,
+                data_hash: data_hash(&e.data),
+                state_hash: sm.hash,
+                max_term_at_apply: term,
+            });
+            history.commits_checked.insert(i, term);
+        }
+        history.confs.insert(index, conf);
+        (history, sm)
+    }
+
     pub fn leader_count(&self) -> usize {
         self.leaders.len()
     }
@@ -178,25 +209,48 @@ impl History {
         self.applied.len() as u64
     }
 
-    /// State-machine safety: node `node` applies `e` on top of `sm`. `durable_copies` is
-    /// how many nodes hold the entry durably; an entry nobody applied before must be on a
-    /// quorum (`quorum`) of disks, since that is what committing it meant.
-    pub fn on_apply(
+    /// Commit durability, checked the moment leader `leader` of `term` advances its commit
+    /// index over `index` (holding an entry of `entry_term` there): a majority of the
+    /// voters of its configuration `conf` must hold the entry durably (`holds` says who
+    /// does), and in a joint configuration a majority of each half. The leader's
+    /// configuration at that moment is exactly the one it counted acknowledgements in:
+    /// configurations take effect when applied, and the simulation looks right after
+    /// every call into a node, including each `apply_conf_change`.
+    pub fn check_commit(
         &mut self,
-        node: u64,
-        sm: &mut StateMachine,
-        e: &Entry,
-        durable_copies: usize,
-        quorum: usize,
+        leader: u64,
+        term: u64,
+        index: u64,
+        entry_term: u64,
+        conf: &ConfState,
+        holds: impl Fn(u64) -> bool,
     ) {
+        for half in [&conf.voters, &conf.voters_outgoing] {
+            if half.is_empty() {
+                continue;
+            }
+            let holders = half.iter().filter(|id| holds(**id)).count();
+            assert!(
+                holders > half.len() / 2,
+                "commit durability violated: leader {leader} of term {term} commits index {index} (term \
+                 {entry_term}), which only {holders} of the voters {half:?} hold durably (configuration {conf:?})"
+            );
+        }
+        self.commits_checked.insert(index, entry_term);
+    }
+
+    /// State-machine safety: node `node` applies `e` on top of `sm`. An entry nobody
+    /// applied before must have been seen committed (see `check_commit`).
+    pub fn on_apply(&mut self, node: u64, sm: &mut StateMachine, e: &Entry) {
         let before = *sm;
         sm.apply(e);
         if self.is_new(e.index) {
             assert_eq!(e.index, self.applied.len() as u64 + 1, "invariant: applied history has no gap");
-            assert!(
-                durable_copies >= quorum,
-                "commit durability violated: node {node} applies index {} term {} that only {durable_copies} \
-                 node(s) hold durably (quorum {quorum})",
+            assert_eq!(
+                self.commits_checked.get(&e.index),
+                Some(&e.term),
+                "commit durability violated: node {node} applies index {} term {} that no leader was seen \
+                 committing on a quorum of its configuration",
                 e.index,
                 e.term
             );
@@ -265,5 +319,38 @@ impl History {
             "state machine safety violated: node {node}'s {what} at index {} differs from the applied history",
             sm.index
         );
+    }
+
+    /// Configuration safety: every node that applies the membership change at `index`
+    /// ends up with the same configuration `conf`.
+    pub fn on_conf_applied(&mut self, node: u64, index: u64, conf: &ConfState) {
+        match self.confs.get(&index) {
+            None => {
+                self.confs.insert(index, conf.clone());
+            }
+            Some(seen) => assert_eq!(
+                seen, conf,
+                "configuration safety violated: node {node} has configuration {conf:?} after applying index \
+                 {index}, where another node had {seen:?}"
+            ),
+        }
+    }
+
+    /// The configuration in force once everything up to `index` is applied; none before
+    /// the group's initial snapshot (the state of a node created empty).
+    pub fn conf_at(&self, index: u64) -> ConfState {
+        self.confs.range(..=index).next_back().map(|(_, conf)| conf.clone()).unwrap_or_default()
+    }
+
+    /// Whether a node has applied the membership change at `index` already.
+    pub fn has_conf_at(&self, index: u64) -> bool {
+        self.confs.contains_key(&index)
+    }
+
+    /// The newest configuration any node applied, and the index of its change.
+    pub fn latest_conf(&self) -> (u64, &ConfState) {
+        let (index, conf) =
+            self.confs.iter().next_back().expect("invariant: the initial configuration is recorded");
+        (*index, conf)
     }
 }

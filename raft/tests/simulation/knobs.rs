@@ -1,7 +1,7 @@
 //! The knobs of a run (cluster shape, Raft configuration, fault rates), drawn from its
 //! seed, and the counters a run reports.
 
-use tessera_raft::Config;
+use tessera_raft::{Config, ReadOnlyOption};
 
 use super::network::NetFaults;
 use super::rng::Rng;
@@ -9,7 +9,11 @@ use super::rng::Rng;
 /// The knobs of one run, all drawn from its seed.
 #[derive(Clone, Debug)]
 pub struct Knobs {
+    /// The voters the group starts with; ids `1..=node_count`.
     pub node_count: usize,
+    /// Ids that membership changes may add beyond the initial voters; the node pool is
+    /// `1..=node_count + spare_ids`.
+    pub spare_ids: usize,
     pub async_storage_writes: bool,
     pub pre_vote: bool,
     pub check_quorum: bool,
@@ -44,6 +48,20 @@ pub struct Knobs {
     /// Per step: the chance a random node is told to campaign.
     pub campaign_permille: u64,
     pub net: NetFaults,
+    /// Per step: the chance a random live node proposes a random membership change.
+    pub conf_change_permille: u64,
+    /// Per step: the chance a random node that is no longer a member is destroyed for good.
+    pub destroy_permille: u64,
+    /// Per step: the chance a random live node is asked to transfer leadership.
+    pub transfer_permille: u64,
+    /// Per step: the chance a random live node is asked for a linearizable read.
+    pub read_permille: u64,
+    pub step_down_on_removal: bool,
+    /// Lease reads, with the clock assumption they rest on honoured: every node ticks in
+    /// lockstep (no drift, no jumps), a crashed node stays down for an election timeout
+    /// of cluster ticks, and nobody is told to campaign. Implies check-quorum.
+    pub lease_reads: bool,
+    pub lease_margin_ticks: usize,
 }
 
 impl Knobs {
@@ -58,7 +76,7 @@ impl Knobs {
         let election_steps = election_ticks as u64 * 1000 / tick_permille;
         let msg_bytes_max = *rng.pick(&[0, 16, 64, 256, 1 << 20]);
         let inflight_bytes_max = if rng.coin() { 0 } else { msg_bytes_max.max(16) * rng.between(1, 4) };
-        Knobs {
+        let mut knobs = Knobs {
             node_count: if class % 2 == 0 { 3 } else { 5 },
             async_storage_writes: class >= 2,
             pre_vote: rng.coin(),
@@ -90,7 +108,26 @@ impl Knobs {
                 duplicate_permille: rng.between(0, 100),
                 delay_steps_max: rng.between(0, (election_steps / 3).min(6)),
             },
+            spare_ids: 2,
+            // Drawn after the knobs of part 1, so those keep their values per seed.
+            conf_change_permille: *rng.pick(&[0, 5, 15, 40]),
+            destroy_permille: rng.between(0, 10),
+            transfer_permille: rng.between(0, 15),
+            read_permille: rng.between(0, 100),
+            step_down_on_removal: rng.coin(),
+            lease_reads: rng.chance(250),
+            lease_margin_ticks: rng.between(0, 2) as usize,
+        };
+        if knobs.lease_reads {
+            knobs.check_quorum = true;
+            knobs.campaign_permille = 0;
         }
+        knobs
+    }
+
+    /// The size of the node pool: the initial voters and the spare ids.
+    pub fn pool_size(&self) -> usize {
+        self.node_count + self.spare_ids
     }
 
     pub fn config(&self, id: u64, random_seed: u64, applied: u64) -> Config {
@@ -109,8 +146,13 @@ impl Knobs {
             pre_vote: self.pre_vote,
             disable_proposal_forwarding: self.disable_proposal_forwarding,
             async_storage_writes: self.async_storage_writes,
-            // Membership changes, transfers and reads are not simulated yet.
-            ..Config::default()
+            step_down_on_removal: self.step_down_on_removal,
+            read_only_option: if self.lease_reads {
+                ReadOnlyOption::LeaseBased
+            } else {
+                ReadOnlyOption::Safe
+            },
+            lease_margin_ticks: self.lease_margin_ticks,
         }
     }
 }
@@ -137,6 +179,39 @@ pub struct RunStats {
     pub liveness_ticks_max: u64,
     /// The largest share of its liveness bound a run used, in permille.
     pub liveness_bound_used_permille_max: u64,
+    pub conf_changes_proposed: u64,
+    /// Refused with a typed error when proposed (at the proposer or, forwarded, at the
+    /// leader).
+    pub conf_changes_refused_at_propose: u64,
+    pub conf_changes_refused_at_apply: u64,
+    /// Applied (counted once per index, by the first node to apply it) without joint
+    /// consensus, entering a joint configuration, and leaving one.
+    pub conf_changes_simple: u64,
+    pub conf_changes_joint_entered: u64,
+    pub conf_changes_joint_left: u64,
+    pub nodes_created: u64,
+    pub nodes_destroyed: u64,
+    /// Messages a node refused because their sender is not in its configuration.
+    pub messages_from_non_members: u64,
+    pub transfers_requested: u64,
+    pub transfers_refused: u64,
+    /// Elections started by TimeoutNow and won by the node that received it.
+    pub transfers_completed: u64,
+    pub reads_issued: u64,
+    pub reads_refused: u64,
+    pub reads_served_on_leader: u64,
+    pub reads_served_on_follower: u64,
+    pub reads_served_on_learner: u64,
+    /// Served reads issued on a leader whose lease was valid at the time.
+    pub lease_reads_served: u64,
+    /// Answers to a read whose node crashed since it asked, or duplicated by the network.
+    pub reads_answered_late_or_twice: u64,
+    /// Reads that never got an answer: dropped on a leadership change, a crash, a lost
+    /// message. Not a failure; the client retries.
+    pub reads_unanswered: u64,
+    /// Runs that ended in the known liveness limit after a leader's demotion (see
+    /// `Sim::wedged_by_demoted_leader`) instead of a live cluster.
+    pub liveness_wedged_by_demoted_leader: u64,
 }
 
 impl RunStats {
@@ -160,5 +235,26 @@ impl RunStats {
         self.liveness_ticks_max = self.liveness_ticks_max.max(o.liveness_ticks_max);
         self.liveness_bound_used_permille_max =
             self.liveness_bound_used_permille_max.max(o.liveness_bound_used_permille_max);
+        self.conf_changes_proposed += o.conf_changes_proposed;
+        self.conf_changes_refused_at_propose += o.conf_changes_refused_at_propose;
+        self.conf_changes_refused_at_apply += o.conf_changes_refused_at_apply;
+        self.conf_changes_simple += o.conf_changes_simple;
+        self.conf_changes_joint_entered += o.conf_changes_joint_entered;
+        self.conf_changes_joint_left += o.conf_changes_joint_left;
+        self.nodes_created += o.nodes_created;
+        self.nodes_destroyed += o.nodes_destroyed;
+        self.messages_from_non_members += o.messages_from_non_members;
+        self.transfers_requested += o.transfers_requested;
+        self.transfers_refused += o.transfers_refused;
+        self.transfers_completed += o.transfers_completed;
+        self.reads_issued += o.reads_issued;
+        self.reads_refused += o.reads_refused;
+        self.reads_served_on_leader += o.reads_served_on_leader;
+        self.reads_served_on_follower += o.reads_served_on_follower;
+        self.reads_served_on_learner += o.reads_served_on_learner;
+        self.lease_reads_served += o.lease_reads_served;
+        self.reads_answered_late_or_twice += o.reads_answered_late_or_twice;
+        self.reads_unanswered += o.reads_unanswered;
+        self.liveness_wedged_by_demoted_leader += o.liveness_wedged_by_demoted_leader;
     }
 }

@@ -101,6 +101,11 @@ impl Network {
         Sent::Queued
     }
 
+    /// Every message on the wire, delivered or not yet.
+    pub fn in_flight(&self) -> impl Iterator<Item = &Message> {
+        self.in_flight.iter().map(|m| &m.msg)
+    }
+
     /// Takes the messages due at `now_step`, with their senders, in random order.
     pub fn take_due(&mut self, now_step: u64, rng: &mut Rng) -> Vec<(u64, Message)> {
         let mut due = Vec::new();
