@@ -125,6 +125,12 @@ impl<S: Storage> RawNode<S> {
         &self.raft.raft_log.store
     }
 
+    /// The storage, for the application to persist a Ready into (a storage that keeps
+    /// its state in plain fields, rather than behind a lock, needs this).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.raft.raft_log.store
+    }
+
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
         self.raft.tick();
@@ -154,7 +160,9 @@ impl<S: Storage> RawNode<S> {
 
     /// Proposes a membership change. It takes effect when the application applies the
     /// committed entry and calls `apply_conf_change`. Refused with a typed error if another
-    /// change is pending or the change breaks a configuration invariant.
+    /// change is pending or the change breaks a configuration invariant. To remove or
+    /// demote the leader, transfer leadership away first (see
+    /// `Config::step_down_on_removal` for why).
     pub fn propose_conf_change(&mut self, context: Vec<u8>, cc: ConfChangeV2) -> Result<()> {
         let entry = Entry {
             entry_type: EntryType::EntryConfChangeV2 as i32,

@@ -205,7 +205,7 @@ impl Sim {
                         index: BOOTSTRAP_INDEX,
                         term: BOOTSTRAP_TERM,
                     };
-                    let snapshot = Snapshot { data: sm.encode().into(), metadata: Some(metadata) };
+                    let snapshot = Snapshot { data: sm.encode().into(), metadata: Some(Box::new(metadata)) };
                     node.disk.wl().apply_snapshot(snapshot).expect("a fresh disk takes any snapshot");
                     let raw = RawNode::new(&knobs.config(id, rng.next_u64(), 0), node.disk.clone())
                         .expect("invariant: the simulated configuration is valid");
@@ -1226,7 +1226,7 @@ impl Sim {
                 node.leader_checked = (term, checked);
             }
         }
-        if self.now_step % FULL_CHECK_INTERVAL_STEPS == 0 {
+        if self.now_step.is_multiple_of(FULL_CHECK_INTERVAL_STEPS) {
             self.check_logs_fully();
         }
     }
@@ -1331,7 +1331,7 @@ fn copy_disk(disk: &MemStorage) -> MemStorage {
         } else {
             let compacted_term = disk.term(first - 1).expect("the compacted boundary's term is known");
             let boundary = SnapshotMetadata { conf_state: None, index: first - 1, term: compacted_term };
-            core.apply_snapshot(Snapshot { data: Default::default(), metadata: Some(boundary) })
+            core.apply_snapshot(Snapshot { data: Default::default(), metadata: Some(Box::new(boundary)) })
                 .expect("a fresh disk takes any snapshot");
         }
         core.append(&entries).expect("the entries follow the snapshot");

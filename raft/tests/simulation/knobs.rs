@@ -77,7 +77,7 @@ impl Knobs {
         let msg_bytes_max = *rng.pick(&[0, 16, 64, 256, 1 << 20]);
         let inflight_bytes_max = if rng.coin() { 0 } else { msg_bytes_max.max(16) * rng.between(1, 4) };
         let mut knobs = Knobs {
-            node_count: if class % 2 == 0 { 3 } else { 5 },
+            node_count: if class.is_multiple_of(2) { 3 } else { 5 },
             async_storage_writes: class >= 2,
             pre_vote: rng.coin(),
             check_quorum: rng.coin(),
