@@ -6,6 +6,7 @@ fn main() {
     // prost-build looks for protoc through this variable.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto/raftpb.proto");
+    println!("cargo:rerun-if-changed=proto/storepb.proto");
     prost_build::Config::new()
         // Entry payloads are cloned at every step of their way (to the Ready, into storage,
         // into each follower's append, into the apply batch). Reference-counted bytes make
@@ -16,6 +17,6 @@ fn main() {
         .boxed(".raftpb.Message.snapshot")
         // The same for the Ready, which holds a snapshot inline and moves on every call.
         .boxed(".raftpb.Snapshot.metadata")
-        .compile_protos(&["proto/raftpb.proto"], &["proto"])
-        .expect("raftpb.proto compiles");
+        .compile_protos(&["proto/raftpb.proto", "proto/storepb.proto"], &["proto"])
+        .expect("the .proto files compile");
 }

@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash scripts/setup.sh
+# Build output outside the clone, shared by every clone and run on this machine: a fresh
+# clone then rebuilds only what changed instead of RocksDB (15-20 minutes on two cores).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
+
 # A fresh machine may have the toolchain without its formatter or linter.
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
   rustup component add rustfmt clippy

@@ -1,7 +1,8 @@
 //! Tessera's wire and state types, generated from `proto/*.proto` by prost.
 //!
 //! `raftpb` holds what the consensus core exchanges and persists: entries, messages, hard
-//! state, configurations and snapshots. Small helpers that every crate needs live here too.
+//! state, configurations and snapshots. `storepb` holds what a store persists about its
+//! regions beside their logs. Small helpers that every crate needs live here too.
 //!
 //! ```
 //! use tessera_proto::raftpb::{Entry, EntryType};
@@ -12,6 +13,12 @@
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod raftpb {
     include!(concat!(env!("OUT_DIR"), "/raftpb.rs"));
+}
+
+/// What a store persists about its regions: region records, Raft and apply state.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod storepb {
+    include!(concat!(env!("OUT_DIR"), "/storepb.rs"));
 }
 
 use raftpb::{ConfState, HardState, MessageType};

@@ -1,0 +1,268 @@
+//! The store's one RocksDB: opening it with its column families, typed reads, and write
+//! batches that many regions share.
+//!
+//! A failed write is fatal. After a failed fsync the kernel may have dropped the dirty pages
+//! it could not write, so a retry that succeeds proves nothing about the earlier data
+//! (LESSONS.md #25). `Engine::write` therefore returns `EngineError::WriteFailed`, and the
+//! store stops on it; nothing in this crate retries a write.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
+    IteratorMode, Options, ReadOptions, WriteOptions, DB,
+};
+
+use crate::keys::{ALL_CFS, CF_DEFAULT};
+
+/// How the engine is opened.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The block cache shared by every column family. It bounds the memory RocksDB spends
+    /// on reads, whatever the number of regions.
+    pub block_cache_bytes: usize,
+    /// RocksDB's flush and compaction threads.
+    pub background_jobs: i32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { block_cache_bytes: 64 << 20, background_jobs: 2 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("opening RocksDB at {path}: {source}")]
+    Open { path: PathBuf, source: rocksdb::Error },
+    #[error("reading RocksDB: {0}")]
+    ReadFailed(rocksdb::Error),
+    /// Fatal: the store must stop (see the module docs).
+    #[error("writing RocksDB failed; the store must stop, not retry: {0}")]
+    WriteFailed(rocksdb::Error),
+    /// A stored value did not decode: the disk or an older format wrote something else.
+    #[error("corrupt record in CF {cf} at key {key:02x?}: {reason}")]
+    Corrupt { cf: &'static str, key: Vec<u8>, reason: String },
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;
+
+/// One RocksDB with the column families of `keys`.
+pub struct Engine {
+    db: DB,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the engine in directory `path`.
+    pub fn open(path: &Path, config: &EngineConfig) -> EngineResult<Engine> {
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.set_max_background_jobs(config.background_jobs);
+        let descriptors = ALL_CFS.iter().map(|&name| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            let mut cf_options = Options::default();
+            cf_options.set_block_based_table_factory(&table);
+            // Log entries live briefly (log GC deletes them soon after they apply) and are
+            // read back hot, mostly from the entry cache: compressing them costs CPU on every
+            // write for little space. User data is compressed.
+            let compression =
+                if name == CF_DEFAULT { DBCompressionType::Lz4 } else { DBCompressionType::None };
+            cf_options.set_compression_type(compression);
+            ColumnFamilyDescriptor::new(name, cf_options)
+        });
+        let db = DB::open_cf_descriptors(&db_options, path, descriptors)
+            .map_err(|source| EngineError::Open { path: path.to_path_buf(), source })?;
+        Ok(Engine { db, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &'static str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("invariant: every column family is created at open")
+    }
+
+    /// The raw value at `key`.
+    pub fn get(&self, cf: &'static str, key: &[u8]) -> EngineResult<Option<Vec<u8>>> {
+        let value = self.db.get_pinned_cf(self.cf(cf), key).map_err(EngineError::ReadFailed)?;
+        Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// The message at `key`, decoded.
+    pub fn get_msg<M: prost::Message + Default>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> EngineResult<Option<M>> {
+        let Some(value) = self.db.get_pinned_cf(self.cf(cf), key).map_err(EngineError::ReadFailed)? else {
+            return Ok(None);
+        };
+        let msg = M::decode(&*value).map_err(|e| EngineError::Corrupt {
+            cf,
+            key: key.to_vec(),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(msg))
+    }
+
+    /// Calls `visit` with every (key, value) in `[start, end)` in key order, until it
+    /// returns false.
+    pub fn scan(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
+    ) -> EngineResult<()> {
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(end.to_vec());
+        let iter =
+            self.db.iterator_cf_opt(self.cf(cf), read_options, IteratorMode::From(start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(EngineError::ReadFailed)?;
+            if !visit(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// An empty batch of writes on this engine.
+    pub fn write_batch(&self) -> WriteBatch<'_> {
+        WriteBatch { engine: self, inner: rocksdb::WriteBatch::default() }
+    }
+
+    /// Writes the batch atomically; with `sync`, it is on disk when this returns. An error
+    /// is fatal: stop the store (see the module docs).
+    pub fn write(&self, batch: WriteBatch<'_>, sync: bool) -> EngineResult<()> {
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(sync);
+        self.db.write_opt(batch.inner, &write_options).map_err(EngineError::WriteFailed)
+    }
+}
+
+/// Writes to apply atomically, across any number of regions and column families.
+pub struct WriteBatch<'a> {
+    engine: &'a Engine,
+    inner: rocksdb::WriteBatch,
+}
+
+impl std::fmt::Debug for WriteBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteBatch").field("ops", &self.inner.len()).field("bytes", &self.bytes()).finish()
+    }
+}
+
+impl WriteBatch<'_> {
+    pub fn put(&mut self, cf: &'static str, key: &[u8], value: &[u8]) {
+        self.inner.put_cf(self.engine.cf(cf), key, value);
+    }
+
+    pub fn put_msg(&mut self, cf: &'static str, key: &[u8], msg: &impl prost::Message) {
+        self.inner.put_cf(self.engine.cf(cf), key, msg.encode_to_vec());
+    }
+
+    pub fn delete(&mut self, cf: &'static str, key: &[u8]) {
+        self.inner.delete_cf(self.engine.cf(cf), key);
+    }
+
+    /// Deletes every key in `[start, end)` with one range tombstone, however many keys
+    /// that is (one delete per key floods RocksDB with tombstones: LESSONS.md #22).
+    pub fn delete_range(&mut self, cf: &'static str, start: &[u8], end: &[u8]) {
+        self.inner.delete_range_cf(self.engine.cf(cf), start, end);
+    }
+
+    /// How many operations the batch holds.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// The batch's encoded size.
+    pub fn bytes(&self) -> usize {
+        self.inner.size_in_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{CF_META, CF_RAFT};
+    use tessera_proto::storepb::ApplyState;
+
+    #[test]
+    fn writes_survive_a_reopen_and_range_deletes_remove_a_range() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+            let mut batch = engine.write_batch();
+            for i in 0u8..10 {
+                batch.put(CF_RAFT, &[1, i], &[i]);
+            }
+            batch.put_msg(CF_META, b"apply", &ApplyState { applied_index: 7, ..Default::default() });
+            batch.put(CF_DEFAULT, b"zk", b"v");
+            assert_eq!(batch.len(), 12);
+            engine.write(batch, true).unwrap();
+            let mut batch = engine.write_batch();
+            batch.delete_range(CF_RAFT, &[1, 2], &[1, 8]);
+            batch.delete(CF_DEFAULT, b"zk");
+            engine.write(batch, true).unwrap();
+        }
+        let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+        let mut seen = Vec::new();
+        engine
+            .scan(CF_RAFT, &[1], &[2], |key, _| {
+                seen.push(key[1]);
+                Ok(true)
+            })
+            .unwrap();
+        assert_eq!(seen, vec![0, 1, 8, 9]);
+        let apply: Option<ApplyState> = engine.get_msg(CF_META, b"apply").unwrap();
+        assert_eq!(apply.map(|a| a.applied_index), Some(7));
+        assert_eq!(engine.get(CF_DEFAULT, b"zk").unwrap(), None);
+    }
+
+    #[test]
+    fn a_value_that_does_not_decode_is_reported_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+        let mut batch = engine.write_batch();
+        batch.put(CF_META, b"apply", &[0xff, 0xff, 0xff]);
+        engine.write(batch, false).unwrap();
+        let err = engine.get_msg::<ApplyState>(CF_META, b"apply").unwrap_err();
+        assert!(matches!(err, EngineError::Corrupt { cf: CF_META, .. }), "{err}");
+    }
+
+    #[test]
+    fn scan_stops_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+        let mut batch = engine.write_batch();
+        for i in 0u8..5 {
+            batch.put(CF_RAFT, &[i], &[]);
+        }
+        engine.write(batch, false).unwrap();
+        let mut count = 0;
+        engine
+            .scan(CF_RAFT, &[0], &[9], |_, _| {
+                count += 1;
+                Ok(count < 3)
+            })
+            .unwrap();
+        assert_eq!(count, 3);
+    }
+}

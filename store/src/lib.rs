@@ -1,0 +1,35 @@
+//! Tessera's store: the part of a process that hosts thousands of Raft groups (regions) on
+//! one RocksDB.
+//!
+//! Built so far, bottom up:
+//! - `keys`: the key layout of the one RocksDB (CF `raft` for every region's log and Raft
+//!   state, CF `meta` for region records and apply states, CF `default` for user data),
+//!   pinned by a golden test;
+//! - `engine`: opening RocksDB with those column families, typed reads, and write batches
+//!   shared by many regions; a failed write is fatal, never retried;
+//! - `peer_storage`: one region's log over the engine, implementing the core's `Storage`
+//!   with an entry cache for the hot tail, and the writes that persist a `Ready`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tessera_store::engine::{Engine, EngineConfig};
+//! use tessera_store::peer_storage::{write_initial_region, PeerStorage, INIT_INDEX};
+//! use tessera_store::proto::raftpb::ConfState;
+//! use tessera_store::proto::storepb::Region;
+//! use tessera_raft::Storage;
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::default()).unwrap());
+//! let region = Region { id: 1, ..Default::default() };
+//! let mut batch = engine.write_batch();
+//! write_initial_region(&mut batch, &region, &ConfState { voters: vec![1], ..Default::default() });
+//! engine.write(batch, true).unwrap();
+//! let storage = PeerStorage::load(engine.clone(), region, 4 << 20).unwrap();
+//! assert_eq!(storage.last_index().unwrap(), INIT_INDEX);
+//! ```
+
+pub mod engine;
+pub mod keys;
+pub mod peer_storage;
+
+pub use tessera_proto as proto;

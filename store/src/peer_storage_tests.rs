@@ -1,0 +1,277 @@
+use std::path::Path;
+
+use tessera_proto::raftpb::EntryType;
+use tessera_proto::storepb::{Peer, PeerRole, RegionEpoch};
+use tessera_raft::{Config, RawNode, StateRole};
+
+use super::*;
+use crate::engine::EngineConfig;
+
+const REGION_ID: u64 = 7;
+const CACHE_BYTES: usize = 1 << 20;
+
+fn open(dir: &Path) -> Arc<Engine> {
+    Arc::new(Engine::open(dir, &EngineConfig::default()).expect("engine opens"))
+}
+
+fn region() -> Region {
+    Region {
+        id: REGION_ID,
+        start_key: Vec::new(),
+        end_key: Vec::new(),
+        epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+        peers: vec![Peer { id: 1, store_id: 1, role: PeerRole::Voter as i32 }],
+    }
+}
+
+fn bootstrap(engine: &Engine) {
+    let mut batch = engine.write_batch();
+    write_initial_region(&mut batch, &region(), &ConfState { voters: vec![1], ..Default::default() });
+    engine.write(batch, true).unwrap();
+}
+
+fn load(engine: &Arc<Engine>, cache_bytes: usize) -> PeerStorage {
+    PeerStorage::load(engine.clone(), region(), cache_bytes).expect("records are consistent")
+}
+
+fn entry(index: u64, term: u64, payload: &str) -> Entry {
+    Entry {
+        entry_type: EntryType::EntryNormal as i32,
+        index,
+        term,
+        data: payload.as_bytes().to_vec().into(),
+        context: Default::default(),
+    }
+}
+
+fn persist(engine: &Engine, storage: &mut PeerStorage, entries: &[Entry]) {
+    let mut batch = engine.write_batch();
+    storage.append(&mut batch, entries);
+    storage.write_raft_state(&mut batch);
+    engine.write(batch, true).unwrap();
+}
+
+fn indexes_and_terms(entries: &[Entry]) -> Vec<(u64, u64)> {
+    entries.iter().map(|e| (e.index, e.term)).collect()
+}
+
+#[test]
+fn a_bootstrapped_region_starts_at_the_initial_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    bootstrap(&engine);
+    let storage = load(&engine, CACHE_BYTES);
+    assert!(storage.is_initialized());
+    let state = storage.initial_state().unwrap();
+    assert_eq!(state.hard_state, HardState { term: INIT_TERM, vote: 0, commit: INIT_INDEX });
+    assert_eq!(state.conf_state.voters, vec![1]);
+    assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (INIT_INDEX + 1, INIT_INDEX));
+    assert_eq!(storage.term(INIT_INDEX).unwrap(), INIT_TERM);
+    assert!(matches!(storage.term(INIT_INDEX - 1), Err(StorageError::Compacted)));
+    assert!(matches!(storage.entries(INIT_INDEX + 1, INIT_INDEX + 2, None), Err(StorageError::Unavailable)));
+}
+
+#[test]
+fn a_region_without_records_is_uninitialized_and_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let storage = load(&engine, CACHE_BYTES);
+    assert!(!storage.is_initialized());
+    assert_eq!(storage.initial_state().unwrap(), RaftState::default());
+    assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (1, 0));
+    assert_eq!(storage.term(0).unwrap(), 0);
+}
+
+#[test]
+fn entries_survive_a_restart_and_are_read_back_from_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        bootstrap(&engine);
+        let mut storage = load(&engine, CACHE_BYTES);
+        persist(&engine, &mut storage, &[entry(6, 6, "a"), entry(7, 6, "b"), entry(8, 6, "c")]);
+        storage.set_hard_state(HardState { term: 6, vote: 1, commit: 7 });
+        persist(&engine, &mut storage, &[entry(9, 6, "d")]);
+    }
+    // A fresh engine and storage: nothing is cached, everything comes from RocksDB.
+    let engine = open(dir.path());
+    let storage = load(&engine, CACHE_BYTES);
+    assert_eq!(storage.hard_state(), HardState { term: 6, vote: 1, commit: 7 });
+    assert_eq!(storage.last_index().unwrap(), 9);
+    let entries = storage.entries(6, 10, None).unwrap();
+    assert_eq!(indexes_and_terms(&entries), vec![(6, 6), (7, 6), (8, 6), (9, 6)]);
+    assert_eq!(entries[3].data, "d".as_bytes());
+    assert_eq!(storage.term(8).unwrap(), 6);
+}
+
+#[test]
+fn an_overwritten_tail_is_deleted_in_the_same_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        bootstrap(&engine);
+        let mut storage = load(&engine, CACHE_BYTES);
+        persist(
+            &engine,
+            &mut storage,
+            &[entry(6, 6, "a"), entry(7, 6, "b"), entry(8, 6, "c"), entry(9, 6, "d")],
+        );
+        // A new leader of term 7 replaces the uncommitted entries from 7 on, with fewer.
+        persist(&engine, &mut storage, &[entry(7, 7, "x")]);
+        assert_eq!(storage.last_index().unwrap(), 7);
+        assert_eq!(indexes_and_terms(&storage.entries(6, 8, None).unwrap()), vec![(6, 6), (7, 7)]);
+    }
+    let engine = open(dir.path());
+    let storage = load(&engine, CACHE_BYTES);
+    assert_eq!(storage.last_index().unwrap(), 7);
+    assert_eq!(indexes_and_terms(&storage.entries(6, 8, None).unwrap()), vec![(6, 6), (7, 7)]);
+    // The stale entries 8 and 9 are gone from disk, not just hidden.
+    let range = keys::raft_log_range(REGION_ID, 8, 10);
+    let mut stale = 0;
+    engine
+        .scan(CF_RAFT, &range.start, &range.end, |_, _| {
+            stale += 1;
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(stale, 0);
+}
+
+#[test]
+fn a_small_entry_cache_keeps_the_tail_and_reads_the_rest_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    bootstrap(&engine);
+    // Room for about two entries.
+    let one_entry_bytes = entry(6, 6, "0123456789").encoded_len();
+    let mut storage = load(&engine, 2 * one_entry_bytes + 1);
+    let entries: Vec<Entry> = (6..16).map(|i| entry(i, 6, "0123456789")).collect();
+    persist(&engine, &mut storage, &entries);
+    assert_eq!(storage.cache.first_index(), Some(14), "the cache keeps the newest entries");
+    assert_eq!(indexes_and_terms(&storage.entries(6, 16, None).unwrap()), indexes_and_terms(&entries));
+    assert_eq!(storage.entries(12, 16, None).unwrap().len(), 4, "half from disk, half from the cache");
+    // A byte budget cuts the read, from disk or cache alike, but never below one entry.
+    assert_eq!(storage.entries(6, 16, Some(3 * one_entry_bytes as u64)).unwrap().len(), 3);
+    assert_eq!(storage.entries(14, 16, Some(1)).unwrap().len(), 1);
+    assert_eq!(storage.entries(6, 16, Some(1)).unwrap().len(), 1);
+}
+
+#[test]
+fn compaction_deletes_a_prefix_and_keeps_its_last_term() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        bootstrap(&engine);
+        let mut storage = load(&engine, CACHE_BYTES);
+        let entries: Vec<Entry> = (6..=10).map(|i| entry(i, 6 + i / 8, "v")).collect();
+        persist(&engine, &mut storage, &entries);
+        storage.set_hard_state(HardState { term: 7, vote: 1, commit: 10 });
+        let mut batch = engine.write_batch();
+        storage.set_applied(&mut batch, 9);
+        storage.write_raft_state(&mut batch);
+        storage.compact_to(&mut batch, 8).unwrap();
+        engine.write(batch, true).unwrap();
+        assert_eq!(storage.first_index().unwrap(), 9);
+        assert_eq!(storage.term(8).unwrap(), 7);
+        assert!(matches!(storage.entries(8, 10, None), Err(StorageError::Compacted)));
+    }
+    let engine = open(dir.path());
+    let storage = load(&engine, CACHE_BYTES);
+    assert_eq!(
+        storage.apply_state(),
+        &ApplyState { applied_index: 9, truncated_index: 8, truncated_term: 7 }
+    );
+    assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (9, 10));
+    assert_eq!(indexes_and_terms(&storage.entries(9, 11, None).unwrap()), vec![(9, 7), (10, 7)]);
+    assert!(matches!(storage.term(7), Err(StorageError::Compacted)));
+}
+
+#[test]
+fn records_that_contradict_the_log_refuse_to_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    bootstrap(&engine);
+    // The Raft state claims entries that were never written.
+    let mut batch = engine.write_batch();
+    let claimed = RaftLocalState {
+        hard_state: Some(HardState { term: 6, vote: 1, commit: 5 }),
+        last_index: 9,
+        last_term: 6,
+    };
+    batch.put_msg(CF_RAFT, &keys::raft_state_key(REGION_ID), &claimed);
+    engine.write(batch, true).unwrap();
+    let err = PeerStorage::load(engine.clone(), region(), CACHE_BYTES).unwrap_err();
+    assert!(matches!(err, EngineError::Corrupt { .. }), "{err}");
+
+    // An applied index beyond the commit index.
+    let mut batch = engine.write_batch();
+    write_initial_region(&mut batch, &region(), &ConfState { voters: vec![1], ..Default::default() });
+    batch.put_msg(
+        CF_META,
+        &keys::apply_state_key(REGION_ID),
+        &ApplyState { applied_index: 6, truncated_index: INIT_INDEX, truncated_term: INIT_TERM },
+    );
+    engine.write(batch, true).unwrap();
+    let err = PeerStorage::load(engine.clone(), region(), CACHE_BYTES).unwrap_err();
+    assert!(err.to_string().contains("applied 6 <= commit 5"), "{err}");
+}
+
+/// The core runs over a `PeerStorage` as over any storage: a one-node region elects
+/// itself, commits proposals, and after a restart from disk has them all.
+#[test]
+fn a_raw_node_runs_over_peer_storage_and_restarts_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let handle_ready = |node: &mut RawNode<PeerStorage>, engine: &Engine, applied: &mut Vec<String>| {
+        while node.has_ready() {
+            let rd = node.ready();
+            let mut batch = engine.write_batch();
+            node.store_mut().append(&mut batch, &rd.entries);
+            if let Some(hard_state) = rd.hard_state {
+                node.store_mut().set_hard_state(hard_state);
+            }
+            node.store().write_raft_state(&mut batch);
+            if let Some(last) = rd.committed_entries.last() {
+                node.store_mut().set_applied(&mut batch, last.index);
+            }
+            engine.write(batch, rd.must_sync).unwrap();
+            for e in rd.committed_entries.iter().filter(|e| !e.data.is_empty()) {
+                applied.push(String::from_utf8(e.data.to_vec()).unwrap());
+            }
+            node.advance(rd);
+        }
+    };
+    {
+        let engine = open(dir.path());
+        bootstrap(&engine);
+        let mut node = RawNode::new(&Config::new(1), load(&engine, CACHE_BYTES)).unwrap();
+        let mut applied = Vec::new();
+        node.campaign().unwrap();
+        handle_ready(&mut node, &engine, &mut applied);
+        assert_eq!(node.raft().role(), StateRole::Leader);
+        for value in ["a", "b", "c"] {
+            node.propose(value.as_bytes().to_vec()).unwrap();
+            handle_ready(&mut node, &engine, &mut applied);
+        }
+        assert_eq!(applied, vec!["a", "b", "c"]);
+    }
+    let engine = open(dir.path());
+    let storage = load(&engine, CACHE_BYTES);
+    let last = storage.last_index().unwrap();
+    let payloads: Vec<String> = storage
+        .entries(INIT_INDEX + 1, last + 1, None)
+        .unwrap()
+        .iter()
+        .filter(|e| !e.data.is_empty())
+        .map(|e| String::from_utf8(e.data.to_vec()).unwrap())
+        .collect();
+    assert_eq!(payloads, vec!["a", "b", "c"]);
+    assert_eq!(storage.apply_state().applied_index, last);
+    let config = Config { applied: last, ..Config::new(1) };
+    let mut node = RawNode::new(&config, storage).unwrap();
+    let mut applied = Vec::new();
+    node.campaign().unwrap();
+    handle_ready(&mut node, &engine, &mut applied);
+    node.propose(b"d".to_vec()).unwrap();
+    handle_ready(&mut node, &engine, &mut applied);
+    assert_eq!(applied, vec!["d"], "nothing is applied twice after a restart");
+}
