@@ -56,3 +56,7 @@ pub use mailbox::{Inbox, SendError};
 pub use router::{AddressInUse, BatchRouter};
 pub use stats::BatchStats;
 pub use system::{BatchSystem, HandleResult, PollHandler};
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;
