@@ -22,6 +22,8 @@ enum Msg {
 struct Node {
     id: u64,
     stopped: bool,
+    /// How many more times the handler asks for `Reschedule` without a message.
+    reschedules_len: usize,
     _alive: Sender<()>,
     _router: Option<BatchRouter<Node, Control>>,
 }
@@ -60,7 +62,8 @@ struct Recorder {
     events: Sender<Event>,
     rounds: Arc<Mutex<Vec<Round>>>,
     current: Option<Round>,
-    /// One flag per FSM id, set while a handler works on that FSM.
+    /// One flag per FSM id, set from the FSM's `handle_normal` until the end of its round:
+    /// another poller handling the FSM in that span would mean it was released too early.
     in_use: Arc<Vec<AtomicBool>>,
     _alive: Sender<()>,
 }
@@ -94,16 +97,22 @@ impl PollHandler<Node, Control> for Recorder {
                 Msg::Stop => node.stopped = true,
             }
         }
-        in_use.store(false, Ordering::SeqCst);
         let round = self.current.as_mut().expect("handle_normal inside a round");
         round.normal_ids.push(node.id);
         round.inbox_lens.push(inbox.received());
+        if node.reschedules_len > 0 {
+            node.reschedules_len -= 1;
+            return HandleResult::Reschedule;
+        }
         HandleResult::Release
     }
 
     fn end(&mut self, normals: &mut [Box<Node>]) {
         let mut round = self.current.take().expect("end inside a round");
         round.ended_with = normals.iter().map(|node| node.id).collect();
+        for node in normals.iter() {
+            self.in_use[node.id as usize].store(false, Ordering::SeqCst);
+        }
         self.rounds.lock().unwrap().push(round);
     }
 }
@@ -146,7 +155,13 @@ impl Harness {
 
     fn node(&self, id: u64) -> Box<Node> {
         assert!((id as usize) < FSMS_LEN_MAX);
-        Box::new(Node { id, stopped: false, _alive: self.alive_sender.clone().unwrap(), _router: None })
+        Box::new(Node {
+            id,
+            stopped: false,
+            reschedules_len: 0,
+            _alive: self.alive_sender.clone().unwrap(),
+            _router: None,
+        })
     }
 
     fn register(&self, ids: std::ops::Range<u64>) {
@@ -396,10 +411,32 @@ fn unknown_closed_and_control_addresses() {
 }
 
 #[test]
+fn a_rescheduled_fsm_comes_back_without_a_message() {
+    let mut harness = Harness::new(2, 4, 4, 4);
+    let mut node = harness.node(0);
+    node.reschedules_len = 3;
+    harness.router.register(0, node).unwrap();
+    harness.spawn();
+    harness.router.send(0, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    harness.collect(1);
+    let stats = harness.router.stats().clone();
+    let deadline = Instant::now() + WAIT;
+    while stats.fsms_handled() < 4 {
+        assert!(Instant::now() < deadline, "rescheduled FSM was not handled again");
+        thread::sleep(Duration::from_millis(1));
+    }
+    // Then it parks: nothing handles it again.
+    thread::sleep(Duration::from_millis(5));
+    assert_eq!(stats.fsms_handled(), 4);
+    harness.shutdown();
+}
+
+#[test]
 fn closing_an_idle_fsm_drops_it_at_once() {
     let harness = Harness::new(1, 1, 1, 1);
     let (alive_sender, alive) = crossbeam_channel::bounded::<()>(0);
-    let node = Box::new(Node { id: 5, stopped: false, _alive: alive_sender, _router: None });
+    let node =
+        Box::new(Node { id: 5, stopped: false, reschedules_len: 0, _alive: alive_sender, _router: None });
     harness.router.register(5, node).unwrap();
     assert!(harness.router.close(5));
     assert_eq!(alive.try_recv(), Err(crossbeam_channel::TryRecvError::Disconnected));
