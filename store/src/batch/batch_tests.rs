@@ -24,6 +24,9 @@ struct Node {
     stopped: bool,
     /// How many more times the handler asks for `Reschedule` without a message.
     reschedules_len: usize,
+    /// If set, the handler reports entering this FSM on the first channel and then waits
+    /// on the second, so a test can act while a poller holds the FSM.
+    gate: Option<(Sender<()>, Receiver<()>)>,
     _alive: Sender<()>,
     _router: Option<BatchRouter<Node, Control>>,
 }
@@ -86,6 +89,10 @@ impl PollHandler<Node, Control> for Recorder {
     fn handle_normal(&mut self, node: &mut Node, inbox: &mut Inbox<'_, Msg>) -> HandleResult {
         let in_use = &self.in_use[node.id as usize];
         assert!(!in_use.swap(true, Ordering::SeqCst), "FSM {} handled by two pollers at once", node.id);
+        if let Some((entered, proceed)) = &node.gate {
+            entered.send(()).unwrap();
+            proceed.recv_timeout(WAIT).unwrap();
+        }
         // Leave room for another poller to collide with this one, if it could.
         thread::yield_now();
         for message in inbox.by_ref() {
@@ -159,6 +166,7 @@ impl Harness {
             id,
             stopped: false,
             reschedules_len: 0,
+            gate: None,
             _alive: self.alive_sender.clone().unwrap(),
             _router: None,
         })
@@ -435,11 +443,39 @@ fn a_rescheduled_fsm_comes_back_without_a_message() {
 fn closing_an_idle_fsm_drops_it_at_once() {
     let harness = Harness::new(1, 1, 1, 1);
     let (alive_sender, alive) = crossbeam_channel::bounded::<()>(0);
-    let node =
-        Box::new(Node { id: 5, stopped: false, reschedules_len: 0, _alive: alive_sender, _router: None });
+    let node = Box::new(Node {
+        id: 5,
+        stopped: false,
+        reschedules_len: 0,
+        gate: None,
+        _alive: alive_sender,
+        _router: None,
+    });
     harness.router.register(5, node).unwrap();
     assert!(harness.router.close(5));
     assert_eq!(alive.try_recv(), Err(crossbeam_channel::TryRecvError::Disconnected));
+}
+
+#[test]
+fn closing_an_fsm_held_by_a_poller_drops_it_on_release() {
+    let mut harness = Harness::new(1, 1, 1, 4);
+    let (alive_sender, alive) = crossbeam_channel::bounded::<()>(0);
+    let (entered_sender, entered) = crossbeam_channel::bounded(1);
+    let (proceed, proceed_receiver) = crossbeam_channel::bounded(1);
+    let mut node = harness.node(5);
+    node._alive = alive_sender;
+    node.gate = Some((entered_sender, proceed_receiver));
+    harness.router.register(5, node).unwrap();
+    harness.spawn();
+    harness.router.send(5, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    entered.recv_timeout(WAIT).unwrap();
+    assert!(harness.router.close(5));
+    // The poller still holds it, so it is still alive.
+    assert_eq!(alive.try_recv(), Err(crossbeam_channel::TryRecvError::Empty));
+    proceed.send(()).unwrap();
+    assert_eq!(harness.collect(1), [Event::Handled { id: 5, sender: 0, seq: 0 }]);
+    assert_eq!(alive.recv_timeout(WAIT), Err(RecvTimeoutError::Disconnected));
+    harness.shutdown();
 }
 
 #[test]
