@@ -9,6 +9,9 @@
 //!   shared by many regions; a failed write is fatal, never retried;
 //! - `peer_storage`: one region's log over the engine, implementing the core's `Storage`
 //!   with an entry cache for the hot tail, and the writes that persist a `Ready`.
+//! - `batch`: the generic batch system (FSMs behind bounded mailboxes, a router by address,
+//!   poller threads that handle FSMs in rounds with one end-of-round hook), on which the
+//!   store will run its peers and its control FSM.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -28,6 +31,7 @@
 //! assert_eq!(storage.last_index().unwrap(), INIT_INDEX);
 //! ```
 
+pub mod batch;
 pub mod engine;
 pub mod keys;
 pub mod peer_storage;

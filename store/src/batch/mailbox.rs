@@ -1,0 +1,236 @@
+//! A bounded mailbox that also parks its FSM while the FSM has nothing to do.
+//!
+//! The state machine of a mailbox, in one atomic byte:
+//! - `IDLE`: the mailbox holds the boxed FSM in its slot; no thread works on it.
+//! - `NOTIFIED`: the FSM left the slot; it waits in the scheduler queue or a poller owns it.
+//! - `DROPPED`: the mailbox is closed; the FSM is dropped by whoever holds it.
+//!
+//! A sender pushes its message first and then tries `IDLE -> NOTIFIED`; only the sender
+//! that wins that swap takes the FSM out of the slot and queues it. A poller releasing the
+//! FSM puts it back into the slot, swaps `NOTIFIED -> IDLE`, and only then looks at the
+//! channel again: a message pushed before the swap was seen by a sender that lost its own
+//! swap, so the poller must catch it; a message pushed after the swap wins its sender the
+//! next `IDLE -> NOTIFIED`. Either way exactly one party schedules the FSM, so no message
+//! waits in a mailbox whose FSM is idle and no FSM is queued twice.
+//!
+//! That argument is a store-then-load on each side (the sender stores a message and loads
+//! the status, the poller stores the status and loads the channel length), which only holds
+//! if both sides agree on one order of those operations: hence `SeqCst` on the status, which
+//! pairs with the `SeqCst` tail updates and loads of crossbeam's bounded channel.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use thiserror::Error;
+
+use super::fsm::Fsm;
+
+const IDLE: u8 = 0;
+const NOTIFIED: u8 = 1;
+const DROPPED: u8 = 2;
+
+/// Why a message was not delivered. Each variant gives the message back, so the caller can
+/// answer `ServerIsBusy`, route it elsewhere or drop it knowingly.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SendError<M> {
+    /// The mailbox holds `mailbox_len_max` messages already.
+    #[error("mailbox is full")]
+    Full(M),
+    /// The FSM stopped or its mailbox was closed.
+    #[error("mailbox is closed")]
+    Disconnected(M),
+    /// No mailbox is registered at this address. The store sends such a message to its
+    /// control FSM, which decides whether to create a peer for it.
+    #[error("no mailbox at this address")]
+    UnknownAddress(M),
+}
+
+impl<M> SendError<M> {
+    /// The message that was not delivered.
+    pub fn into_message(self) -> M {
+        match self {
+            SendError::Full(message)
+            | SendError::Disconnected(message)
+            | SendError::UnknownAddress(message) => message,
+        }
+    }
+}
+
+/// What a mailbox and the scheduler share: the state, the parked FSM and the receiving end.
+pub(crate) struct MailboxCore<F: Fsm> {
+    status: AtomicU8,
+    /// Holds the FSM exactly while the status is `IDLE` (and briefly while a releasing
+    /// poller or a closing owner is about to change the status). A mutex rather than a
+    /// lock-free cell because the workspace forbids `unsafe`; it is never contended for
+    /// long, since the status decides who may touch it.
+    slot: Mutex<Option<Box<F>>>,
+    pub(crate) receiver: Receiver<F::Message>,
+}
+
+/// An FSM out of its mailbox: in the scheduler queue or in a poller's round.
+pub(crate) struct Scheduled<F: Fsm> {
+    pub(crate) fsm: Box<F>,
+    pub(crate) core: Arc<MailboxCore<F>>,
+}
+
+impl<F: Fsm> MailboxCore<F> {
+    fn take_fsm(&self) -> Option<Box<F>> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn park_fsm(&self, fsm: Box<F>) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(slot.is_none(), "a mailbox parks at most one FSM");
+        *slot = Some(fsm);
+    }
+
+    /// Schedules the FSM if it is idle; does nothing if it is already scheduled or dropped.
+    fn notify(self: &Arc<Self>, schedule: impl FnOnce(Scheduled<F>)) {
+        if self.status.compare_exchange(IDLE, NOTIFIED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            let fsm = self.take_fsm().expect("an IDLE mailbox holds its FSM in the slot");
+            schedule(Scheduled { fsm, core: self.clone() });
+        }
+    }
+
+    /// Gives the FSM back after a round: parks it, or queues it again if messages arrived
+    /// while it was being handled, or drops it if the mailbox was closed meanwhile.
+    pub(crate) fn release(self: &Arc<Self>, fsm: Box<F>, schedule: impl FnOnce(Scheduled<F>)) {
+        // Park before the status says IDLE, so that a sender that wins IDLE -> NOTIFIED
+        // always finds the FSM in the slot.
+        self.park_fsm(fsm);
+        match self.status.compare_exchange(NOTIFIED, IDLE, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => {
+                // The lost-wakeup check: see the module comment.
+                if !self.receiver.is_empty() {
+                    self.notify(schedule);
+                }
+            }
+            Err(DROPPED) => drop(self.take_fsm()),
+            Err(status) => panic!("a released FSM was NOTIFIED, found status {status}"),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.status.load(Ordering::SeqCst) == DROPPED
+    }
+
+    /// Marks the mailbox closed. An idle FSM is dropped now; a scheduled one by the poller
+    /// that releases it.
+    pub(crate) fn close(&self) {
+        if self.status.swap(DROPPED, Ordering::SeqCst) == IDLE {
+            drop(self.take_fsm());
+        }
+    }
+}
+
+/// The sending side of one FSM's bounded mailbox. Cheap to clone; all clones reach the same
+/// FSM.
+pub struct Mailbox<F: Fsm> {
+    sender: Sender<F::Message>,
+    core: Arc<MailboxCore<F>>,
+}
+
+impl<F: Fsm> Clone for Mailbox<F> {
+    fn clone(&self) -> Self {
+        Mailbox { sender: self.sender.clone(), core: self.core.clone() }
+    }
+}
+
+impl<F: Fsm> fmt::Debug for Mailbox<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("status", &self.core.status.load(Ordering::Relaxed))
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl<F: Fsm> Mailbox<F> {
+    /// A mailbox of capacity `mailbox_len_max` that parks `fsm`, idle.
+    pub(crate) fn new(fsm: Box<F>, mailbox_len_max: usize) -> Self {
+        let (sender, receiver) = crossbeam_channel::bounded(mailbox_len_max);
+        Mailbox {
+            sender,
+            core: Arc::new(MailboxCore {
+                status: AtomicU8::new(IDLE),
+                slot: Mutex::new(Some(fsm)),
+                receiver,
+            }),
+        }
+    }
+
+    /// Messages waiting in the mailbox.
+    pub fn len(&self) -> usize {
+        self.sender.len()
+    }
+
+    /// Whether the mailbox was closed (its FSM stopped or was removed).
+    pub fn is_closed(&self) -> bool {
+        self.core.is_closed()
+    }
+
+    /// Queues `message` without blocking and schedules the FSM if it was idle.
+    ///
+    /// A message that races with `close` may be queued just after the close; it is then
+    /// dropped with the mailbox, exactly as if it had been sent a moment later and refused.
+    pub(crate) fn try_send(
+        &self,
+        message: F::Message,
+        schedule: impl FnOnce(Scheduled<F>),
+    ) -> Result<(), SendError<F::Message>> {
+        if self.is_closed() {
+            return Err(SendError::Disconnected(message));
+        }
+        match self.sender.try_send(message) {
+            Ok(()) => {
+                self.core.notify(schedule);
+                Ok(())
+            }
+            Err(TrySendError::Full(message)) => Err(SendError::Full(message)),
+            // The core holds the receiver as long as any mailbox exists, so the channel
+            // itself never disconnects; closing is the status' job.
+            Err(TrySendError::Disconnected(message)) => Err(SendError::Disconnected(message)),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.core.close();
+    }
+}
+
+/// The messages one FSM may handle in this round: at most `messages_per_fsm_max`, taken
+/// from its mailbox without blocking. Handlers iterate over it; what they leave stays
+/// queued for a later round.
+#[derive(Debug)]
+pub struct Inbox<'a, M> {
+    receiver: &'a Receiver<M>,
+    remaining: usize,
+    received: usize,
+}
+
+impl<'a, M> Inbox<'a, M> {
+    pub(crate) fn new(receiver: &'a Receiver<M>, messages_max: usize) -> Self {
+        Inbox { receiver, remaining: messages_max, received: 0 }
+    }
+
+    /// Messages taken from this inbox so far.
+    pub fn received(&self) -> usize {
+        self.received
+    }
+}
+
+impl<M> Iterator for Inbox<'_, M> {
+    type Item = M;
+
+    fn next(&mut self) -> Option<M> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let message = self.receiver.try_recv().ok()?;
+        self.remaining -= 1;
+        self.received += 1;
+        Some(message)
+    }
+}
