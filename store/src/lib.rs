@@ -8,7 +8,7 @@
 //! - `engine`: opening RocksDB with those column families, typed reads, and write batches
 //!   shared by many regions; a failed write is fatal, never retried;
 //! - `peer_storage`: one region's log over the engine, implementing the core's `Storage`
-//!   with an entry cache for the hot tail, and the writes that persist a `Ready`.
+//!   with an entry cache for the hot tail, and the writes that persist a `Ready`;
 //! - `batch`: the generic batch system (FSMs behind bounded mailboxes, a router by address,
 //!   poller threads that handle FSMs in rounds with one end-of-round hook), on which the
 //!   store will run its peers and its control FSM.
