@@ -354,22 +354,24 @@ fn leader_steps_down_on_higher_term_response_and_persists_the_term() {
 }
 
 /// "If a server receives a request with a stale term number, it rejects the request."
-/// Without pre-vote or check-quorum a stale request is dropped: no state change, no answer.
+/// Without pre-vote or check-quorum a stale append or heartbeat is dropped: no state
+/// change, no answer. A stale vote request changes nothing either, but is refused with our
+/// term (see `stale_candidate_is_told_the_newer_term`).
 #[test]
 fn stale_term_requests_are_ignored() {
     let stale = [
-        append(2, 1, 1, (0, 0), vec![entry(1, 1)], 1),
-        msg(MessageType::MsgHeartbeat, 2, 1, 1),
-        vote_request(2, 1, 1, 9, 9),
+        (append(2, 1, 1, (0, 0), vec![entry(1, 1)], 1), Vec::<String>::new()),
+        (msg(MessageType::MsgHeartbeat, 2, 1, 1), Vec::new()),
+        (vote_request(2, 1, 1, 9, 9), vec!["1->2 MsgVoteResp Term:2 Log:0/0 Rejected (Hint: 0)".to_string()]),
     ];
-    for m in stale {
+    for (m, answer) in stale {
         let ctx = describe_message(&m);
         let mut r = new_raft(1, &[1, 2, 3]);
         r.become_follower(2, NONE);
         r.step(m).unwrap();
         assert_eq!((r.term, r.vote, r.leader_id, r.role), (2, NONE, NONE, StateRole::Follower), "{ctx}");
         assert_eq!(r.raft_log.last_index(), 0, "{ctx}");
-        assert_eq!(sent(&mut r), Vec::<String>::new(), "{ctx}");
+        assert_eq!(sent(&mut r), answer, "{ctx}");
     }
 }
 
@@ -425,6 +427,36 @@ fn stale_leader_is_told_the_newer_term_by_a_learner() {
     let answer = take_msgs(&mut learner);
     assert_eq!(answer.iter().map(describe_message).collect::<Vec<_>>(), ["2->1 MsgAppResp Term:3 Log:0/0"]);
     assert_eq!(learner.term, 3);
+}
+
+/// "If RPC request or response contains term T > currentTerm: set currentTerm = T, convert
+/// to follower" only works if the candidate hears our term: a vote request of an older term
+/// is refused with ours, and the candidate moves to it. (Ignoring it, as etcd does, wedged
+/// the simulation when the nodes with the newer term could not or would not campaign.)
+#[test]
+fn stale_candidate_is_told_the_newer_term() {
+    let storage = MemStorage::new_with_voters(&[1, 2]);
+    storage.wl().set_hard_state(HardState { term: 5, vote: NONE, commit: 0 });
+    let mut voter = Raft::new(&config(2), storage).unwrap();
+    let mut request = msg(MessageType::MsgRequestVote, 1, 2, 3);
+    request.log_term = 3;
+    request.index = 9;
+    voter.step(request).unwrap();
+    let answer = take_msgs(&mut voter);
+    assert_eq!(
+        answer.iter().map(describe_message).collect::<Vec<_>>(),
+        ["2->1 MsgVoteResp Term:5 Log:0/0 Rejected (Hint: 0)"]
+    );
+    assert_eq!((voter.term, voter.vote), (5, NONE), "the refusal changes nothing here");
+
+    let mut candidate = raft_with_log(1, &[1, 2], &[1, 3], 3, 0);
+    candidate.become_candidate();
+    let candidate_term = candidate.term;
+    assert!(candidate_term < 5);
+    let mut refusal = answer.into_iter().next().unwrap();
+    refusal.to = 1;
+    candidate.step(refusal).unwrap();
+    assert_eq!((candidate.role, candidate.term), (StateRole::Follower, 5));
 }
 
 // ==== 5.2: leader election ===============================================================

@@ -696,6 +696,21 @@ impl<S: Storage> Raft<S> {
                     reject: true,
                     ..Default::default()
                 });
+            } else if msg_type == MessageType::MsgRequestVote {
+                // Refuse with our term, as the Raft paper's RequestVote reply does. etcd
+                // ignores such a request, counting on the candidate to learn the newer term
+                // from those who campaign in it; but a node that may not campaign (a
+                // learner, or one outside its own configuration) never does, and one whose
+                // stale configuration lacks the candidate never asks it. If the candidate
+                // needs our vote, no leader could ever be elected (found by the simulation,
+                // seeds 1056573 and 1093106).
+                self.send(Message {
+                    msg_type: MessageType::MsgRequestVoteResponse as i32,
+                    to: m.from,
+                    term: self.term,
+                    reject: true,
+                    ..Default::default()
+                });
             }
             return Ok(());
         }
