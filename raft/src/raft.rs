@@ -418,9 +418,15 @@ impl<S: Storage> Raft<S> {
     }
 
     pub(crate) fn bcast_append(&mut self) {
+        self.bcast_append_to_peers(true);
+    }
+
+    /// Offers every peer an append; with `send_if_empty` false, only peers that lack
+    /// entries we have get one.
+    fn bcast_append_to_peers(&mut self, send_if_empty: bool) {
         let mut cursor = NONE;
         while let Some(id) = self.next_peer(cursor) {
-            self.send_append(id);
+            self.maybe_send_append(id, send_if_empty);
             cursor = id;
         }
     }
@@ -1387,12 +1393,8 @@ impl<S: Storage> Raft<S> {
         if !std::mem::take(&mut self.proposals_unsent) || self.role != StateRole::Leader {
             return;
         }
-        let mut cursor = NONE;
-        while let Some(id) = self.next_peer(cursor) {
-            // A follower whose answer arrived meanwhile may have been sent them already.
-            self.maybe_send_append(id, false);
-            cursor = id;
-        }
+        // A follower whose answer arrived meanwhile may have been sent them already.
+        self.bcast_append_to_peers(false);
     }
 
     /// Starts one heartbeat round for all reads that arrived since the last call. The
