@@ -340,7 +340,9 @@ impl Storage for PeerStorage {
         if high > self.raft_state.last_index + 1 {
             return Err(StorageError::Unavailable);
         }
-        let mut entries = Vec::with_capacity((high - low) as usize);
+        // Not `high - low`: a leader asks for everything a far-behind follower lacks and
+        // lets `bytes_max` cut it, so the range can be far larger than what is returned.
+        let mut entries = Vec::new();
         let cache_first = self.cache.first_index().unwrap_or(high).clamp(low, high);
         if low < cache_first {
             self.read_entries(low, cache_first, bytes_max, &mut entries).map_err(storage_error)?;
