@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use tessera_proto::raftpb::{
-    ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType, HardState, Message, MessageType,
-    Snapshot,
+    ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message,
+    MessageType, Snapshot,
 };
 
 use crate::raw_node::Ready;
@@ -110,7 +110,13 @@ pub fn describe_hard_state(hs: &HardState) -> String {
 pub fn describe_snapshot(s: &Snapshot) -> String {
     let meta = s.metadata.clone().unwrap_or_default();
     let cs = meta.conf_state.unwrap_or_default();
-    let mut out = format!("Index:{} Term:{} ConfState:Voters:{:?}", meta.index, meta.term, cs.voters);
+    format!("Index:{} Term:{} ConfState:{}", meta.index, meta.term, describe_conf_state(&cs))
+}
+
+/// A configuration as `Voters:[..]&&[outgoing] Learners:[..]`, with `LearnersNext` and
+/// `AutoLeave` only when set.
+pub fn describe_conf_state(cs: &ConfState) -> String {
+    let mut out = format!("Voters:{:?}", cs.voters);
     if !cs.voters_outgoing.is_empty() {
         let _ = write!(out, "&&{:?}", cs.voters_outgoing);
     }

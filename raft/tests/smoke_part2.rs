@@ -1,6 +1,8 @@
 //! Membership change, leadership transfer and reads through the public API, on a group
 //! driven to quiescence after each step.
 
+mod common;
+
 use tessera_raft::raftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, EntryType, Message};
 use tessera_raft::{conf_change_of, Config, MemStorage, RawNode, ReadOnlyOption, StateRole};
 
@@ -42,16 +44,7 @@ impl Group {
                 }
                 let rd = node.ready();
                 inbox.extend(rd.messages.iter().cloned());
-                {
-                    let mut store = self.storages[i].wl();
-                    if let Some(s) = &rd.snapshot {
-                        store.apply_snapshot(s.clone()).unwrap();
-                    }
-                    store.append(&rd.entries).unwrap();
-                    if let Some(hs) = &rd.hard_state {
-                        store.set_hard_state(*hs);
-                    }
-                }
+                common::persist_ready(&self.storages[i], &rd);
                 inbox.extend(rd.persisted_messages.iter().cloned());
                 for rs in &rd.read_states {
                     self.reads[i].push((rs.index, rs.request_ctx.to_vec()));

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 
 use datadriven::TestCase;
-use tessera_raft::describe::{describe_entry, describe_message, describe_ready, message_type_name};
+use tessera_raft::describe::{
+    describe_conf_state, describe_entry, describe_message, describe_ready, message_type_name,
+};
 use tessera_raft::raftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry,
     EntryType, HardState, Message, MessageType, Snapshot, SnapshotMetadata,
@@ -736,8 +738,13 @@ impl Node {
             };
             match self.raw.apply_conf_change(&cc) {
                 Ok(cs) => {
-                    let _ =
-                        writeln!(out, "conf change {}/{} applied: {}", e.term, e.index, conf_state_text(&cs));
+                    let _ = writeln!(
+                        out,
+                        "conf change {}/{} applied: {}",
+                        e.term,
+                        e.index,
+                        describe_conf_state(&cs)
+                    );
                     self.storage.wl().set_conf_state(cs);
                 }
                 Err(err) => {
@@ -800,22 +807,6 @@ fn node_line(node: &Node) -> String {
         raft.raft_log().last_index(),
         raft.tracker().config,
     )
-}
-
-/// A ConfState in the notation of snapshot lines: `Voters:[..]&&[outgoing] Learners:[..]`.
-fn conf_state_text(cs: &ConfState) -> String {
-    let mut out = format!("Voters:{:?}", cs.voters);
-    if !cs.voters_outgoing.is_empty() {
-        let _ = write!(out, "&&{:?}", cs.voters_outgoing);
-    }
-    let _ = write!(out, " Learners:{:?}", cs.learners);
-    if !cs.learners_next.is_empty() {
-        let _ = write!(out, " LearnersNext:{:?}", cs.learners_next);
-    }
-    if cs.auto_leave {
-        out += " AutoLeave:true";
-    }
-    out
 }
 
 /// Parses membership changes written as words: `v4` (add voter 4), `l5` (add learner 5),

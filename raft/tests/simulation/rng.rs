@@ -1,28 +1,26 @@
 //! The simulation's only source of randomness: SplitMix64, seeded per run, so one seed
 //! replays one schedule exactly.
 
+use tessera_raft::rng::SeededRng;
+
+/// The core's own generator, with the draws a schedule needs on top.
 #[derive(Clone, Debug)]
 pub struct Rng {
-    state: u64,
+    inner: SeededRng,
 }
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng { state: seed }
+        Rng { inner: SeededRng::new(seed) }
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.inner.next_u64()
     }
 
     /// A value in `[0, bound)`; `bound` must be positive.
     pub fn below(&mut self, bound: u64) -> u64 {
-        assert!(bound > 0, "invariant: below() needs a positive bound");
-        self.next_u64() % bound
+        self.inner.below(bound)
     }
 
     /// A value in `[low, high]`.
