@@ -3,8 +3,10 @@
 //!
 //! A failed write is fatal. After a failed fsync the kernel may have dropped the dirty pages
 //! it could not write, so a retry that succeeds proves nothing about the earlier data
-//! (LESSONS.md #25). `Engine::write` therefore returns `EngineError::WriteFailed`, and the
-//! store stops on it; nothing in this crate retries a write.
+//! (LESSONS.md #25). `Engine::write` therefore returns `EngineError::WriteFailed`, which
+//! the caller must treat as the end of the store; nothing in this crate retries a write.
+//! (The raft poller that will own that decision is not built yet: today only tests call
+//! `write`.)
 
 use std::path::{Path, PathBuf};
 
