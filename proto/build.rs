@@ -7,16 +7,17 @@ fn main() {
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto/raftpb.proto");
     println!("cargo:rerun-if-changed=proto/storepb.proto");
+    println!("cargo:rerun-if-changed=proto/serverpb.proto");
     prost_build::Config::new()
         // Entry payloads are cloned at every step of their way (to the Ready, into storage,
         // into each follower's append, into the apply batch). Reference-counted bytes make
         // those clones O(1) instead of a copy of the payload each.
-        .bytes([".raftpb.Entry.data", ".raftpb.Snapshot.data"])
+        .bytes([".raftpb.Entry.data", ".raftpb.Snapshot.data", ".serverpb.SnapshotChunk.data", ".serverpb.Request.value"])
         // Nearly every message carries no snapshot; boxing it keeps Message small, and
         // messages are moved many times between the core, the Ready and the transport.
         .boxed(".raftpb.Message.snapshot")
         // The same for the Ready, which holds a snapshot inline and moves on every call.
         .boxed(".raftpb.Snapshot.metadata")
-        .compile_protos(&["proto/raftpb.proto", "proto/storepb.proto"], &["proto"])
+        .compile_protos(&["proto/raftpb.proto", "proto/storepb.proto", "proto/serverpb.proto"], &["proto"])
         .expect("the .proto files compile");
 }

@@ -2,7 +2,8 @@
 //!
 //! `raftpb` holds what the consensus core exchanges and persists: entries, messages, hard
 //! state, configurations and snapshots. `storepb` holds what a store persists about its
-//! regions beside their logs. Small helpers that every crate needs live here too.
+//! regions beside their logs; `serverpb` what stores send each other and what clients
+//! propose. Small helpers that every crate needs live here too.
 //!
 //! ```
 //! use tessera_proto::raftpb::{Entry, EntryType};
@@ -19,6 +20,13 @@ pub mod raftpb {
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod storepb {
     include!(concat!(env!("OUT_DIR"), "/storepb.rs"));
+}
+
+/// What stores send each other (Raft messages, snapshot chunks) and what clients propose
+/// to a region (commands, which become Raft entries).
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod serverpb {
+    include!(concat!(env!("OUT_DIR"), "/serverpb.rs"));
 }
 
 use raftpb::{ConfState, HardState, MessageType};
