@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
-    IteratorMode, Options, ReadOptions, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBIterator, Direction,
+    IteratorMode, Options, ReadOptions, SnapshotWithThreadMode, WriteOptions, DB,
 };
 
 use crate::keys::{ALL_CFS, CF_DEFAULT};
@@ -125,19 +125,21 @@ impl Engine {
         cf: &'static str,
         start: &[u8],
         end: &[u8],
-        mut visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
+        visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
     ) -> EngineResult<()> {
-        let mut read_options = ReadOptions::default();
-        read_options.set_iterate_upper_bound(end.to_vec());
-        let iter =
-            self.db.iterator_cf_opt(self.cf(cf), read_options, IteratorMode::From(start, Direction::Forward));
-        for item in iter {
-            let (key, value) = item.map_err(EngineError::ReadFailed)?;
-            if !visit(&key, &value)? {
-                break;
-            }
-        }
-        Ok(())
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf),
+            scan_options(end),
+            IteratorMode::From(start, Direction::Forward),
+        );
+        visit_all(iter, visit)
+    }
+
+    /// A view of the engine as it is now, which later writes do not change: what a snapshot
+    /// of a region is generated from while the region keeps applying. RocksDB keeps the
+    /// versions the view needs until it is dropped, so hold it no longer than the read.
+    pub fn read_view(&self) -> ReadView<'_> {
+        ReadView { engine: self, snapshot: self.db.snapshot() }
     }
 
     /// An empty batch of writes on this engine.
@@ -151,6 +153,55 @@ impl Engine {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
         self.db.write_opt(batch.inner, &write_options).map_err(EngineError::WriteFailed)
+    }
+}
+
+fn scan_options(end: &[u8]) -> ReadOptions {
+    let mut read_options = ReadOptions::default();
+    read_options.set_iterate_upper_bound(end.to_vec());
+    read_options
+}
+
+fn visit_all(
+    iter: DBIterator<'_>,
+    mut visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
+) -> EngineResult<()> {
+    for item in iter {
+        let (key, value) = item.map_err(EngineError::ReadFailed)?;
+        if !visit(&key, &value)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A consistent read view of the engine (a RocksDB snapshot), from `Engine::read_view`.
+pub struct ReadView<'a> {
+    engine: &'a Engine,
+    snapshot: SnapshotWithThreadMode<'a, DB>,
+}
+
+impl std::fmt::Debug for ReadView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadView").field("sequence", &self.snapshot.sequence_number()).finish()
+    }
+}
+
+impl ReadView<'_> {
+    /// `Engine::scan`, as of the moment the view was taken.
+    pub fn scan(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: &[u8],
+        visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
+    ) -> EngineResult<()> {
+        let iter = self.snapshot.iterator_cf_opt(
+            self.engine.cf(cf),
+            scan_options(end),
+            IteratorMode::From(start, Direction::Forward),
+        );
+        visit_all(iter, visit)
     }
 }
 
@@ -247,6 +298,30 @@ mod tests {
         engine.write(batch, false).unwrap();
         let err = engine.get_msg::<ApplyState>(CF_META, b"apply").unwrap_err();
         assert!(matches!(err, EngineError::Corrupt { cf: CF_META, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_read_view_does_not_see_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+        let mut batch = engine.write_batch();
+        batch.put(CF_DEFAULT, b"za", b"1");
+        batch.put(CF_DEFAULT, b"zb", b"1");
+        engine.write(batch, false).unwrap();
+        let view = engine.read_view();
+        let mut batch = engine.write_batch();
+        batch.put(CF_DEFAULT, b"za", b"2");
+        batch.delete(CF_DEFAULT, b"zb");
+        batch.put(CF_DEFAULT, b"zc", b"2");
+        engine.write(batch, false).unwrap();
+        let mut seen = Vec::new();
+        view.scan(CF_DEFAULT, b"z", b"{", |key, value| {
+            seen.push((key.to_vec(), value.to_vec()));
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(b"za".to_vec(), b"1".to_vec()), (b"zb".to_vec(), b"1".to_vec())]);
+        assert_eq!(engine.get(CF_DEFAULT, b"za").unwrap(), Some(b"2".to_vec()));
     }
 
     #[test]

@@ -35,5 +35,6 @@ pub mod batch;
 pub mod engine;
 pub mod keys;
 pub mod peer_storage;
+pub mod snapshot;
 
 pub use tessera_proto as proto;
