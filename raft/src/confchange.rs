@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use tessera_proto::raftpb::{ConfChangeSingle, ConfChangeType, ConfState};
+use tessera_proto::raftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState};
 use thiserror::Error;
 
 use crate::quorum::MajorityConfig;
@@ -318,4 +318,22 @@ pub fn restore(
     }
     let result = Changer::new(tracker, last_index).enter_joint(cs.auto_leave, &incoming);
     install(tracker, result)
+}
+
+/// The configuration that applying `cc` to `cs` yields, computed the way the node itself
+/// applies it. For applications that record the configuration with their applied state on
+/// another thread than the one driving the node (the store's apply threads), so that the
+/// record and the applied index change in one write.
+pub fn next_conf_state(cs: &ConfState, cc: &ConfChangeV2) -> Result<ConfState, ConfChangeError> {
+    let mut tracker = ProgressTracker::new(1, 0);
+    restore(&mut tracker, 0, cs)?;
+    let changer = Changer::new(&tracker, 0);
+    let (config, _) = if crate::raft::is_leave_joint(cc) {
+        changer.leave_joint()
+    } else if let Some(auto_leave) = crate::raft::enter_joint(cc) {
+        changer.enter_joint(auto_leave, &cc.changes)
+    } else {
+        changer.simple(&cc.changes)
+    }?;
+    Ok(config.to_conf_state())
 }

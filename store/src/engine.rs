@@ -9,6 +9,7 @@
 //! `write`.)
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBIterator, Direction,
@@ -143,13 +144,16 @@ impl Engine {
     }
 
     /// An empty batch of writes on this engine.
-    pub fn write_batch(&self) -> WriteBatch<'_> {
-        WriteBatch { engine: self, inner: rocksdb::WriteBatch::default() }
+    ///
+    /// The batch holds a reference-counted handle on the engine rather than a borrow, so a
+    /// poller thread can keep one batch across the many regions of a round.
+    pub fn write_batch(self: &Arc<Self>) -> WriteBatch {
+        WriteBatch { engine: self.clone(), inner: rocksdb::WriteBatch::default() }
     }
 
     /// Writes the batch atomically; with `sync`, it is on disk when this returns. An error
     /// is fatal: stop the store (see the module docs).
-    pub fn write(&self, batch: WriteBatch<'_>, sync: bool) -> EngineResult<()> {
+    pub fn write(&self, batch: WriteBatch, sync: bool) -> EngineResult<()> {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
         self.db.write_opt(batch.inner, &write_options).map_err(EngineError::WriteFailed)
@@ -206,18 +210,18 @@ impl ReadView<'_> {
 }
 
 /// Writes to apply atomically, across any number of regions and column families.
-pub struct WriteBatch<'a> {
-    engine: &'a Engine,
+pub struct WriteBatch {
+    engine: Arc<Engine>,
     inner: rocksdb::WriteBatch,
 }
 
-impl std::fmt::Debug for WriteBatch<'_> {
+impl std::fmt::Debug for WriteBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteBatch").field("ops", &self.inner.len()).field("bytes", &self.bytes()).finish()
     }
 }
 
-impl WriteBatch<'_> {
+impl WriteBatch {
     pub fn put(&mut self, cf: &'static str, key: &[u8], value: &[u8]) {
         self.inner.put_cf(self.engine.cf(cf), key, value);
     }
@@ -261,7 +265,7 @@ mod tests {
     fn writes_survive_a_reopen_and_range_deletes_remove_a_range() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+            let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::default()).unwrap());
             let mut batch = engine.write_batch();
             for i in 0u8..10 {
                 batch.put(CF_RAFT, &[1, i], &[i]);
@@ -275,7 +279,7 @@ mod tests {
             batch.delete(CF_DEFAULT, b"zk");
             engine.write(batch, true).unwrap();
         }
-        let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::default()).unwrap());
         let mut seen = Vec::new();
         engine
             .scan(CF_RAFT, &[1], &[2], |key, _| {
@@ -292,7 +296,7 @@ mod tests {
     #[test]
     fn a_value_that_does_not_decode_is_reported_corrupt() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::default()).unwrap());
         let mut batch = engine.write_batch();
         batch.put(CF_META, b"apply", &[0xff, 0xff, 0xff]);
         engine.write(batch, false).unwrap();
@@ -327,7 +331,7 @@ mod tests {
     #[test]
     fn scan_stops_when_told() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::default()).unwrap());
         let mut batch = engine.write_batch();
         for i in 0u8..5 {
             batch.put(CF_RAFT, &[i], &[]);

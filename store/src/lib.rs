@@ -31,10 +31,26 @@
 //! assert_eq!(storage.last_index().unwrap(), INIT_INDEX);
 //! ```
 
+mod apply;
 pub mod batch;
+pub mod config;
+mod context;
 pub mod engine;
+pub mod error;
+mod fsm;
 pub mod keys;
+pub mod msg;
+mod operation;
+mod peer;
 pub mod peer_storage;
 pub mod snapshot;
+pub mod store;
+mod store_fsm;
+
+pub use config::StoreConfig;
+pub use context::StoreStats;
+pub use error::{StoreError, StoreResult};
+pub use msg::{Callback, CmdResponse};
+pub use store::{bootstrap, PeerStatus, StartError, Store};
 
 pub use tessera_proto as proto;

@@ -10,6 +10,7 @@
 //! are checked when a region is loaded: a store does not start on a log that contradicts
 //! its own records.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -30,7 +31,7 @@ pub const INIT_INDEX: u64 = 5;
 pub const INIT_TERM: u64 = 5;
 
 /// Writes the records of a region bootstrapped with the cluster on this store.
-pub fn write_initial_region(batch: &mut WriteBatch<'_>, region: &Region, conf_state: &ConfState) {
+pub fn write_initial_region(batch: &mut WriteBatch, region: &Region, conf_state: &ConfState) {
     let region_state = RegionLocalState {
         region: Some(region.clone()),
         state: PeerState::Normal as i32,
@@ -118,6 +119,21 @@ pub struct PeerStorage {
     raft_state: RaftLocalState,
     apply_state: ApplyState,
     cache: EntryCache,
+    /// Snapshots are generated off the poller thread; the core asks through `snapshot`
+    /// (which takes `&self`), so the request is recorded here and picked up by the peer.
+    snapshot_generation: RefCell<SnapshotGeneration>,
+}
+
+/// Where the generation of a snapshot for sending stands.
+#[derive(Debug, Default)]
+enum SnapshotGeneration {
+    #[default]
+    Idle,
+    /// The core asked; the peer has not started a generation yet.
+    Requested,
+    Generating,
+    /// Ready to be handed to the core on its next request.
+    Generated(Snapshot),
 }
 
 fn corrupt(cf: &'static str, key: &[u8], reason: String) -> EngineError {
@@ -151,6 +167,7 @@ impl PeerStorage {
             raft_state,
             apply_state,
             cache: EntryCache { bytes_max: entry_cache_bytes_max, ..Default::default() },
+            snapshot_generation: RefCell::default(),
         };
         storage.check_records()?;
         Ok(storage)
@@ -213,7 +230,7 @@ impl PeerStorage {
 
     /// Persists entries from a Ready: they may overwrite an uncommitted tail, whose leftover
     /// entries beyond the new last one are deleted in the same batch.
-    pub fn append(&mut self, batch: &mut WriteBatch<'_>, entries: &[Entry]) {
+    pub fn append(&mut self, batch: &mut WriteBatch, entries: &[Entry]) {
         let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return };
         assert!(
             first.index > self.apply_state.truncated_index && first.index <= self.raft_state.last_index + 1,
@@ -245,34 +262,113 @@ impl PeerStorage {
 
     /// Writes the Raft state (hard state, last index and term); call after `append` and
     /// `set_hard_state` for the Ready, in the same batch.
-    pub fn write_raft_state(&self, batch: &mut WriteBatch<'_>) {
+    pub fn write_raft_state(&self, batch: &mut WriteBatch) {
         batch.put_msg(CF_RAFT, &keys::raft_state_key(self.region.id), &self.raft_state);
     }
 
     /// Log GC: deletes the entries up to `index` (at most the applied index) with one range
     /// delete and records the new truncated point in the apply state, in the same batch.
-    pub fn compact_to(&mut self, batch: &mut WriteBatch<'_>, index: u64) -> Result<(), StorageError> {
+    pub fn compact_to(&mut self, batch: &mut WriteBatch, index: u64) -> Result<(), StorageError> {
+        if self.truncate_log_to(batch, index)? {
+            batch.put_msg(CF_META, &keys::apply_state_key(self.region.id), &self.apply_state);
+        }
+        Ok(())
+    }
+
+    /// Log GC in the store: the apply thread already recorded the truncated point in the
+    /// apply state (it owns that record); this deletes the entries up to `index` with one
+    /// range delete and moves the in-memory view. Returns whether anything was deleted.
+    pub fn truncate_log_to(&mut self, batch: &mut WriteBatch, index: u64) -> Result<bool, StorageError> {
         if index <= self.apply_state.truncated_index {
-            return Ok(());
+            return Ok(false);
         }
         assert!(
-            index <= self.apply_state.applied_index,
-            "invariant: region {} compacts only applied entries ({index} > applied {})",
+            index <= self.apply_state.applied_index && index <= self.raft_state.last_index,
+            "invariant: region {} compacts only applied entries ({index} > applied {} or last {})",
             self.region.id,
-            self.apply_state.applied_index
+            self.apply_state.applied_index,
+            self.raft_state.last_index
         );
         let term = self.term(index)?;
         let range = keys::raft_log_range(self.region.id, self.apply_state.truncated_index + 1, index + 1);
         batch.delete_range(CF_RAFT, &range.start, &range.end);
         self.apply_state.truncated_index = index;
         self.apply_state.truncated_term = term;
-        batch.put_msg(CF_META, &keys::apply_state_key(self.region.id), &self.apply_state);
         self.cache.compact_to(index);
-        Ok(())
+        Ok(true)
+    }
+
+    /// The apply thread applied (and recorded) entries up to `index`.
+    pub fn on_applied(&mut self, index: u64) {
+        self.apply_state.applied_index = self.apply_state.applied_index.max(index);
+    }
+
+    /// Installs a snapshot at `index`/`term`: the whole log is replaced by it (deleted with
+    /// one range delete), and the Raft and apply states say so, in the caller's batch,
+    /// which also carries the snapshot's data and region record.
+    pub fn install_snapshot(&mut self, batch: &mut WriteBatch, region: Region, conf_state: ConfState, index: u64, term: u64) {
+        let region_id = self.region.id;
+        let stale = keys::raft_log_range(region_id, 0, self.raft_state.last_index.max(index) + 1);
+        batch.delete_range(CF_RAFT, &stale.start, &stale.end);
+        let mut hard_state = self.hard_state();
+        hard_state.commit = hard_state.commit.max(index);
+        hard_state.term = hard_state.term.max(term);
+        self.raft_state = RaftLocalState { hard_state: Some(hard_state), last_index: index, last_term: term };
+        self.apply_state = ApplyState { applied_index: index, truncated_index: index, truncated_term: term };
+        batch.put_msg(CF_RAFT, &keys::raft_state_key(region_id), &self.raft_state);
+        batch.put_msg(CF_META, &keys::apply_state_key(region_id), &self.apply_state);
+        self.cache.clear();
+        self.region = region;
+        self.conf_state = conf_state;
+    }
+
+    /// Deletes the region's log, Raft state and apply state (the peer is destroyed; its
+    /// caller writes the tombstone and clears the data in the same batch).
+    pub fn clear(&mut self, batch: &mut WriteBatch) {
+        let region_id = self.region.id;
+        let log = keys::raft_log_range(region_id, 0, u64::MAX);
+        batch.delete_range(CF_RAFT, &log.start, &log.end);
+        batch.delete(CF_RAFT, &keys::raft_state_key(region_id));
+        batch.delete(CF_META, &keys::apply_state_key(region_id));
+        self.cache.clear();
+    }
+
+    /// The region and configuration changed by an applied membership change.
+    pub fn set_region(&mut self, region: Region, conf_state: ConfState) {
+        self.region = region;
+        self.conf_state = conf_state;
+    }
+
+    /// Whether the core asked for a snapshot that nobody is generating yet; marks it as
+    /// being generated. The peer then asks its apply thread to generate one.
+    pub fn take_snapshot_request(&mut self) -> bool {
+        let state = self.snapshot_generation.get_mut();
+        if matches!(state, SnapshotGeneration::Requested) {
+            *state = SnapshotGeneration::Generating;
+            return true;
+        }
+        false
+    }
+
+    /// A generation finished: the next `snapshot` call hands the result out (or, after a
+    /// failure, asks for a new one).
+    pub fn on_snapshot_generated(&mut self, result: Result<Snapshot, String>) -> Option<Snapshot> {
+        let state = self.snapshot_generation.get_mut();
+        match result {
+            Ok(snapshot) => match std::mem::replace(state, SnapshotGeneration::Generated(snapshot)) {
+                // A generation nobody waits for any more: its file can go.
+                SnapshotGeneration::Generated(stale) => Some(stale),
+                _ => None,
+            },
+            Err(_) => {
+                *state = SnapshotGeneration::Idle;
+                None
+            }
+        }
     }
 
     /// Records how far the state machine got, in the batch that carries the applied data.
-    pub fn set_applied(&mut self, batch: &mut WriteBatch<'_>, index: u64) {
+    pub fn set_applied(&mut self, batch: &mut WriteBatch, index: u64) {
         assert!(
             index >= self.apply_state.applied_index,
             "invariant: region {} applied index goes back ({index} < {})",
@@ -385,12 +481,27 @@ impl Storage for PeerStorage {
         Ok(self.raft_state.last_index)
     }
 
-    /// Snapshot generation runs on a worker off the poller thread, from a RocksDB snapshot
-    /// of the region's range; it is not built yet, so the leader hears that no snapshot is
-    /// available and retries on its next heartbeat round, as it would while one is being
-    /// generated.
-    fn snapshot(&self, _request_index: u64, _to: u64) -> Result<Snapshot, StorageError> {
-        Err(StorageError::SnapshotTemporarilyUnavailable)
+    /// Snapshot generation runs off the poller thread (see `take_snapshot_request`): until
+    /// a snapshot recent enough is generated, the leader hears that none is available and
+    /// retries on a later heartbeat round.
+    fn snapshot(&self, request_index: u64, _to: u64) -> Result<Snapshot, StorageError> {
+        let mut state = self.snapshot_generation.borrow_mut();
+        match std::mem::take(&mut *state) {
+            SnapshotGeneration::Generated(snapshot)
+                if snapshot.metadata.as_ref().is_some_and(|m| m.index >= request_index) =>
+            {
+                Ok(snapshot)
+            }
+            SnapshotGeneration::Generating => {
+                *state = SnapshotGeneration::Generating;
+                Err(StorageError::SnapshotTemporarilyUnavailable)
+            }
+            // Idle, requested, or generated too old: ask for a fresh one.
+            _ => {
+                *state = SnapshotGeneration::Requested;
+                Err(StorageError::SnapshotTemporarilyUnavailable)
+            }
+        }
     }
 }
 

@@ -24,7 +24,7 @@ fn region() -> Region {
     }
 }
 
-fn bootstrap(engine: &Engine) {
+fn bootstrap(engine: &Arc<Engine>) {
     let mut batch = engine.write_batch();
     write_initial_region(&mut batch, &region(), &ConfState { voters: vec![1], ..Default::default() });
     engine.write(batch, true).unwrap();
@@ -44,7 +44,7 @@ fn entry(index: u64, term: u64, payload: &str) -> Entry {
     }
 }
 
-fn persist(engine: &Engine, storage: &mut PeerStorage, entries: &[Entry]) {
+fn persist(engine: &Arc<Engine>, storage: &mut PeerStorage, entries: &[Entry]) {
     let mut batch = engine.write_batch();
     storage.append(&mut batch, entries);
     storage.write_raft_state(&mut batch);
@@ -221,7 +221,7 @@ fn records_that_contradict_the_log_refuse_to_load() {
 #[test]
 fn a_raw_node_runs_over_peer_storage_and_restarts_from_it() {
     let dir = tempfile::tempdir().unwrap();
-    let handle_ready = |node: &mut RawNode<PeerStorage>, engine: &Engine, applied: &mut Vec<String>| {
+    let handle_ready = |node: &mut RawNode<PeerStorage>, engine: &Arc<Engine>, applied: &mut Vec<String>| {
         while node.has_ready() {
             let rd = node.ready();
             let mut batch = engine.write_batch();

@@ -599,7 +599,7 @@ impl SnapshotManager {
     /// `SnapshotError::ApplyAborted` and a batch that must be dropped.
     pub fn apply_to_batch(
         &self,
-        batch: &mut WriteBatch<'_>,
+        batch: &mut WriteBatch,
         snapshot: &Snapshot,
     ) -> Result<SnapshotDescriptor, SnapshotError> {
         let described = describe(snapshot)?;

@@ -114,7 +114,7 @@ impl PollHandler<Node, Control> for Recorder {
         HandleResult::Release
     }
 
-    fn end(&mut self, normals: &mut [Box<Node>]) {
+    fn end(&mut self, normals: &mut [Box<Node>], _results: &mut [HandleResult]) {
         let mut round = self.current.take().expect("end inside a round");
         round.ended_with = normals.iter().map(|node| node.id).collect();
         for node in normals.iter() {

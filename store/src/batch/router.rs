@@ -131,6 +131,22 @@ impl<N: Fsm, C: Fsm> BatchRouter<N, C> {
         self.count_full(result)
     }
 
+    /// Sends `make()` to every normal FSM (the store's tick). Returns how many mailboxes
+    /// were full; those FSMs miss this message.
+    pub fn broadcast_normal(&self, mut make: impl FnMut() -> N::Message) -> usize {
+        let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
+        let mut full = 0;
+        for mailbox in normals.values() {
+            let result = mailbox.try_send(make(), |scheduled| {
+                self.schedule(Task::Normal(scheduled));
+            });
+            if let Err(SendError::Full(_)) = self.count_full(result) {
+                full += 1;
+            }
+        }
+        full
+    }
+
     /// Number of registered normal FSMs.
     pub fn len(&self) -> usize {
         self.shared.normals.read().unwrap_or_else(PoisonError::into_inner).len()

@@ -43,10 +43,13 @@ pub trait PollHandler<N: Fsm, C: Fsm> {
     fn handle_normal(&mut self, normal: &mut N, inbox: &mut Inbox<'_, N::Message>) -> HandleResult;
 
     /// Ends the round. `normals` are the round's normal FSMs, in the order they were
-    /// handled: the store writes all their Readies in one batch and syncs once here, then
-    /// sends what waited for durability.
-    fn end(&mut self, normals: &mut [Box<N>]) {
-        let _ = normals;
+    /// handled, and `results` what `handle_normal` returned for each: the store writes all
+    /// their Readies in one batch and syncs once here, then sends what waited for
+    /// durability. Completing that work can give an FSM more to do (its own append
+    /// confirmed may commit entries), so the handler may turn a `Release` into a
+    /// `Reschedule` here.
+    fn end(&mut self, normals: &mut [Box<N>], results: &mut [HandleResult]) {
+        let _ = (normals, results);
     }
 }
 
@@ -251,7 +254,7 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
             messages_len += inbox.received();
             round.normal_results.push(result);
         }
-        self.handler.end(&mut round.normals);
+        self.handler.end(&mut round.normals, &mut round.normal_results);
         self.router.stats().on_round_end(round.len(), messages_len);
     }
 

@@ -1,0 +1,113 @@
+//! How a store runs: its batch systems, Raft timings and the limits of its queues.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::batch::{BatchConfig, ConfigError as BatchConfigError};
+use crate::engine::EngineConfig;
+use crate::snapshot::SnapshotConfig;
+
+/// Everything a store needs to start. `StoreConfig::new` gives sensible defaults for a
+/// store whose data lives in `data_dir`.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// This store's id, unique in the cluster and never zero.
+    pub store_id: u64,
+    /// Where RocksDB (`data_dir/db`) and snapshot files (`data_dir/snap`) live.
+    pub data_dir: PathBuf,
+    pub engine: EngineConfig,
+    /// The raft pollers: they step peers and persist every peer's Ready of a round with one
+    /// write and one fsync.
+    pub raft_batch: BatchConfig,
+    /// The apply pollers: they apply committed entries of many regions in one write.
+    pub apply_batch: BatchConfig,
+    /// One logical Raft tick. Election and heartbeat timeouts are counted in ticks.
+    pub raft_tick_interval: Duration,
+    pub raft_election_ticks: usize,
+    pub raft_heartbeat_ticks: usize,
+    /// Most entry bytes in one append message.
+    pub raft_msg_bytes_max: u64,
+    /// Append messages in flight to one follower.
+    pub raft_inflight_msgs_max: usize,
+    /// Uncommitted bytes a leader accepts before it refuses proposals.
+    pub raft_uncommitted_bytes_max: u64,
+    /// The hot tail of each region's log kept in memory.
+    pub entry_cache_bytes_max: usize,
+    /// Proposals of one peer waiting to be applied. Beyond it new ones are refused with
+    /// `ServerIsBusy`, so a region whose log does not commit cannot grow memory.
+    pub proposals_per_peer_max: usize,
+    /// Log GC: how often the leader checks (in ticks), and when it compacts: when more
+    /// than `log_gc_count_threshold` applied entries, or `log_gc_bytes_threshold` bytes of
+    /// them (estimated), are in the log.
+    pub log_gc_check_ticks: usize,
+    pub log_gc_count_threshold: u64,
+    pub log_gc_bytes_threshold: u64,
+    /// A follower this many entries behind the applied index no longer holds back log GC:
+    /// it will be caught up by snapshot instead.
+    pub log_gc_lag_max: u64,
+    pub snapshot: SnapshotConfig,
+}
+
+impl StoreConfig {
+    pub fn new(store_id: u64, data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        StoreConfig {
+            store_id,
+            snapshot: SnapshotConfig::new(data_dir.join("snap")),
+            data_dir,
+            engine: EngineConfig::default(),
+            raft_batch: BatchConfig::default(),
+            apply_batch: BatchConfig { pool_size: 1, ..BatchConfig::default() },
+            raft_tick_interval: Duration::from_millis(100),
+            raft_election_ticks: 10,
+            raft_heartbeat_ticks: 2,
+            raft_msg_bytes_max: 1 << 20,
+            raft_inflight_msgs_max: 256,
+            raft_uncommitted_bytes_max: 64 << 20,
+            entry_cache_bytes_max: 1 << 20,
+            proposals_per_peer_max: 4096,
+            log_gc_check_ticks: 10,
+            log_gc_count_threshold: 10_000,
+            log_gc_bytes_threshold: 64 << 20,
+            log_gc_lag_max: 20_000,
+        }
+    }
+
+    /// Checks what would make the store unable to work.
+    pub fn validate(&self) -> Result<(), StoreConfigError> {
+        if self.store_id == 0 {
+            return Err(StoreConfigError::Invalid("store_id must not be 0".into()));
+        }
+        self.raft_batch.validate()?;
+        self.apply_batch.validate()?;
+        self.snapshot.validate().map_err(|e| StoreConfigError::Invalid(e.to_string()))?;
+        if self.raft_tick_interval.is_zero() {
+            return Err(StoreConfigError::Invalid("raft_tick_interval must not be zero".into()));
+        }
+        if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
+            return Err(StoreConfigError::Invalid(
+                "raft_election_ticks must exceed raft_heartbeat_ticks, which must be at least 1".into(),
+            ));
+        }
+        let limits = [
+            ("proposals_per_peer_max", self.proposals_per_peer_max as u64),
+            ("log_gc_check_ticks", self.log_gc_check_ticks as u64),
+            ("log_gc_count_threshold", self.log_gc_count_threshold),
+            ("raft_inflight_msgs_max", self.raft_inflight_msgs_max as u64),
+        ];
+        if let Some((field, _)) = limits.iter().find(|(_, value)| *value == 0) {
+            return Err(StoreConfigError::Invalid(format!("{field} must be at least 1")));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum StoreConfigError {
+    #[error(transparent)]
+    Batch(#[from] BatchConfigError),
+    #[error("invalid store config: {0}")]
+    Invalid(String),
+}

@@ -1,0 +1,159 @@
+//! What every poller of a store shares: the engine, the routers, the transport, and the
+//! store's view of which regions it hosts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tessera_proto::storepb::Region;
+use tessera_router::Transport;
+
+use crate::apply::{ApplyControlFsm, ApplyFsm};
+use crate::batch::BatchRouter;
+use crate::config::StoreConfig;
+use crate::engine::Engine;
+use crate::fsm::{PeerFsm, StoreFsm};
+use crate::snapshot::SnapshotManager;
+
+pub(crate) type RaftRouter = BatchRouter<PeerFsm, StoreFsm>;
+pub(crate) type ApplyRouter = BatchRouter<ApplyFsm, ApplyControlFsm>;
+
+/// The regions this store hosts, with an index by range so that a new peer or a snapshot
+/// that would overlap a live region is refused (ARCHITECTURE.md invariant 5).
+#[derive(Debug, Default)]
+pub(crate) struct StoreMeta {
+    /// Every peer's region, initialized or not.
+    pub regions: HashMap<u64, Region>,
+    /// Initialized regions by end key (empty end = the end of the key space, mapped to
+    /// `None` so that it sorts last): the first entry past a key holds that key, if any.
+    pub ranges: BTreeMap<EndKey, u64>,
+}
+
+/// An end key that sorts the open end (empty) after every real key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct EndKey(pub Option<Vec<u8>>);
+
+impl EndKey {
+    pub fn of(region: &Region) -> EndKey {
+        EndKey(if region.end_key.is_empty() { None } else { Some(region.end_key.clone()) })
+    }
+}
+
+impl StoreMeta {
+    /// The ids of initialized regions other than `except` whose ranges overlap `region`'s.
+    pub fn overlapping(&self, region: &Region, except: u64) -> Vec<u64> {
+        let start = EndKey(Some(region.start_key.clone()));
+        let mut found = Vec::new();
+        // Regions ending after our start key, in key order, until one starts at or after
+        // our end.
+        for (_, id) in self.ranges.range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded)) {
+            let other = &self.regions[id];
+            if !region.end_key.is_empty() && other.start_key >= region.end_key {
+                break;
+            }
+            if *id != except {
+                found.push(*id);
+            }
+        }
+        found
+    }
+
+    /// Records `region` (initialized) and its range.
+    pub fn set_region(&mut self, region: Region) {
+        if let Some(old) = self.regions.get(&region.id) {
+            let old_end = EndKey::of(old);
+            if self.ranges.get(&old_end) == Some(&region.id) {
+                self.ranges.remove(&old_end);
+            }
+        }
+        self.ranges.insert(EndKey::of(&region), region.id);
+        self.regions.insert(region.id, region);
+    }
+
+    /// Records a peer that has no data yet: it owns no range.
+    pub fn set_uninitialized(&mut self, region: Region) {
+        self.regions.insert(region.id, region);
+    }
+
+    pub fn remove(&mut self, region_id: u64) {
+        if let Some(old) = self.regions.remove(&region_id) {
+            let old_end = EndKey::of(&old);
+            if self.ranges.get(&old_end) == Some(&region_id) {
+                self.ranges.remove(&old_end);
+            }
+        }
+    }
+}
+
+/// Counters of the store's own work, readable without a metrics recorder (tests and the
+/// benchmark read them; the `metrics` crate gets the same figures).
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    /// Raft poll rounds that wrote something.
+    pub raft_write_rounds: AtomicU64,
+    /// Synced writes of raft pollers (one per round at most).
+    pub fsyncs: AtomicU64,
+    /// Peers whose Ready went into a raft poller's write.
+    pub peers_written: AtomicU64,
+    /// Raft poll rounds that synced more than once. Must stay zero.
+    pub rounds_with_many_fsyncs: AtomicU64,
+    /// Entries applied by apply pollers.
+    pub entries_applied: AtomicU64,
+    /// Apply writes (one per apply round at most).
+    pub apply_writes: AtomicU64,
+    /// Messages handed to the transport, and those it refused.
+    pub messages_sent: AtomicU64,
+    pub messages_unsent: AtomicU64,
+    pub snapshots_sent: AtomicU64,
+    pub snapshots_applied: AtomicU64,
+    pub peers_created: AtomicU64,
+    pub peers_destroyed: AtomicU64,
+    pub log_compactions: AtomicU64,
+}
+
+impl StoreStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Everything a store's threads share.
+pub(crate) struct StoreContext {
+    pub store_id: u64,
+    pub config: StoreConfig,
+    pub engine: Arc<Engine>,
+    pub raft_router: RaftRouter,
+    pub apply_router: ApplyRouter,
+    pub transport: Arc<dyn Transport>,
+    pub snapshots: Arc<SnapshotManager>,
+    pub meta: Mutex<StoreMeta>,
+    pub stats: Arc<StoreStats>,
+    /// Set when a write failed: the store stopped and refuses everything from then on.
+    pub fatal: Mutex<Option<String>>,
+    pub stopped: AtomicBool,
+}
+
+impl std::fmt::Debug for StoreContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreContext").field("store_id", &self.store_id).finish_non_exhaustive()
+    }
+}
+
+impl StoreContext {
+    pub fn meta(&self) -> MutexGuard<'_, StoreMeta> {
+        self.meta.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// A write failed: the store stops for good. Nothing retries the write, because after
+    /// a failed fsync the data it covered may be gone from the page cache (LESSONS.md #25).
+    pub fn stop_fatally(&self, reason: String) -> ! {
+        self.stopped.store(true, Ordering::Release);
+        *self.fatal.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+        metrics::counter!("tessera_store_fatal_errors_total").increment(1);
+        panic!("store {} stopped: {reason}", self.store_id);
+    }
+}

@@ -1,0 +1,126 @@
+//! What travels through the store's mailboxes.
+
+use std::fmt;
+
+use tessera_proto::raftpb::{ConfChangeV2, ConfState, Entry, Message, Snapshot};
+use tessera_proto::serverpb::{RaftCmdRequest, RaftMessage};
+use tessera_proto::storepb::{ApplyState, Region};
+
+use crate::error::StoreResult;
+
+/// What a successful command returns: where it landed in the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CmdResponse {
+    pub index: u64,
+    pub term: u64,
+}
+
+/// Called exactly once with the outcome of a command: after it was committed and applied,
+/// or with the reason it never will be.
+pub struct Callback(Box<dyn FnOnce(StoreResult<CmdResponse>) + Send>);
+
+impl Callback {
+    pub fn new(f: impl FnOnce(StoreResult<CmdResponse>) + Send + 'static) -> Self {
+        Callback(Box::new(f))
+    }
+
+    pub fn invoke(self, result: StoreResult<CmdResponse>) {
+        (self.0)(result)
+    }
+}
+
+impl fmt::Debug for Callback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Callback")
+    }
+}
+
+/// A command waiting for its entry to apply.
+#[derive(Debug)]
+pub struct Proposal {
+    pub index: u64,
+    pub term: u64,
+    pub callback: Callback,
+}
+
+/// A message for one region's peer (raft pollers).
+#[derive(Debug)]
+pub enum PeerMsg {
+    /// From another store, through the transport.
+    Raft(Box<RaftMessage>),
+    /// From a client: a command to propose.
+    Command { request: RaftCmdRequest, callback: Callback },
+    /// One logical tick of the store timer.
+    Tick,
+    /// The apply thread applied a batch of this region's committed entries.
+    Applied(Box<ApplyResult>),
+    /// The apply thread finished a snapshot generation (or failed).
+    SnapshotGenerated(Box<Result<Snapshot, String>>),
+    /// A snapshot send to `to_peer_id` finished.
+    SnapshotSent { to_peer_id: u64, succeeded: bool },
+    /// The apply FSM of a peer being destroyed has stopped: the peer may now delete its
+    /// data and write its tombstone.
+    ApplyStopped,
+    /// Starts an election if this peer is a voter (used to elect a first leader quickly).
+    Campaign,
+    /// Asks the leader to hand leadership to `to_peer_id`.
+    TransferLeader { to_peer_id: u64 },
+    /// Reads the peer's state (status pages, tests).
+    Query(PeerQuery),
+}
+
+/// A read of a peer's state, run on the poller that owns the peer.
+pub struct PeerQuery(pub(crate) Box<dyn FnOnce(&crate::peer::Peer) + Send>);
+
+impl fmt::Debug for PeerQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PeerQuery")
+    }
+}
+
+/// A message for the store's control FSM.
+#[derive(Debug)]
+pub enum StoreMsg {
+    /// A message for a region that has no peer here: perhaps a peer to create.
+    Raft(Box<RaftMessage>),
+}
+
+/// A message for one region's apply FSM (apply pollers).
+#[derive(Debug)]
+pub enum ApplyMsg {
+    /// Committed entries to apply, the proposals waiting for them, and the completions to
+    /// hand back to the core once they are applied.
+    Apply(Box<ApplyTask>),
+    /// The peer installed a snapshot: the apply state jumps to it. Sent only while no
+    /// apply task is in flight.
+    SnapshotInstalled { region: Region, apply_state: ApplyState, conf_state: ConfState },
+    /// Take a consistent view of the region's data now and generate a snapshot from it.
+    GenerateSnapshot,
+    /// The peer is being destroyed: stop after the tasks before this one, answer the
+    /// remaining proposals, and tell the peer.
+    Destroy,
+}
+
+#[derive(Debug)]
+pub struct ApplyTask {
+    pub term: u64,
+    pub entries: Vec<Entry>,
+    pub proposals: Vec<Proposal>,
+    pub responses: Vec<Message>,
+}
+
+/// What applying changed beyond the data, for the peer to act on.
+#[derive(Debug)]
+pub enum ExecResult {
+    /// A membership change was applied; the peer applies it to its Raft node.
+    ConfChange { cc: ConfChangeV2, region: Region, conf_state: ConfState, removed_self: bool },
+    /// The log up to `index` may be deleted.
+    CompactLog { index: u64, term: u64 },
+}
+
+#[derive(Debug)]
+pub struct ApplyResult {
+    pub apply_state: ApplyState,
+    pub exec_results: Vec<ExecResult>,
+    pub responses: Vec<Message>,
+}

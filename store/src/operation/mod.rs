@@ -1,0 +1,23 @@
+//! The operations on a peer, one per file, as `impl Peer` blocks. Each takes the round's
+//! `PollContext`: the store's shared state and the batch the round will write and sync.
+
+mod applied;
+mod conf_change;
+mod destroy;
+mod log_gc;
+mod message;
+mod propose;
+mod ready;
+mod snapshot;
+
+use crate::context::StoreContext;
+use crate::engine::WriteBatch;
+
+/// What a raft poller lends a peer while it handles it.
+pub(crate) struct PollContext<'a> {
+    pub store: &'a StoreContext,
+    /// The round's write: every peer of the round adds to it; the poller syncs it once.
+    pub batch: &'a mut WriteBatch,
+}
+
+pub(crate) use propose::{check_epoch, check_requests};

@@ -1,0 +1,178 @@
+//! One region's replica on this store: its Raft node, its region record, and the work of
+//! the current poll round. The raft pollers drive it (`fsm.rs`); the operations on it
+//! (propose, ready, conf change, log GC, snapshots, destroy) live in `operation/`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tessera_proto::raftpb::Message;
+use tessera_proto::serverpb::RaftMessage;
+use tessera_proto::storepb::{Peer as PeerMeta, Region};
+use tessera_raft::{Config as RaftConfig, RawNode, ReadOnlyOption};
+
+use crate::config::StoreConfig;
+use crate::engine::{Engine, EngineResult};
+use crate::msg::{ApplyTask, Proposal};
+use crate::peer_storage::PeerStorage;
+
+/// Where a peer is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Life {
+    Alive,
+    /// Asked its apply FSM to stop; waits for it before deleting its data.
+    Destroying,
+    /// Gone: its mailbox is closed when its poller releases it.
+    Destroyed,
+}
+
+/// A snapshot installed in this round's write: after the write, the apply FSM, the store's
+/// range index and the received file are updated.
+#[derive(Debug)]
+pub(crate) struct InstalledSnapshot {
+    pub region: Region,
+    pub index: u64,
+    pub term: u64,
+    pub snapshot: tessera_proto::raftpb::Snapshot,
+}
+
+/// The work a peer collected in the current round, finished in the poller's `end`.
+#[derive(Debug, Default)]
+pub(crate) struct RoundWork {
+    /// Whether the peer put anything in the round's write batch.
+    pub wrote: bool,
+    /// Completions that may only be delivered once the round's write is synced.
+    pub after_persist: Vec<Message>,
+    pub installed_snapshot: Option<InstalledSnapshot>,
+}
+
+pub(crate) struct Peer {
+    pub region_id: u64,
+    /// This replica.
+    pub meta: PeerMeta,
+    pub raw: RawNode<PeerStorage>,
+    /// The region as of the applied index.
+    pub region: Region,
+    /// Where the other peers live, learned from the region and from received messages
+    /// (a peer created from a message does not know its region yet).
+    pub peer_cache: HashMap<u64, PeerMeta>,
+    /// Proposals whose entries are not yet handed to the apply FSM, in log order.
+    pub proposals: VecDeque<Proposal>,
+    /// Committed entries handed out by the core and not yet sent to the apply FSM
+    /// (its mailbox was full). While any wait, the peer takes no new Ready.
+    pub apply_backlog: VecDeque<ApplyTask>,
+    /// Apply tasks sent and not yet answered.
+    pub apply_tasks_in_flight: usize,
+    /// A snapshot message that arrived while apply tasks were in flight: a snapshot moves
+    /// the apply state, so it is stepped only once the apply FSM is idle.
+    pub deferred_snapshot: Option<Box<RaftMessage>>,
+    pub life: Life,
+    pub round: RoundWork,
+    /// Ticks since the leader last considered log GC.
+    pub log_gc_elapsed_ticks: usize,
+    /// The highest index a log compaction was proposed for, so it is not proposed twice.
+    pub log_gc_proposed_index: u64,
+    /// Estimated bytes of applied entries still in the log (for the size threshold).
+    pub log_bytes_since_compaction: u64,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("region_id", &self.region_id)
+            .field("peer_id", &self.meta.id)
+            .field("life", &self.life)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Raft configuration every peer of a store runs with.
+pub(crate) fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64) -> RaftConfig {
+    RaftConfig {
+        election_ticks: config.raft_election_ticks,
+        heartbeat_ticks: config.raft_heartbeat_ticks,
+        applied,
+        msg_bytes_max: config.raft_msg_bytes_max,
+        inflight_msgs_max: config.raft_inflight_msgs_max,
+        uncommitted_bytes_max: config.raft_uncommitted_bytes_max,
+        check_quorum: true,
+        pre_vote: true,
+        // The store answers a client at a follower with the leader's address instead, so
+        // a proposal's index is always known where its callback waits.
+        disable_proposal_forwarding: true,
+        // Persisting and applying happen on other threads than stepping: the core's
+        // storage work comes out as messages and completes when the store steps the
+        // answers (see `operation/ready.rs`).
+        async_storage_writes: true,
+        step_down_on_removal: true,
+        read_only_option: ReadOnlyOption::Safe,
+        ..RaftConfig::new(peer_id)
+    }
+}
+
+impl Peer {
+    /// Loads (or, for a region it has no record of, starts empty) the replica `meta` of
+    /// `region`.
+    pub fn new(config: &StoreConfig, engine: Arc<Engine>, region: Region, meta: PeerMeta) -> EngineResult<Peer> {
+        let storage = PeerStorage::load(engine, region.clone(), config.entry_cache_bytes_max)?;
+        let applied = storage.apply_state().applied_index;
+        let raft_config = raft_config(config, meta.id, applied);
+        let raw = RawNode::new(&raft_config, storage).map_err(|e| crate::engine::EngineError::Corrupt {
+            cf: crate::keys::CF_RAFT,
+            key: crate::keys::raft_state_key(region.id).to_vec(),
+            reason: format!("region {}: the Raft node does not start from its records: {e}", region.id),
+        })?;
+        let peer_cache = region.peers.iter().map(|p| (p.id, p.clone())).collect();
+        Ok(Peer {
+            region_id: region.id,
+            meta,
+            raw,
+            region,
+            peer_cache,
+            proposals: VecDeque::new(),
+            apply_backlog: VecDeque::new(),
+            apply_tasks_in_flight: 0,
+            deferred_snapshot: None,
+            life: Life::Alive,
+            round: RoundWork::default(),
+            log_gc_elapsed_ticks: 0,
+            log_gc_proposed_index: 0,
+            log_bytes_since_compaction: 0,
+        })
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.raw.store().is_initialized()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft().role() == tessera_raft::StateRole::Leader
+    }
+
+    pub fn leader(&self) -> Option<PeerMeta> {
+        let leader_id = self.raw.raft().leader_id();
+        self.peer_cache.get(&leader_id).cloned()
+    }
+
+    /// One tick of the store timer: the Raft clock, and the leader's periodic log GC check.
+    pub(crate) fn on_tick(&mut self, ctx: &mut crate::operation::PollContext<'_>) {
+        if self.life != Life::Alive {
+            return;
+        }
+        self.raw.tick();
+        if self.is_leader() {
+            self.log_gc_elapsed_ticks += 1;
+            if self.log_gc_elapsed_ticks >= ctx.store.config.log_gc_check_ticks {
+                self.log_gc_elapsed_ticks = 0;
+                self.maybe_propose_log_gc(ctx);
+            }
+        }
+    }
+
+    /// Remembers where peers live: the region's list replaces what the cache knew of
+    /// them, and keeps what it learned from messages of peers not (yet) in the region.
+    pub fn refresh_peer_cache(&mut self) {
+        for peer in &self.region.peers {
+            self.peer_cache.insert(peer.id, peer.clone());
+        }
+    }
+}

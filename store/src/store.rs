@@ -1,0 +1,389 @@
+//! A running store: open the engine, load every region, start the raft and apply pollers
+//! and the store timer; route client commands and inbound messages; stop.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use prost::Message as _;
+use tessera_proto::raftpb::ConfState;
+use tessera_proto::serverpb::{RaftCmdRequest, RaftMessage};
+use tessera_proto::storepb::{PeerState, Region, RegionLocalState};
+use tessera_raft::{StateRole, Storage};
+use tessera_router::{RaftReceiver, SnapshotChunks, Transport};
+use thiserror::Error;
+
+use crate::apply::{ApplyControlFsm, ApplyFsm, ApplyPoller};
+use crate::batch::{BatchSystem, SendError};
+use crate::config::{StoreConfig, StoreConfigError};
+use crate::context::{StoreContext, StoreMeta, StoreStats};
+use crate::engine::{Engine, EngineError};
+use crate::error::{StoreError, StoreResult};
+use crate::fsm::{PeerFsm, RaftPoller, StoreFsm};
+use crate::keys::{self, CF_DEFAULT, CF_META};
+use crate::msg::{Callback, CmdResponse, PeerMsg, StoreMsg};
+use crate::peer::Peer;
+use crate::peer_storage::write_initial_region;
+use crate::snapshot::{SnapshotError, SnapshotManager};
+
+/// Why a store did not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] StoreConfigError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("region {region_id}: {reason}")]
+    Region { region_id: u64, reason: String },
+    #[error("starting threads: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// Writes the initial records of `regions` that have a peer on this store, unless the
+/// store already has a record of them: bootstrapping is idempotent, so a restarted node may
+/// run it again. Every store of the initial cluster bootstraps the same regions.
+pub fn bootstrap(config: &StoreConfig, regions: &[Region]) -> Result<(), StartError> {
+    config.validate()?;
+    let engine = Arc::new(Engine::open(&config.data_dir.join("db"), &config.engine)?);
+    let mut batch = engine.write_batch();
+    for region in regions {
+        if !region.peers.iter().any(|p| p.store_id == config.store_id) {
+            continue;
+        }
+        if engine.get(CF_META, &keys::region_state_key(region.id))?.is_some() {
+            continue;
+        }
+        let conf_state = ConfState {
+            voters: region.peers.iter().filter(|p| p.role == 0).map(|p| p.id).collect(),
+            learners: region.peers.iter().filter(|p| p.role != 0).map(|p| p.id).collect(),
+            ..Default::default()
+        };
+        write_initial_region(&mut batch, region, &conf_state);
+    }
+    engine.write(batch, true)?;
+    Ok(())
+}
+
+/// A peer's state, for tests, tools and status pages.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    pub region: Region,
+    pub peer_id: u64,
+    pub leader_id: u64,
+    pub term: u64,
+    pub is_leader: bool,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    pub initialized: bool,
+}
+
+/// A running store. Dropping it stops it.
+pub struct Store {
+    ctx: Arc<StoreContext>,
+    raft_system: BatchSystem<PeerFsm, StoreFsm>,
+    apply_system: BatchSystem<ApplyFsm, ApplyControlFsm>,
+    ticker: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("store_id", &self.ctx.store_id).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store's data, loads every region it hosts and starts its threads.
+    /// Messages for other stores go out through `transport`; register `receiver()` with
+    /// the network for messages to come in.
+    pub fn start(config: StoreConfig, transport: Arc<dyn Transport>) -> Result<Store, StartError> {
+        config.validate()?;
+        let engine = Arc::new(Engine::open(&config.data_dir.join("db"), &config.engine)?);
+        let snapshots = SnapshotManager::open(config.snapshot.clone())?;
+        let mut raft_system = BatchSystem::new(&config.raft_batch, Box::new(StoreFsm::default()))
+            .map_err(StoreConfigError::from)?;
+        let mut apply_system =
+            BatchSystem::new(&config.apply_batch, Box::new(ApplyControlFsm)).map_err(StoreConfigError::from)?;
+        let ctx = Arc::new(StoreContext {
+            store_id: config.store_id,
+            engine,
+            raft_router: raft_system.router().clone(),
+            apply_router: apply_system.router().clone(),
+            transport,
+            snapshots,
+            meta: Mutex::new(StoreMeta::default()),
+            stats: Arc::new(StoreStats::default()),
+            fatal: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            config,
+        });
+        load_regions(&ctx)?;
+        let pollers = ctx.config.raft_batch.pool_size;
+        let _ = pollers;
+        let store_id = ctx.store_id;
+        {
+            let ctx = Arc::clone(&ctx);
+            raft_system.spawn(&format!("raft-{store_id}"), move |_| RaftPoller::new(Arc::clone(&ctx)))?;
+        }
+        {
+            let ctx = Arc::clone(&ctx);
+            apply_system.spawn(&format!("apply-{store_id}"), move |_| ApplyPoller::new(Arc::clone(&ctx)))?;
+        }
+        let ticker = start_ticker(&ctx)?;
+        Ok(Store { ctx, raft_system, apply_system, ticker: Some(ticker) })
+    }
+
+    pub fn store_id(&self) -> u64 {
+        self.ctx.store_id
+    }
+
+    /// What the network delivers to. It holds the store weakly: a network that outlives
+    /// the store drops its messages.
+    pub fn receiver(&self) -> Arc<dyn RaftReceiver> {
+        Arc::new(StoreReceiver { ctx: Arc::downgrade(&self.ctx) })
+    }
+
+    /// Proposes a command to its region's peer here; `callback` hears the outcome.
+    pub fn propose(&self, request: RaftCmdRequest, callback: Callback) {
+        let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
+        if self.ctx.is_stopped() {
+            return callback.invoke(Err(StoreError::StoreStopped));
+        }
+        match self.ctx.raft_router.send(region_id, PeerMsg::Command { request, callback }) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => {
+                metrics::counter!("tessera_store_server_busy_total").increment(1);
+                if let PeerMsg::Command { callback, .. } = msg {
+                    callback.invoke(Err(StoreError::ServerIsBusy(format!("region {region_id}: mailbox is full"))));
+                }
+            }
+            Err(e) => {
+                if let PeerMsg::Command { callback, .. } = e.into_message() {
+                    callback.invoke(Err(StoreError::RegionNotFound(region_id)));
+                }
+            }
+        }
+    }
+
+    /// `propose`, answered on a channel.
+    pub fn propose_and_wait(&self, request: RaftCmdRequest) -> Receiver<StoreResult<CmdResponse>> {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        self.propose(
+            request,
+            Callback::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        );
+        receiver
+    }
+
+    /// Asks a region's peer to campaign now (an election without waiting for a timeout).
+    pub fn campaign(&self, region_id: u64) -> StoreResult<()> {
+        self.send_peer(region_id, PeerMsg::Campaign)
+    }
+
+    /// Asks a region's leader here to hand leadership to `to_peer_id`.
+    pub fn transfer_leader(&self, region_id: u64, to_peer_id: u64) -> StoreResult<()> {
+        self.send_peer(region_id, PeerMsg::TransferLeader { to_peer_id })
+    }
+
+    fn send_peer(&self, region_id: u64, msg: PeerMsg) -> StoreResult<()> {
+        self.ctx.raft_router.send(region_id, msg).map_err(|e| match e {
+            SendError::Full(_) => StoreError::ServerIsBusy(format!("region {region_id}: mailbox is full")),
+            _ => StoreError::RegionNotFound(region_id),
+        })
+    }
+
+    /// The state of a region's peer, asked through its mailbox (so it is consistent with
+    /// the peer's own view), within `timeout`.
+    pub fn peer_status(&self, region_id: u64, timeout: Duration) -> Option<PeerStatus> {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let query = PeerMsg::Query(crate::msg::PeerQuery(Box::new(move |peer: &Peer| {
+            let _ = sender.send(status_of(peer));
+        })));
+        self.ctx.raft_router.send(region_id, query).ok()?;
+        receiver.recv_timeout(timeout).ok()
+    }
+
+    /// The ids of the regions this store hosts (initialized or not).
+    pub fn region_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.ctx.meta().regions.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Reads a user key from this store's data as applied here: not linearizable (a
+    /// follower may lag); for tests and tools. Linearizable reads go through the leader.
+    pub fn get_local(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        self.ctx.engine.get(CF_DEFAULT, &keys::data_key(key)).map_err(|_| StoreError::StoreStopped)
+    }
+
+    /// The persisted record of a region on this store, tombstones included.
+    pub fn region_record(&self, region_id: u64) -> Option<RegionLocalState> {
+        self.ctx.engine.get_msg(CF_META, &keys::region_state_key(region_id)).ok().flatten()
+    }
+
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.ctx.stats
+    }
+
+    /// The reason the store stopped on its own, if it did.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.ctx.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Stops the timer and the pollers, then waits (bounded) for snapshot threads to let go
+    /// of the engine, so that the data directory can be opened again at once.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some((stop, handle)) = self.ticker.take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        self.raft_system.shutdown();
+        self.apply_system.shutdown();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&self.ctx) > 1 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn status_of(peer: &Peer) -> PeerStatus {
+    let raft = peer.raw.raft();
+    let storage = peer.raw.store();
+    PeerStatus {
+        region: peer.region.clone(),
+        peer_id: peer.meta.id,
+        leader_id: raft.leader_id(),
+        term: raft.term(),
+        is_leader: raft.role() == StateRole::Leader,
+        commit_index: raft.raft_log().committed,
+        applied_index: storage.apply_state().applied_index,
+        first_index: storage.first_index().unwrap_or(0),
+        last_index: storage.last_index().unwrap_or(0),
+        initialized: peer.is_initialized(),
+    }
+}
+
+/// Loads every live region from CF meta and registers its peer and apply FSM.
+fn load_regions(ctx: &Arc<StoreContext>) -> Result<(), StartError> {
+    let range = keys::region_meta_range();
+    let mut records = Vec::new();
+    ctx.engine.scan(CF_META, &range.start, &range.end, |key, value| {
+        if let Some(region_id) = keys::decode_region_state_key(key) {
+            let record = RegionLocalState::decode(value).map_err(|e| EngineError::Corrupt {
+                cf: CF_META,
+                key: key.to_vec(),
+                reason: e.to_string(),
+            })?;
+            records.push((region_id, record));
+        }
+        Ok(true)
+    })?;
+    let mut cleanup = ctx.engine.write_batch();
+    for (region_id, record) in records {
+        if record.state == PeerState::Tombstone as i32 {
+            continue;
+        }
+        let region = record.region.clone().unwrap_or_default();
+        let Some(meta) = region.peers.iter().find(|p| p.store_id == ctx.store_id).cloned() else {
+            return Err(StartError::Region { region_id, reason: "its record lists no peer on this store".into() });
+        };
+        let peer = Peer::new(&ctx.config, Arc::clone(&ctx.engine), region.clone(), meta.clone())?;
+        let apply_state = peer.raw.store().apply_state().clone();
+        let applied_term = peer.raw.store().term(apply_state.applied_index).map_err(|e| StartError::Region {
+            region_id,
+            reason: format!("no term for the applied index: {e}"),
+        })?;
+        // Entries below the truncated index left by a crash between a compaction's apply
+        // and its deletion.
+        let stale = keys::raft_log_range(region_id, 0, apply_state.truncated_index + 1);
+        cleanup.delete_range(keys::CF_RAFT, &stale.start, &stale.end);
+        let conf_state = record.conf_state.clone().unwrap_or_default();
+        let apply = ApplyFsm::new(meta.id, region.clone(), conf_state, apply_state, applied_term);
+        if ctx.apply_router.register(region_id, Box::new(apply)).is_err()
+            || ctx.raft_router.register(region_id, Box::new(PeerFsm { peer })).is_err()
+        {
+            return Err(StartError::Region { region_id, reason: "registered twice".into() });
+        }
+        let mut meta_guard = ctx.meta();
+        if !meta_guard.overlapping(&region, region_id).is_empty() {
+            return Err(StartError::Region { region_id, reason: "its range overlaps another region".into() });
+        }
+        meta_guard.set_region(region);
+    }
+    ctx.engine.write(cleanup, false)?;
+    metrics::gauge!("tessera_store_regions").set(ctx.raft_router.len() as f64);
+    // Wake every peer once, so that entries committed but not applied before a restart
+    // are applied without waiting for traffic.
+    ctx.raft_router.broadcast_normal(|| PeerMsg::Tick);
+    Ok(())
+}
+
+/// The store timer: one thread that ticks every peer, instead of a timer per region.
+fn start_ticker(ctx: &Arc<StoreContext>) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let router = ctx.raft_router.clone();
+    let interval = ctx.config.raft_tick_interval;
+    let handle = thread::Builder::new().name(format!("tick-{}", ctx.store_id)).spawn(move || {
+        let ticker = crossbeam_channel::tick(interval);
+        loop {
+            crossbeam_channel::select! {
+                recv(ticker) -> _ => {
+                    let full = router.broadcast_normal(|| PeerMsg::Tick);
+                    if full > 0 {
+                        metrics::counter!("tessera_store_ticks_missed_total").increment(full as u64);
+                    }
+                }
+                recv(stopped) -> _ => return,
+            }
+        }
+    })?;
+    Ok((stop, handle))
+}
+
+/// The network's way into a store.
+struct StoreReceiver {
+    ctx: Weak<StoreContext>,
+}
+
+impl RaftReceiver for StoreReceiver {
+    fn receive(&self, msg: RaftMessage) {
+        let Some(ctx) = self.ctx.upgrade() else { return };
+        if ctx.is_stopped() {
+            return;
+        }
+        let region_id = msg.region_id;
+        match ctx.raft_router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
+            Ok(()) => {}
+            Err(SendError::UnknownAddress(PeerMsg::Raft(msg))) => {
+                let _ = ctx.raft_router.send_control(StoreMsg::Raft(msg));
+            }
+            // A full mailbox drops the message: Raft retries, memory stays bounded.
+            Err(_) => metrics::counter!("tessera_store_messages_dropped_total").increment(1),
+        }
+    }
+
+    fn receive_snapshot(&self, msg: RaftMessage, chunks: &mut dyn SnapshotChunks) -> Result<(), String> {
+        let ctx = self.ctx.upgrade().ok_or_else(|| "store stopped".to_string())?;
+        ctx.snapshots.receive(&msg, chunks).map_err(|e| e.to_string())?;
+        drop(ctx);
+        self.receive(msg);
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! The store's control FSM: store-level work. For now, the one job of deciding whether a
+//! message for a region this store does not host should create a peer.
+
+use std::sync::Arc;
+
+use tessera_proto::raftpb::{ConfState, MessageType};
+use tessera_proto::serverpb::RaftMessage;
+use tessera_proto::storepb::{ApplyState, PeerState, Region, RegionLocalState};
+
+use crate::apply::ApplyFsm;
+use crate::context::{StoreContext, StoreStats};
+use crate::fsm::PeerFsm;
+use crate::keys::{self, CF_META};
+use crate::msg::PeerMsg;
+use crate::peer::Peer;
+
+#[derive(Debug, Default)]
+pub(crate) struct StoreFsmState {
+    /// Messages for unknown regions that were dropped (stale, not from a leader or
+    /// candidate, or for a tombstone).
+    pub messages_dropped: u64,
+}
+
+/// Whether a message may create a peer: only a current leader (appends, heartbeats,
+/// snapshots) or a candidate (vote requests) may, never a response or a stale peer.
+fn may_create_peer(msg_type: i32) -> bool {
+    [
+        MessageType::MsgAppend,
+        MessageType::MsgHeartbeat,
+        MessageType::MsgSnapshot,
+        MessageType::MsgRequestVote,
+        MessageType::MsgRequestPreVote,
+    ]
+    .iter()
+    .any(|t| *t as i32 == msg_type)
+}
+
+impl StoreFsmState {
+    pub fn on_unknown_region_message(&mut self, ctx: &Arc<StoreContext>, msg: Box<RaftMessage>) {
+        if !self.maybe_create_peer(ctx, &msg) {
+            self.messages_dropped += 1;
+            metrics::counter!("tessera_store_unknown_region_messages_dropped_total").increment(1);
+            return;
+        }
+        // Delivered through the mailbox, after the registration: the peer steps it first.
+        let region_id = msg.region_id;
+        let _ = ctx.raft_router.send(region_id, PeerMsg::Raft(msg));
+    }
+
+    /// Creates an uninitialized peer for `msg` if every check passes. Returns whether the
+    /// region now has a mailbox.
+    fn maybe_create_peer(&mut self, ctx: &Arc<StoreContext>, msg: &RaftMessage) -> bool {
+        let region_id = msg.region_id;
+        let Some(to_peer) = msg.to_peer.clone() else { return false };
+        if to_peer.store_id != ctx.store_id || to_peer.id == 0 || region_id == 0 || msg.is_tombstone {
+            return false;
+        }
+        if ctx.meta().regions.contains_key(&region_id) {
+            // Created meanwhile (or being destroyed): its mailbox decides.
+            return true;
+        }
+        let Some(message) = msg.message.as_ref() else { return false };
+        if !may_create_peer(message.msg_type) {
+            return false;
+        }
+        let record: Option<RegionLocalState> =
+            match ctx.engine.get_msg(CF_META, &keys::region_state_key(region_id)) {
+                Ok(record) => record,
+                Err(_) => return false,
+            };
+        if let Some(record) = &record {
+            if record.state == PeerState::Tombstone as i32 {
+                let removed = record.region.as_ref().and_then(|r| r.epoch).unwrap_or_default();
+                let theirs = msg.region_epoch.unwrap_or_default();
+                let removed_peer_id = record
+                    .region
+                    .as_ref()
+                    .and_then(|r| r.peers.iter().find(|p| p.store_id == ctx.store_id))
+                    .map_or(0, |p| p.id);
+                // A message from the membership that removed us, or from before it, or to
+                // the removed peer itself: never bring it back (LESSONS.md #21).
+                if theirs.conf_ver <= removed.conf_ver || to_peer.id <= removed_peer_id {
+                    return false;
+                }
+            } else {
+                // A live record without a peer: only possible while the store loads.
+                return false;
+            }
+        }
+        let region = Region { id: region_id, ..Default::default() };
+        let peer = match Peer::new(&ctx.config, Arc::clone(&ctx.engine), region.clone(), to_peer.clone()) {
+            Ok(peer) => peer,
+            Err(_) => return false,
+        };
+        let apply = ApplyFsm::new(to_peer.id, region.clone(), ConfState::default(), ApplyState::default(), 0);
+        if ctx.apply_router.register(region_id, Box::new(apply)).is_err() {
+            return false;
+        }
+        if ctx.raft_router.register(region_id, Box::new(PeerFsm { peer })).is_err() {
+            ctx.apply_router.close(region_id);
+            return false;
+        }
+        ctx.meta().set_uninitialized(region);
+        StoreStats::add(&ctx.stats.peers_created, 1);
+        metrics::counter!("tessera_store_peers_created_total").increment(1);
+        metrics::gauge!("tessera_store_regions").set(ctx.raft_router.len() as f64);
+        true
+    }
+}
