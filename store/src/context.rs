@@ -95,8 +95,6 @@ pub struct StoreStats {
     pub fsyncs: AtomicU64,
     /// Peers whose Ready went into a raft poller's write.
     pub peers_written: AtomicU64,
-    /// Raft poll rounds that synced more than once. Must stay zero.
-    pub rounds_with_many_fsyncs: AtomicU64,
     /// Entries applied by apply pollers.
     pub entries_applied: AtomicU64,
     /// Apply writes (one per apply round at most).

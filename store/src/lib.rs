@@ -34,6 +34,7 @@
 mod apply;
 pub mod batch;
 pub mod config;
+pub mod cluster;
 mod context;
 pub mod engine;
 pub mod error;

@@ -232,6 +232,11 @@ impl Store {
         &self.ctx.stats
     }
 
+    /// Raft poll rounds so far, as the batch system counts them.
+    pub fn raft_rounds(&self) -> u64 {
+        self.raft_system.stats().poll_rounds()
+    }
+
     /// The reason the store stopped on its own, if it did.
     pub fn fatal_error(&self) -> Option<String> {
         self.ctx.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
