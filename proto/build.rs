@@ -12,7 +12,12 @@ fn main() {
         // Entry payloads are cloned at every step of their way (to the Ready, into storage,
         // into each follower's append, into the apply batch). Reference-counted bytes make
         // those clones O(1) instead of a copy of the payload each.
-        .bytes([".raftpb.Entry.data", ".raftpb.Snapshot.data", ".serverpb.SnapshotChunk.data", ".serverpb.Request.value"])
+        .bytes([
+            ".raftpb.Entry.data",
+            ".raftpb.Snapshot.data",
+            ".serverpb.SnapshotChunk.data",
+            ".serverpb.Request.value",
+        ])
         // Nearly every message carries no snapshot; boxing it keeps Message small, and
         // messages are moved many times between the core, the Ready and the transport.
         .boxed(".raftpb.Message.snapshot")

@@ -48,7 +48,13 @@ impl Fsm for ApplyFsm {
 }
 
 impl ApplyFsm {
-    pub fn new(peer_id: u64, region: Region, conf_state: ConfState, apply_state: ApplyState, applied_term: u64) -> Self {
+    pub fn new(
+        peer_id: u64,
+        region: Region,
+        conf_state: ConfState,
+        apply_state: ApplyState,
+        applied_term: u64,
+    ) -> Self {
         ApplyFsm {
             region_id: region.id,
             peer_id,
@@ -108,7 +114,8 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
             }
             match msg {
                 ApplyMsg::Apply(task) => {
-                    let result = fsm.apply_task(&mut self.batch, *task, &mut self.acks, &mut self.entries_applied);
+                    let result =
+                        fsm.apply_task(&mut self.batch, *task, &mut self.acks, &mut self.entries_applied);
                     self.results.push((fsm.region_id, result));
                 }
                 ApplyMsg::SnapshotInstalled { region, apply_state, conf_state } => {
@@ -163,10 +170,12 @@ impl ApplyPoller {
     fn start_generation(&self, fsm: &ApplyFsm) {
         let router = self.ctx.raft_router.clone();
         let region_id = fsm.region_id;
-        let on_done = Box::new(move |result: Result<tessera_proto::raftpb::Snapshot, crate::snapshot::SnapshotError>| {
-            let result = result.map_err(|e| e.to_string());
-            let _ = router.send(region_id, PeerMsg::SnapshotGenerated(Box::new(result)));
-        });
+        let on_done = Box::new(
+            move |result: Result<tessera_proto::raftpb::Snapshot, crate::snapshot::SnapshotError>| {
+                let result = result.map_err(|e| e.to_string());
+                let _ = router.send(region_id, PeerMsg::SnapshotGenerated(Box::new(result)));
+            },
+        );
         let spawned = self.ctx.snapshots.spawn_generate(
             Arc::clone(&self.ctx.engine),
             fsm.region.clone(),
@@ -176,7 +185,10 @@ impl ApplyPoller {
             on_done,
         );
         if let Err(e) = spawned {
-            let _ = self.ctx.raft_router.send(region_id, PeerMsg::SnapshotGenerated(Box::new(Err(e.to_string()))));
+            let _ = self
+                .ctx
+                .raft_router
+                .send(region_id, PeerMsg::SnapshotGenerated(Box::new(Err(e.to_string()))));
         }
     }
 }
@@ -221,7 +233,12 @@ impl ApplyFsm {
 
     /// Applies one committed entry. The error, if any, is the command's answer; the entry
     /// counts as applied either way, on every replica alike.
-    fn apply_entry(&mut self, batch: &mut WriteBatch, entry: &Entry, exec_results: &mut Vec<ExecResult>) -> StoreResult<()> {
+    fn apply_entry(
+        &mut self,
+        batch: &mut WriteBatch,
+        entry: &Entry,
+        exec_results: &mut Vec<ExecResult>,
+    ) -> StoreResult<()> {
         match entry.entry_type() {
             EntryType::EntryNormal => {
                 if entry.data.is_empty() {
@@ -246,13 +263,18 @@ impl ApplyFsm {
         request: &RaftCmdRequest,
         exec_results: &mut Vec<ExecResult>,
     ) -> StoreResult<()> {
-        if let Some(admin_request::Cmd::CompactLog(compact)) = request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
+        if let Some(admin_request::Cmd::CompactLog(compact)) =
+            request.admin.as_ref().and_then(|a| a.cmd.as_ref())
+        {
             if compact.compact_index > self.apply_state.truncated_index
                 && compact.compact_index <= self.apply_state.applied_index
             {
                 self.apply_state.truncated_index = compact.compact_index;
                 self.apply_state.truncated_term = compact.compact_term;
-                exec_results.push(ExecResult::CompactLog { index: compact.compact_index, term: compact.compact_term });
+                exec_results.push(ExecResult::CompactLog {
+                    index: compact.compact_index,
+                    term: compact.compact_term,
+                });
             }
             return Ok(());
         }
@@ -277,14 +299,19 @@ impl ApplyFsm {
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, batch: &mut WriteBatch, entry: &Entry, exec_results: &mut Vec<ExecResult>) {
-        let cc = tessera_raft::conf_change_of(entry)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("invariant: region {} entry {} holds a conf change", self.region_id, entry.index));
-        let conf_state = tessera_raft::confchange::next_conf_state(&self.conf_state, &cc).unwrap_or_else(|e| {
-            panic!("invariant: region {} conf change at {} applies: {e}", self.region_id, entry.index)
+    fn apply_conf_change(
+        &mut self,
+        batch: &mut WriteBatch,
+        entry: &Entry,
+        exec_results: &mut Vec<ExecResult>,
+    ) {
+        let cc = tessera_raft::conf_change_of(entry).ok().flatten().unwrap_or_else(|| {
+            panic!("invariant: region {} entry {} holds a conf change", self.region_id, entry.index)
         });
+        let conf_state =
+            tessera_raft::confchange::next_conf_state(&self.conf_state, &cc).unwrap_or_else(|e| {
+                panic!("invariant: region {} conf change at {} applies: {e}", self.region_id, entry.index)
+            });
         let mut region = self.region.clone();
         // The peers named by the command (a leave-joint entry names none).
         if !entry.context.is_empty() {
@@ -310,7 +337,8 @@ impl ApplyFsm {
         region.peers.retain(|p| in_conf(p.id));
         for peer in &mut region.peers {
             peer.role =
-                if conf_state.learners.contains(&peer.id) { PeerRole::Learner } else { PeerRole::Voter } as i32;
+                if conf_state.learners.contains(&peer.id) { PeerRole::Learner } else { PeerRole::Voter }
+                    as i32;
         }
         region.peers.sort_by_key(|p| p.id);
         let mut epoch = region.epoch.unwrap_or_default();

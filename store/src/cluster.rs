@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tessera_proto::raftpb::ConfChangeType;
 use tessera_proto::serverpb::{
-    admin_request, AdminRequest, ChangePeer, ChangePeerRequest, CmdType, RaftCmdRequest, Request, RequestHeader,
+    admin_request, AdminRequest, ChangePeer, ChangePeerRequest, CmdType, RaftCmdRequest, Request,
+    RequestHeader,
 };
 use tessera_proto::storepb::{Peer, PeerRole, Region, RegionEpoch};
 use tessera_router::InMemoryNetwork;
@@ -60,7 +61,12 @@ impl Cluster {
     /// Bootstraps `stores_len` stores and `regions_len` regions splitting the key space
     /// evenly, each replicated on every store (`replicas` of them, on the first stores);
     /// `configure` adjusts each store's config. Stores are not started yet.
-    pub fn new(stores_len: u64, regions_len: u64, replicas: u64, configure: impl Fn(&mut StoreConfig)) -> Cluster {
+    pub fn new(
+        stores_len: u64,
+        regions_len: u64,
+        replicas: u64,
+        configure: impl Fn(&mut StoreConfig),
+    ) -> Cluster {
         assert!(replicas <= stores_len && regions_len >= 1);
         let dir = tempfile::tempdir().expect("a temporary directory");
         let initial_regions: Vec<Region> = (1..=regions_len)
@@ -87,7 +93,14 @@ impl Cluster {
             configs.insert(store_id, config);
         }
         let next_id = AtomicU64::new((regions_len + 1) * 1_000);
-        Cluster { network: InMemoryNetwork::new(), dir, configs, stores: HashMap::new(), initial_regions, next_id }
+        Cluster {
+            network: InMemoryNetwork::new(),
+            dir,
+            configs,
+            stores: HashMap::new(),
+            initial_regions,
+            next_id,
+        }
     }
 
     pub fn start_all(&mut self) {
@@ -103,7 +116,8 @@ impl Cluster {
         assert!(!self.stores.contains_key(&store_id), "store {store_id} is running");
         let config = self.configs[&store_id].clone();
         let transport = std::sync::Arc::new(self.network.transport(store_id));
-        let store = Store::start(config, transport).unwrap_or_else(|e| panic!("store {store_id} starts: {e}"));
+        let store =
+            Store::start(config, transport).unwrap_or_else(|e| panic!("store {store_id} starts: {e}"));
         self.network.register(store_id, store.receiver());
         self.stores.insert(store_id, store);
     }
@@ -182,13 +196,17 @@ impl Cluster {
         while Instant::now() < deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             let Some(store_id) = self.leader_store(region_id, left) else { break };
-            let Some(status) = self.stores[&store_id].peer_status(region_id, STATUS_TIMEOUT) else { continue };
+            let Some(status) = self.stores[&store_id].peer_status(region_id, STATUS_TIMEOUT) else {
+                continue;
+            };
             request.header = Some(RequestHeader { region_id, region_epoch: status.region.epoch });
             let answer = self.stores[&store_id].propose_and_wait(request.clone());
             let left = deadline.saturating_duration_since(Instant::now());
             match answer.recv_timeout(left) {
                 Ok(Ok(response)) => return Ok(response),
-                Ok(Err(e @ (StoreError::KeyNotInRegion { .. } | StoreError::InvalidCommand(_)))) => return Err(e),
+                Ok(Err(e @ (StoreError::KeyNotInRegion { .. } | StoreError::InvalidCommand(_)))) => {
+                    return Err(e)
+                }
                 Ok(Err(e)) => last_error = e,
                 Err(_) => last_error = StoreError::ProposalDropped("timed out".into()),
             }
@@ -197,7 +215,13 @@ impl Cluster {
         Err(last_error)
     }
 
-    pub fn put(&self, region_id: u64, key: &[u8], value: &[u8], timeout: Duration) -> StoreResult<CmdResponse> {
+    pub fn put(
+        &self,
+        region_id: u64,
+        key: &[u8],
+        value: &[u8],
+        timeout: Duration,
+    ) -> StoreResult<CmdResponse> {
         let request = RaftCmdRequest {
             header: Some(RequestHeader { region_id, region_epoch: None }),
             requests: vec![Request {

@@ -84,7 +84,9 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
                 PeerMsg::Tick => peer.on_tick(&mut ctx),
                 PeerMsg::Applied(result) => peer.on_applied(&mut ctx, *result),
                 PeerMsg::SnapshotGenerated(result) => peer.on_snapshot_generated(&mut ctx, *result),
-                PeerMsg::SnapshotSent { to_peer_id, succeeded } => peer.on_snapshot_sent(to_peer_id, succeeded),
+                PeerMsg::SnapshotSent { to_peer_id, succeeded } => {
+                    peer.on_snapshot_sent(to_peer_id, succeeded)
+                }
                 PeerMsg::ApplyStopped => peer.on_apply_stopped(&mut ctx),
                 PeerMsg::Campaign => {
                     let _ = peer.raw.campaign();

@@ -33,8 +33,8 @@
 
 mod apply;
 pub mod batch;
-pub mod config;
 pub mod cluster;
+pub mod config;
 mod context;
 pub mod engine;
 pub mod error;

@@ -112,7 +112,12 @@ pub(crate) fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64) -> R
 impl Peer {
     /// Loads (or, for a region it has no record of, starts empty) the replica `meta` of
     /// `region`.
-    pub fn new(config: &StoreConfig, engine: Arc<Engine>, region: Region, meta: PeerMeta) -> EngineResult<Peer> {
+    pub fn new(
+        config: &StoreConfig,
+        engine: Arc<Engine>,
+        region: Region,
+        meta: PeerMeta,
+    ) -> EngineResult<Peer> {
         let storage = PeerStorage::load(engine, region.clone(), config.entry_cache_bytes_max)?;
         let applied = storage.apply_state().applied_index;
         let raft_config = raft_config(config, meta.id, applied);

@@ -306,7 +306,14 @@ impl PeerStorage {
     /// Installs a snapshot at `index`/`term`: the whole log is replaced by it (deleted with
     /// one range delete), and the Raft and apply states say so, in the caller's batch,
     /// which also carries the snapshot's data and region record.
-    pub fn install_snapshot(&mut self, batch: &mut WriteBatch, region: Region, conf_state: ConfState, index: u64, term: u64) {
+    pub fn install_snapshot(
+        &mut self,
+        batch: &mut WriteBatch,
+        region: Region,
+        conf_state: ConfState,
+        index: u64,
+        term: u64,
+    ) {
         let region_id = self.region.id;
         let stale = keys::raft_log_range(region_id, 0, self.raft_state.last_index.max(index) + 1);
         batch.delete_range(CF_RAFT, &stale.start, &stale.end);

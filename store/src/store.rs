@@ -107,8 +107,8 @@ impl Store {
         let snapshots = SnapshotManager::open(config.snapshot.clone())?;
         let mut raft_system = BatchSystem::new(&config.raft_batch, Box::new(StoreFsm::default()))
             .map_err(StoreConfigError::from)?;
-        let mut apply_system =
-            BatchSystem::new(&config.apply_batch, Box::new(ApplyControlFsm)).map_err(StoreConfigError::from)?;
+        let mut apply_system = BatchSystem::new(&config.apply_batch, Box::new(ApplyControlFsm))
+            .map_err(StoreConfigError::from)?;
         let ctx = Arc::new(StoreContext {
             store_id: config.store_id,
             engine,
@@ -159,7 +159,9 @@ impl Store {
             Err(SendError::Full(msg)) => {
                 metrics::counter!("tessera_store_server_busy_total").increment(1);
                 if let PeerMsg::Command { callback, .. } = msg {
-                    callback.invoke(Err(StoreError::ServerIsBusy(format!("region {region_id}: mailbox is full"))));
+                    callback.invoke(Err(StoreError::ServerIsBusy(format!(
+                        "region {region_id}: mailbox is full"
+                    ))));
                 }
             }
             Err(e) => {
@@ -307,13 +309,15 @@ fn load_regions(ctx: &Arc<StoreContext>) -> Result<(), StartError> {
         }
         let region = record.region.clone().unwrap_or_default();
         let Some(meta) = region.peers.iter().find(|p| p.store_id == ctx.store_id).cloned() else {
-            return Err(StartError::Region { region_id, reason: "its record lists no peer on this store".into() });
+            return Err(StartError::Region {
+                region_id,
+                reason: "its record lists no peer on this store".into(),
+            });
         };
         let peer = Peer::new(&ctx.config, Arc::clone(&ctx.engine), region.clone(), meta.clone())?;
         let apply_state = peer.raw.store().apply_state().clone();
-        let applied_term = peer.raw.store().term(apply_state.applied_index).map_err(|e| StartError::Region {
-            region_id,
-            reason: format!("no term for the applied index: {e}"),
+        let applied_term = peer.raw.store().term(apply_state.applied_index).map_err(|e| {
+            StartError::Region { region_id, reason: format!("no term for the applied index: {e}") }
         })?;
         // Entries below the truncated index left by a crash between a compaction's apply
         // and its deletion.

@@ -231,10 +231,11 @@ fn raft_pollers_sync_once_per_round_for_many_regions() {
             });
         }
     });
-    let fsyncs: u64 =
-        (1..=3).map(|id| cluster.store(id).stats().fsyncs.load(Ordering::Relaxed)).sum::<u64>() - fsyncs_before;
-    let written: u64 = (1..=3).map(|id| cluster.store(id).stats().peers_written.load(Ordering::Relaxed)).sum::<u64>()
-        - written_before;
+    let fsyncs: u64 = (1..=3).map(|id| cluster.store(id).stats().fsyncs.load(Ordering::Relaxed)).sum::<u64>()
+        - fsyncs_before;
+    let written: u64 =
+        (1..=3).map(|id| cluster.store(id).stats().peers_written.load(Ordering::Relaxed)).sum::<u64>()
+            - written_before;
     for id in 1..=3 {
         // The batch system counts rounds on its own; a store never syncs more than once
         // per round.

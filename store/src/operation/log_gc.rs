@@ -4,7 +4,9 @@
 //! truncated point; the peer then deletes the entries with one range delete (LESSONS.md
 //! #22) and trims its entry cache.
 
-use tessera_proto::serverpb::{admin_request, AdminRequest, CompactLogRequest, RaftCmdRequest, RequestHeader};
+use tessera_proto::serverpb::{
+    admin_request, AdminRequest, CompactLogRequest, RaftCmdRequest, RequestHeader,
+};
 
 use super::PollContext;
 use crate::context::StoreStats;
@@ -18,7 +20,9 @@ impl Peer {
         let applied = storage.apply_state().applied_index;
         let truncated = storage.apply_state().truncated_index;
         let count = applied.saturating_sub(truncated);
-        if count < config.log_gc_count_threshold && self.log_bytes_since_compaction < config.log_gc_bytes_threshold {
+        if count < config.log_gc_count_threshold
+            && self.log_bytes_since_compaction < config.log_gc_bytes_threshold
+        {
             return;
         }
         let Some(progress) = self.raw.status().progress else { return };

@@ -22,8 +22,10 @@ pub(crate) fn key_in_region(key: &[u8], region: &Region) -> bool {
 pub(crate) fn check_epoch(request: &RaftCmdRequest, region: &Region) -> StoreResult<()> {
     let theirs = request.header.as_ref().and_then(|h| h.region_epoch).unwrap_or_default();
     let ours = region.epoch.unwrap_or_default();
-    let is_change_peer =
-        matches!(request.admin.as_ref().and_then(|a| a.cmd.as_ref()), Some(admin_request::Cmd::ChangePeer(_)));
+    let is_change_peer = matches!(
+        request.admin.as_ref().and_then(|a| a.cmd.as_ref()),
+        Some(admin_request::Cmd::ChangePeer(_))
+    );
     let stale = theirs.version != ours.version || (is_change_peer && theirs.conf_ver != ours.conf_ver);
     if stale {
         return Err(StoreError::EpochNotMatch { current: Box::new(region.clone()) });
@@ -74,7 +76,9 @@ fn dropped(region_id: u64, error: RaftError, leader: Option<tessera_proto::store
             StoreError::ServerIsBusy(format!("region {region_id}: too many uncommitted bytes"))
         }
         RaftError::ProposalDropped(
-            ProposalDropReason::TransferringLeader | ProposalDropReason::NoLeader | ProposalDropReason::NotAMember,
+            ProposalDropReason::TransferringLeader
+            | ProposalDropReason::NoLeader
+            | ProposalDropReason::NotAMember,
         ) => StoreError::NotLeader { region_id, leader },
         RaftError::ConfChange(e) => StoreError::InvalidCommand(e.to_string()),
         other => StoreError::ProposalDropped(other.to_string()),
@@ -109,7 +113,9 @@ impl Peer {
         let result = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
             Some(admin_request::Cmd::ChangePeer(_)) => self.propose_conf_change(request)?,
             Some(admin_request::Cmd::CompactLog(_)) => {
-                return Err(StoreError::InvalidCommand("log compaction is proposed by the store itself".into()))
+                return Err(StoreError::InvalidCommand(
+                    "log compaction is proposed by the store itself".into(),
+                ))
             }
             None => {
                 check_requests(&request, &self.region)?;
@@ -129,7 +135,8 @@ impl Peer {
     /// Checks and proposes a membership change. The outer result refuses the command
     /// before it reaches the core; the inner one is the core's answer.
     fn propose_conf_change(&mut self, request: RaftCmdRequest) -> StoreResult<Result<(), RaftError>> {
-        let Some(AdminRequest { cmd: Some(admin_request::Cmd::ChangePeer(change)) }) = request.admin.as_ref() else {
+        let Some(AdminRequest { cmd: Some(admin_request::Cmd::ChangePeer(change)) }) = request.admin.as_ref()
+        else {
             unreachable!("checked by the caller");
         };
         if change.changes.is_empty() {
@@ -161,11 +168,7 @@ impl Peer {
             }
             changes.push(ConfChangeSingle { change_type: change_type as i32, node_id: peer.id });
         }
-        let cc = ConfChangeV2 {
-            transition: ConfChangeTransition::Auto as i32,
-            changes,
-            context: Vec::new(),
-        };
+        let cc = ConfChangeV2 { transition: ConfChangeTransition::Auto as i32, changes, context: Vec::new() };
         Ok(self.raw.propose_conf_change(request.encode_to_vec(), cc))
     }
 

@@ -75,7 +75,11 @@ impl Peer {
         let storage = self.raw.store_mut();
         storage.append(ctx.batch, &m.entries);
         if m.term != 0 {
-            storage.set_hard_state(tessera_proto::raftpb::HardState { term: m.term, vote: m.vote, commit: m.commit });
+            storage.set_hard_state(tessera_proto::raftpb::HardState {
+                term: m.term,
+                vote: m.vote,
+                commit: m.commit,
+            });
         }
         storage.write_raft_state(ctx.batch);
         self.round.wrote = true;
@@ -91,7 +95,8 @@ impl Peer {
         while self.proposals.front().is_some_and(|p| p.index <= last_index) {
             proposals.push(self.proposals.pop_front().expect("checked"));
         }
-        let task = ApplyTask { term: self.raw.raft().term(), entries: m.entries, proposals, responses: m.responses };
+        let task =
+            ApplyTask { term: self.raw.raft().term(), entries: m.entries, proposals, responses: m.responses };
         self.apply_backlog.push_back(task);
     }
 

@@ -24,7 +24,11 @@ impl Peer {
         }
     }
 
-    pub(crate) fn on_snapshot_generated(&mut self, ctx: &mut PollContext<'_>, result: Result<Snapshot, String>) {
+    pub(crate) fn on_snapshot_generated(
+        &mut self,
+        ctx: &mut PollContext<'_>,
+        result: Result<Snapshot, String>,
+    ) {
         if let Some(stale) = self.raw.store_mut().on_snapshot_generated(result) {
             let _ = ctx.store.snapshots.remove_generated(&stale);
         }
@@ -78,7 +82,8 @@ impl Peer {
         self.refresh_peer_cache();
         ctx.store.meta().set_region(installed.region.clone());
         let apply_state = self.raw.store().apply_state().clone();
-        let conf_state = installed.snapshot.metadata.as_ref().and_then(|m| m.conf_state.clone()).unwrap_or_default();
+        let conf_state =
+            installed.snapshot.metadata.as_ref().and_then(|m| m.conf_state.clone()).unwrap_or_default();
         let msg = ApplyMsg::SnapshotInstalled { region: installed.region, apply_state, conf_state };
         if ctx.store.apply_router.send(self.region_id, msg).is_err() {
             ctx.store.stop_fatally(format!(
