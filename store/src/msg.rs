@@ -41,6 +41,8 @@ pub struct Proposal {
     pub index: u64,
     pub term: u64,
     pub callback: Callback,
+    /// When the peer proposed it: commit and apply latencies are measured from here.
+    pub proposed_at: std::time::Instant,
 }
 
 /// A message for one region's peer (raft pollers).

@@ -105,9 +105,9 @@ impl Store {
         config.validate()?;
         let engine = Arc::new(Engine::open(&config.data_dir.join("db"), &config.engine)?);
         let snapshots = SnapshotManager::open(config.snapshot.clone())?;
-        let mut raft_system = BatchSystem::new(&config.raft_batch, Box::new(StoreFsm::default()))
+        let mut raft_system = BatchSystem::with_name("raft", &config.raft_batch, Box::new(StoreFsm::default()))
             .map_err(StoreConfigError::from)?;
-        let mut apply_system = BatchSystem::new(&config.apply_batch, Box::new(ApplyControlFsm))
+        let mut apply_system = BatchSystem::with_name("apply", &config.apply_batch, Box::new(ApplyControlFsm))
             .map_err(StoreConfigError::from)?;
         let ctx = Arc::new(StoreContext {
             store_id: config.store_id,
@@ -123,8 +123,6 @@ impl Store {
             config,
         });
         load_regions(&ctx)?;
-        let pollers = ctx.config.raft_batch.pool_size;
-        let _ = pollers;
         let store_id = ctx.store_id;
         {
             let ctx = Arc::clone(&ctx);

@@ -1,5 +1,5 @@
-//! Plain counters of a batch system, readable from any thread. A later change exports them
-//! to Prometheus; until then tests and logs read them directly.
+//! Counters of a batch system: plain atomics that tests and tools read directly, and the same
+//! figures recorded through the `metrics` crate, labelled with the system's name.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,9 +14,15 @@ pub struct BatchStats {
     round_fsms_max: AtomicU64,
     messages_handled: AtomicU64,
     mailbox_full: AtomicU64,
+    /// The `system` label of its metrics ("raft", "apply").
+    system: &'static str,
 }
 
 impl BatchStats {
+    pub(crate) fn new(system: &'static str) -> Self {
+        BatchStats { system, ..Default::default() }
+    }
+
     /// Rounds completed by all pollers (each one called the round-end hook once).
     pub fn poll_rounds(&self) -> u64 {
         self.poll_rounds.load(Ordering::Relaxed)
@@ -49,9 +55,14 @@ impl BatchStats {
         self.fsms_handled.fetch_add(fsms_len, Ordering::Relaxed);
         self.round_fsms_max.fetch_max(fsms_len, Ordering::Relaxed);
         self.messages_handled.fetch_add(messages_len as u64, Ordering::Relaxed);
+        metrics::counter!("tessera_batch_poll_rounds_total", "system" => self.system).increment(1);
+        metrics::histogram!("tessera_batch_fsms_per_round", "system" => self.system).record(fsms_len as f64);
+        metrics::counter!("tessera_batch_messages_handled_total", "system" => self.system)
+            .increment(messages_len as u64);
     }
 
     pub(crate) fn on_mailbox_full(&self) {
         self.mailbox_full.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tessera_batch_mailbox_full_total", "system" => self.system).increment(1);
     }
 }

@@ -78,10 +78,15 @@ impl<N: Fsm, C: Fsm> BatchSystem<N, C> {
     /// Creates a batch system around its control FSM. No thread runs until `spawn`, so
     /// FSMs can be registered and messages queued through `router()` first.
     pub fn new(config: &BatchConfig, control: Box<C>) -> Result<Self, ConfigError> {
+        Self::with_name("batch", config, control)
+    }
+
+    /// `new`, with `name` as the `system` label of its metrics.
+    pub fn with_name(name: &'static str, config: &BatchConfig, control: Box<C>) -> Result<Self, ConfigError> {
         config.validate()?;
         let (scheduler_sender, scheduler) = crossbeam_channel::unbounded();
         let (shutdown, shutdown_signal) = crossbeam_channel::bounded(0);
-        let stats = Arc::new(BatchStats::default());
+        let stats = Arc::new(BatchStats::new(name));
         let router = BatchRouter::new(control, scheduler_sender, config.mailbox_len_max, stats);
         Ok(BatchSystem {
             config: config.clone(),

@@ -93,7 +93,10 @@ impl Peer {
         self.log_bytes_since_compaction += m.entries.iter().map(|e| e.data.len() as u64 + 16).sum::<u64>();
         let mut proposals = Vec::new();
         while self.proposals.front().is_some_and(|p| p.index <= last_index) {
-            proposals.push(self.proposals.pop_front().expect("checked"));
+            let proposal = self.proposals.pop_front().expect("checked");
+            metrics::histogram!("tessera_store_propose_to_commit_duration_seconds")
+                .record(proposal.proposed_at.elapsed());
+            proposals.push(proposal);
         }
         let task =
             ApplyTask { term: self.raw.raft().term(), entries: m.entries, proposals, responses: m.responses };
