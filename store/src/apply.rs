@@ -216,7 +216,8 @@ impl ApplyFsm {
                 acks.push((p.callback, Err(overwritten(p.index, p.term))));
             }
             if let Some(p) = proposals.next_if(|p| p.index == entry.index) {
-                metrics::histogram!("tessera_store_propose_to_apply_duration_seconds").record(p.proposed_at.elapsed());
+                metrics::histogram!("tessera_store_propose_to_apply_duration_seconds")
+                    .record(p.proposed_at.elapsed());
                 let result = if p.term == entry.term {
                     outcome.clone().map(|()| CmdResponse { index: entry.index, term: entry.term })
                 } else {

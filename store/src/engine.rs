@@ -5,10 +5,10 @@
 //! it could not write, so a retry that succeeds proves nothing about the earlier data
 //! (LESSONS.md #25). `Engine::write` therefore returns `EngineError::WriteFailed`, which
 //! the caller must treat as the end of the store; nothing in this crate retries a write.
-//! (The raft poller that will own that decision is not built yet: today only tests call
-//! `write`.)
+//! The raft and apply pollers stop the store on it (`StoreContext::stop_fatally`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rocksdb::{
@@ -42,7 +42,7 @@ pub enum EngineError {
     ReadFailed(rocksdb::Error),
     /// Fatal: the store must stop (see the module docs).
     #[error("writing RocksDB failed; the store must stop, not retry: {0}")]
-    WriteFailed(rocksdb::Error),
+    WriteFailed(String),
     /// A stored value did not decode: the disk or an older format wrote something else.
     #[error("corrupt record in CF {cf} at key {key:02x?}: {reason}")]
     Corrupt { cf: &'static str, key: Vec<u8>, reason: String },
@@ -54,6 +54,8 @@ pub type EngineResult<T> = Result<T, EngineError>;
 pub struct Engine {
     db: DB,
     path: PathBuf,
+    /// Fault injection: every write fails from the moment it is set (see `fail_writes`).
+    failing_writes: AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -85,7 +87,13 @@ impl Engine {
         });
         let db = DB::open_cf_descriptors(&db_options, path, descriptors)
             .map_err(|source| EngineError::Open { path: path.to_path_buf(), source })?;
-        Ok(Engine { db, path: path.to_path_buf() })
+        Ok(Engine { db, path: path.to_path_buf(), failing_writes: AtomicBool::new(false) })
+    }
+
+    /// Makes every later write fail as a failed fsync would, for tests of what the store
+    /// does then (it must stop, not retry).
+    pub fn fail_writes(&self) {
+        self.failing_writes.store(true, Ordering::Relaxed);
     }
 
     pub fn path(&self) -> &Path {
@@ -156,7 +164,10 @@ impl Engine {
     pub fn write(&self, batch: WriteBatch, sync: bool) -> EngineResult<()> {
         let mut write_options = WriteOptions::default();
         write_options.set_sync(sync);
-        self.db.write_opt(batch.inner, &write_options).map_err(EngineError::WriteFailed)
+        if self.failing_writes.load(Ordering::Relaxed) {
+            return Err(EngineError::WriteFailed("injected write failure".into()));
+        }
+        self.db.write_opt(batch.inner, &write_options).map_err(|e| EngineError::WriteFailed(e.to_string()))
     }
 }
 

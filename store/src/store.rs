@@ -105,10 +105,12 @@ impl Store {
         config.validate()?;
         let engine = Arc::new(Engine::open(&config.data_dir.join("db"), &config.engine)?);
         let snapshots = SnapshotManager::open(config.snapshot.clone())?;
-        let mut raft_system = BatchSystem::with_name("raft", &config.raft_batch, Box::new(StoreFsm::default()))
-            .map_err(StoreConfigError::from)?;
-        let mut apply_system = BatchSystem::with_name("apply", &config.apply_batch, Box::new(ApplyControlFsm))
-            .map_err(StoreConfigError::from)?;
+        let mut raft_system =
+            BatchSystem::with_name("raft", &config.raft_batch, Box::new(StoreFsm::default()))
+                .map_err(StoreConfigError::from)?;
+        let mut apply_system =
+            BatchSystem::with_name("apply", &config.apply_batch, Box::new(ApplyControlFsm))
+                .map_err(StoreConfigError::from)?;
         let ctx = Arc::new(StoreContext {
             store_id: config.store_id,
             engine,
@@ -232,6 +234,11 @@ impl Store {
         &self.ctx.stats
     }
 
+    /// Fault injection for tests: every later write of this store's engine fails.
+    pub fn fail_writes(&self) {
+        self.ctx.engine.fail_writes();
+    }
+
     /// Raft poll rounds so far, as the batch system counts them.
     pub fn raft_rounds(&self) -> u64 {
         self.raft_system.stats().poll_rounds()
@@ -253,8 +260,19 @@ impl Store {
             drop(stop);
             let _ = handle.join();
         }
-        self.raft_system.shutdown();
-        self.apply_system.shutdown();
+        // A poller that stopped the store on a failed write panicked on purpose; its panic
+        // was the loud part, the shutdown of the others must not repeat it.
+        let stopped_fatally = self.fatal_error().is_some();
+        for result in [
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.raft_system.shutdown())),
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply_system.shutdown())),
+        ] {
+            if let Err(panic) = result {
+                if !stopped_fatally {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Arc::strong_count(&self.ctx) > 1 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));

@@ -249,3 +249,58 @@ fn raft_pollers_sync_once_per_round_for_many_regions() {
         "fsyncs ({fsyncs}) are shared by the peers of a round ({written} peer writes)"
     );
 }
+
+/// A failed write stops the store for good (LESSONS.md #25): nothing is acknowledged after
+/// it, later commands are refused, and the rest of the cluster goes on without it.
+#[test]
+fn a_failed_write_stops_the_store_and_the_others_go_on() {
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    cluster.store(leader).fail_writes();
+    // The write that hits the failure is never acknowledged by this store.
+    let deadline = std::time::Instant::now() + WAIT;
+    while cluster.store(leader).fatal_error().is_none() {
+        let _ = cluster.store(leader).propose_and_wait(tessera_proto::serverpb::RaftCmdRequest {
+            header: Some(tessera_proto::serverpb::RequestHeader {
+                region_id: 1,
+                region_epoch: Some(tessera_proto::storepb::RegionEpoch { conf_ver: 1, version: 1 }),
+            }),
+            requests: vec![tessera_proto::serverpb::Request {
+                cmd_type: 0,
+                key: key_in_region(1, "b"),
+                value: b"2".to_vec().into(),
+                end_key: vec![],
+            }],
+            admin: None,
+        });
+        assert!(std::time::Instant::now() < deadline, "the store stops");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fatal = cluster.store(leader).fatal_error().unwrap();
+    assert!(fatal.contains("write failed"), "{fatal}");
+    let answer = cluster
+        .store(leader)
+        .propose_and_wait(tessera_proto::serverpb::RaftCmdRequest {
+            header: Some(tessera_proto::serverpb::RequestHeader { region_id: 1, region_epoch: None }),
+            ..Default::default()
+        })
+        .recv_timeout(WAIT)
+        .unwrap();
+    assert_eq!(answer, Err(tessera_store::StoreError::StoreStopped));
+    // The others elect a new leader and keep writing.
+    cluster.network.isolate(leader);
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = cluster.store(other).peer_status(1, WAIT).unwrap();
+        if status.leader_id != 0 && status.leader_id % 1_000 != leader {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a new leader is elected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.stop_store(leader);
+    cluster.must_put(1, &key_in_region(1, "c"), b"3");
+}

@@ -51,7 +51,10 @@ fn start(dir: &Path, network: &InMemoryNetwork) -> Store {
 
 fn put(store: &Store, region_id: u64, seq: u64) -> bool {
     let request = RaftCmdRequest {
-        header: Some(RequestHeader { region_id, region_epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }) }),
+        header: Some(RequestHeader {
+            region_id,
+            region_epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+        }),
         requests: vec![Request {
             cmd_type: CmdType::Put as i32,
             key: key(region_id, seq),
@@ -65,7 +68,9 @@ fn put(store: &Store, region_id: u64, seq: u64) -> bool {
     while Instant::now() < deadline {
         match store.propose_and_wait(request.clone()).recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(_)) => return true,
-            Ok(Err(tessera_store::StoreError::NotLeader { .. })) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(Err(tessera_store::StoreError::NotLeader { .. })) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             _ => return false,
         }
     }

@@ -50,7 +50,8 @@ fn writes_record_rounds_fsyncs_latencies_and_regions() {
         ("tessera_store_regions", MetricKind::Gauge),
     ];
     for (name, kind) in expect {
-        let (seen_kind, amount) = seen.get(name).unwrap_or_else(|| panic!("{name} is recorded; seen: {:?}", seen.keys()));
+        let (seen_kind, amount) =
+            seen.get(name).unwrap_or_else(|| panic!("{name} is recorded; seen: {:?}", seen.keys()));
         assert_eq!(*seen_kind, kind, "{name}");
         assert!(*amount > 0.0, "{name} has a value");
     }

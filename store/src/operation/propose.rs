@@ -89,9 +89,12 @@ impl Peer {
     /// Proposes a client command; `callback` hears the outcome exactly once.
     pub(crate) fn propose(&mut self, ctx: &mut PollContext<'_>, request: RaftCmdRequest, callback: Callback) {
         match self.try_propose(ctx, request) {
-            Ok((index, term)) => {
-                self.proposals.push_back(Proposal { index, term, callback, proposed_at: std::time::Instant::now() })
-            }
+            Ok((index, term)) => self.proposals.push_back(Proposal {
+                index,
+                term,
+                callback,
+                proposed_at: std::time::Instant::now(),
+            }),
             Err(e) => callback.invoke(Err(e)),
         }
     }
