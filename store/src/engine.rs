@@ -318,7 +318,7 @@ mod tests {
     #[test]
     fn a_read_view_does_not_see_later_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(dir.path(), &EngineConfig::default()).unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::default()).unwrap());
         let mut batch = engine.write_batch();
         batch.put(CF_DEFAULT, b"za", b"1");
         batch.put(CF_DEFAULT, b"zb", b"1");

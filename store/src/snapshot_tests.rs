@@ -37,7 +37,7 @@ fn conf_state() -> ConfState {
     ConfState { voters: vec![1, 2, 3], ..Default::default() }
 }
 
-fn put_user_keys(engine: &Engine, kvs: &[(&[u8], &[u8])]) {
+fn put_user_keys(engine: &Arc<Engine>, kvs: &[(&[u8], &[u8])]) {
     let mut batch = engine.write_batch();
     for (key, value) in kvs {
         batch.put(CF_DEFAULT, &keys::data_key(key), value);
@@ -51,7 +51,7 @@ fn numbered_kvs(prefix: &str, count: usize, value: &str) -> Kvs {
         .collect()
 }
 
-fn put_kvs(engine: &Engine, kvs: &Kvs) {
+fn put_kvs(engine: &Arc<Engine>, kvs: &Kvs) {
     let mut batch = engine.write_batch();
     for (key, value) in kvs {
         batch.put(CF_DEFAULT, &keys::data_key(key), value);
