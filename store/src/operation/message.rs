@@ -41,9 +41,13 @@ impl Peer {
             return;
         }
         match ctx.store.transport.send(msg) {
-            Ok(()) => StoreStats::add(&ctx.store.stats.messages_sent, 1),
+            Ok(()) => {
+                StoreStats::add(&ctx.store.stats.messages_sent, 1);
+                metrics::counter!("tessera_store_raft_messages_sent_total").increment(1);
+            }
             Err(_) => {
                 StoreStats::add(&ctx.store.stats.messages_unsent, 1);
+                metrics::counter!("tessera_store_raft_messages_unreachable_total").increment(1);
                 self.raw.report_unreachable(to);
             }
         }
