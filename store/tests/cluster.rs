@@ -304,3 +304,136 @@ fn a_failed_write_stops_the_store_and_the_others_go_on() {
     cluster.stop_store(leader);
     cluster.must_put(1, &key_in_region(1, "c"), b"3");
 }
+
+fn command(
+    region_id: u64,
+    requests: Vec<tessera_proto::serverpb::Request>,
+) -> tessera_proto::serverpb::RaftCmdRequest {
+    tessera_proto::serverpb::RaftCmdRequest {
+        header: Some(tessera_proto::serverpb::RequestHeader { region_id, region_epoch: None }),
+        requests,
+        admin: None,
+    }
+}
+
+fn request(
+    cmd_type: tessera_proto::serverpb::CmdType,
+    key: &[u8],
+    value: &[u8],
+    end_key: &[u8],
+) -> tessera_proto::serverpb::Request {
+    tessera_proto::serverpb::Request {
+        cmd_type: cmd_type as i32,
+        key: key.to_vec(),
+        value: value.to_vec().into(),
+        end_key: end_key.to_vec(),
+    }
+}
+
+#[test]
+fn delete_and_delete_range_stay_inside_the_region() {
+    use tessera_proto::serverpb::CmdType;
+    let mut cluster = Cluster::new(3, 3, 3, |_| {});
+    cluster.start_all();
+    for region_id in 1..=3 {
+        for suffix in ["a", "b", "c", "d"] {
+            cluster.must_put(region_id, &key_in_region(region_id, suffix), b"v");
+        }
+    }
+    cluster
+        .execute(command(2, vec![request(CmdType::Delete, &key_in_region(2, "a"), b"", b"")]), WAIT)
+        .unwrap();
+    // From "b" to the end of region 2, and several requests in one command.
+    let region2 = cluster.region(2, WAIT).unwrap();
+    cluster
+        .execute(
+            command(
+                2,
+                vec![
+                    request(CmdType::DeleteRange, &key_in_region(2, "b"), b"", &region2.end_key),
+                    request(CmdType::Put, &key_in_region(2, "z"), b"new", b""),
+                ],
+            ),
+            WAIT,
+        )
+        .unwrap();
+    // A range past the region's end is refused as a whole.
+    let err = cluster
+        .execute(
+            command(
+                2,
+                vec![request(CmdType::DeleteRange, &key_in_region(2, "a"), b"", &key_in_region(3, "z"))],
+            ),
+            WAIT,
+        )
+        .unwrap_err();
+    assert!(matches!(err, tessera_store::StoreError::KeyNotInRegion { .. }), "{err}");
+    let err = cluster.execute(command(2, vec![request(CmdType::Put, b"", b"v", b"")]), WAIT).unwrap_err();
+    assert!(matches!(err, tessera_store::StoreError::InvalidCommand(_)), "{err}");
+    for store_id in 1..=3 {
+        assert!(cluster.wait_for_value(store_id, &key_in_region(2, "z"), Some(b"new"), WAIT));
+        for suffix in ["a", "b", "c", "d"] {
+            assert!(
+                cluster.wait_for_value(store_id, &key_in_region(2, suffix), None, WAIT),
+                "2/{suffix} gone"
+            );
+            for region_id in [1, 3] {
+                let key = key_in_region(region_id, suffix);
+                assert_eq!(cluster.store(store_id).get_local(&key).unwrap().as_deref(), Some(&b"v"[..]));
+            }
+        }
+    }
+}
+
+/// A leader cut off from its followers cannot commit: its bounded proposal queue fills and
+/// refuses with ServerIsBusy; after a new leader overwrites its entries, the waiting
+/// proposals hear that they were dropped.
+#[test]
+fn proposals_are_bounded_and_a_deposed_leaders_proposals_are_dropped() {
+    use tessera_proto::serverpb::CmdType;
+    let mut cluster = Cluster::new(3, 1, 3, |config| config.proposals_per_peer_max = 3);
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let old_leader = cluster.leader_store(1, WAIT).unwrap();
+    let epoch = cluster.region(1, WAIT).unwrap().epoch;
+    cluster.network.isolate(old_leader);
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let mut cmd =
+            command(1, vec![request(CmdType::Put, &key_in_region(1, &format!("lost{i}")), b"x", b"")]);
+        cmd.header.as_mut().unwrap().region_epoch = epoch;
+        waiting.push(cluster.store(old_leader).propose_and_wait(cmd));
+    }
+    let mut cmd = command(1, vec![request(CmdType::Put, &key_in_region(1, "busy"), b"x", b"")]);
+    cmd.header.as_mut().unwrap().region_epoch = epoch;
+    let busy = cluster.store(old_leader).propose_and_wait(cmd).recv_timeout(WAIT).unwrap();
+    assert!(matches!(busy, Err(tessera_store::StoreError::ServerIsBusy(_))), "{busy:?}");
+
+    // The majority elects a leader and writes over the old leader's uncommitted tail.
+    let others: Vec<u64> = (1..=3).filter(|id| *id != old_leader).collect();
+    let deadline = std::time::Instant::now() + WAIT;
+    let new_leader = loop {
+        if let Some(id) = others.iter().find(|id| cluster.store(**id).peer_status(1, WAIT).unwrap().is_leader)
+        {
+            break *id;
+        }
+        assert!(std::time::Instant::now() < deadline, "the majority elects a leader");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for i in 0..5 {
+        let mut cmd =
+            command(1, vec![request(CmdType::Put, &key_in_region(1, &format!("new{i}")), b"y", b"")]);
+        cmd.header.as_mut().unwrap().region_epoch = epoch;
+        let answer = cluster.store(new_leader).propose_and_wait(cmd).recv_timeout(WAIT).unwrap();
+        assert!(answer.is_ok(), "{answer:?}");
+    }
+    cluster.network.heal();
+    for answer in waiting {
+        let answer = answer.recv_timeout(WAIT).expect("every proposal is answered");
+        assert!(matches!(answer, Err(tessera_store::StoreError::ProposalDropped(_))), "{answer:?}");
+    }
+    for store_id in 1..=3 {
+        assert!(cluster.wait_for_value(store_id, &key_in_region(1, "new4"), Some(b"y"), WAIT));
+        assert_eq!(cluster.store(store_id).get_local(&key_in_region(1, "lost0")).unwrap(), None);
+    }
+}
