@@ -24,25 +24,33 @@ pub(crate) type ApplyRouter = BatchRouter<ApplyFsm, ApplyControlFsm>;
 pub(crate) struct StoreMeta {
     /// Every peer's region, initialized or not.
     pub regions: HashMap<u64, Region>,
-    /// Initialized regions by end key (empty end = the end of the key space, mapped to
-    /// `None` so that it sorts last): the first entry past a key holds that key, if any.
+    /// Initialized regions by end key (an empty end, the end of the key space, sorts after
+    /// every real key): the first entry past a key holds that key, if any region does.
     pub ranges: BTreeMap<EndKey, u64>,
 }
 
-/// An end key that sorts the open end (empty) after every real key.
+/// An end key that sorts the open end (empty) after every real key. (Not an `Option`:
+/// `None` sorts before every `Some`.)
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct EndKey(pub Option<Vec<u8>>);
+pub(crate) enum EndKey {
+    Key(Vec<u8>),
+    Unbounded,
+}
 
 impl EndKey {
     pub fn of(region: &Region) -> EndKey {
-        EndKey(if region.end_key.is_empty() { None } else { Some(region.end_key.clone()) })
+        if region.end_key.is_empty() {
+            EndKey::Unbounded
+        } else {
+            EndKey::Key(region.end_key.clone())
+        }
     }
 }
 
 impl StoreMeta {
     /// The ids of initialized regions other than `except` whose ranges overlap `region`'s.
     pub fn overlapping(&self, region: &Region, except: u64) -> Vec<u64> {
-        let start = EndKey(Some(region.start_key.clone()));
+        let start = EndKey::Key(region.start_key.clone());
         let mut found = Vec::new();
         // Regions ending after our start key, in key order, until one starts at or after
         // our end.
@@ -153,5 +161,49 @@ impl StoreContext {
         *self.fatal.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
         metrics::counter!("tessera_store_fatal_errors_total").increment(1);
         panic!("store {} stopped: {reason}", self.store_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region(id: u64, start: &str, end: &str) -> Region {
+        Region {
+            id,
+            start_key: start.as_bytes().to_vec(),
+            end_key: end.as_bytes().to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn overlapping_finds_exactly_the_regions_a_range_touches() {
+        let mut meta = StoreMeta::default();
+        meta.set_region(region(1, "", "b"));
+        meta.set_region(region(2, "b", "d"));
+        meta.set_region(region(3, "f", ""));
+        meta.set_uninitialized(region(9, "", ""));
+        let ids = |r: &Region| meta.overlapping(r, 0);
+        assert_eq!(ids(&region(7, "a", "c")), vec![1, 2]);
+        assert_eq!(ids(&region(7, "b", "c")), vec![2]);
+        // End keys are exclusive, start keys inclusive.
+        assert_eq!(ids(&region(7, "d", "f")), Vec::<u64>::new());
+        assert_eq!(ids(&region(7, "c", "g")), vec![2, 3]);
+        assert_eq!(ids(&region(7, "x", "")), vec![3]);
+        assert_eq!(ids(&region(7, "", "")), vec![1, 2, 3]);
+        // The region itself does not count, and an uninitialized peer owns no range.
+        assert_eq!(meta.overlapping(&region(2, "b", "d"), 2), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_region_that_changes_range_is_indexed_by_its_new_end_only() {
+        let mut meta = StoreMeta::default();
+        meta.set_region(region(1, "a", "m"));
+        meta.set_region(region(1, "a", "c"));
+        assert_eq!(meta.overlapping(&region(7, "d", "e"), 0), Vec::<u64>::new());
+        assert_eq!(meta.overlapping(&region(7, "b", "e"), 0), vec![1]);
+        meta.remove(1);
+        assert!(meta.ranges.is_empty() && meta.regions.is_empty());
     }
 }
