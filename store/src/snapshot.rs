@@ -41,9 +41,10 @@
 //! One directory per store holds nothing but these files. A file is written under a unique
 //! staging name (`….snap.{seq}.tmp`), synced, renamed to its final name, and the directory
 //! synced: a file under a final name is always complete. At open, staging files (a crash
-//! during a generation or a receive) and generated files (their sends died with the process,
-//! and Raft asks for a new snapshot) are removed (LESSONS.md #24). Received files stay: only
-//! the store knows from its region states whether a peer still needs one.
+//! during a generation or a receive), generated files (their sends died with the process,
+//! and Raft asks for a new snapshot) and received files (the message that would install one
+//! lived in memory only, so the leader sends the snapshot again) are removed (LESSONS.md
+//! #24). An installed snapshot needs no file: its install was one write.
 //!
 //! # Limits and metrics
 //! Generations, sends and receives each have a per-store concurrency limit
@@ -623,7 +624,7 @@ impl SnapshotManager {
     }
 }
 
-/// Removes the staging and generated files of a previous run from `dir`; returns how many.
+/// Removes the snapshot files of a previous run from `dir`; returns how many.
 fn remove_leftovers(dir: &Path) -> Result<u64, SnapshotError> {
     let mut removed = 0;
     for entry in fs::read_dir(dir).map_err(io_error("listing", dir))? {
@@ -642,8 +643,10 @@ fn remove_leftovers(dir: &Path) -> Result<u64, SnapshotError> {
 fn is_leftover(name: &str) -> bool {
     let staging = name.ends_with(STAGING_SUFFIX)
         && (name.starts_with(FileKind::Generated.prefix()) || name.starts_with(FileKind::Received.prefix()));
-    let generated = name.starts_with(FileKind::Generated.prefix()) && name.ends_with(FINAL_SUFFIX);
-    staging || generated
+    let complete = (name.starts_with(FileKind::Generated.prefix())
+        || name.starts_with(FileKind::Received.prefix()))
+        && name.ends_with(FINAL_SUFFIX);
+    staging || complete
 }
 
 fn remove_if_present(path: &Path) -> Result<(), SnapshotError> {

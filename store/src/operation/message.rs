@@ -88,8 +88,13 @@ impl Peer {
         let Some(message) = msg.message.as_ref() else { return };
         if message.msg_type == MessageType::MsgSnapshot as i32 {
             if self.apply_tasks_in_flight > 0 || !self.apply_backlog.is_empty() {
-                // Installing moves the apply state; wait until the apply FSM is idle.
-                self.deferred_snapshot = Some(msg);
+                // Installing moves the apply state; wait until the apply FSM is idle. A newer
+                // snapshot replaces one already waiting, whose file is no longer needed.
+                if let Some(replaced) = self.deferred_snapshot.replace(msg) {
+                    if let Some(snapshot) = replaced.message.as_ref().and_then(|m| m.snapshot.as_deref()) {
+                        let _ = ctx.store.snapshots.remove_received(snapshot);
+                    }
+                }
                 return;
             }
             if !self.accepts_snapshot(ctx, &msg) {
@@ -117,6 +122,7 @@ impl Peer {
         let overlapping = ctx.store.meta().overlapping(region, self.region_id);
         if !overlapping.is_empty() {
             metrics::counter!("tessera_store_snapshots_refused_total").increment(1);
+            let _ = ctx.store.snapshots.remove_received(snapshot);
             return false;
         }
         true
