@@ -62,6 +62,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
             }
             match msg {
                 StoreMsg::Raft(msg) => control.state.on_unknown_region_message(&self.ctx, msg),
+                StoreMsg::Tick => control.state.on_tick(&self.ctx),
             }
         }
         HandleResult::Release

@@ -85,6 +85,8 @@ impl fmt::Debug for PeerQuery {
 pub enum StoreMsg {
     /// A message for a region that has no peer here: perhaps a peer to create.
     Raft(Box<RaftMessage>),
+    /// One tick of the store timer, for store-level periodic work.
+    Tick,
 }
 
 /// A message for one region's apply FSM (apply pollers).

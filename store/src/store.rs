@@ -371,6 +371,8 @@ fn start_ticker(ctx: &Arc<StoreContext>) -> std::io::Result<(Sender<()>, JoinHan
             crossbeam_channel::select! {
                 recv(ticker) -> _ => {
                     let full = router.broadcast_normal(|| PeerMsg::Tick);
+                    // A full control mailbox skips one store tick; the next one comes.
+                    let _ = router.send_control(StoreMsg::Tick);
                     if full > 0 {
                         metrics::counter!("tessera_store_ticks_missed_total").increment(full as u64);
                     }

@@ -19,7 +19,11 @@ pub(crate) struct StoreFsmState {
     /// Messages for unknown regions that were dropped (stale, not from a leader or
     /// candidate, or for a tombstone).
     pub messages_dropped: u64,
+    ticks: u64,
 }
+
+/// Store-level gauges are refreshed every this many ticks.
+const GAUGE_REFRESH_TICKS: u64 = 10;
 
 /// Whether a message may create a peer: only a current leader (appends, heartbeats,
 /// snapshots) or a candidate (vote requests) may, never a response or a stale peer.
@@ -36,6 +40,20 @@ fn may_create_peer(msg_type: i32) -> bool {
 }
 
 impl StoreFsmState {
+    /// Periodic store-level work: the gauges that no single event updates.
+    pub fn on_tick(&mut self, ctx: &Arc<StoreContext>) {
+        self.ticks += 1;
+        if self.ticks % GAUGE_REFRESH_TICKS != 0 {
+            return;
+        }
+        let (regions, initialized) = {
+            let meta = ctx.meta();
+            (meta.regions.len(), meta.ranges.len())
+        };
+        metrics::gauge!("tessera_store_regions").set(regions as f64);
+        metrics::gauge!("tessera_store_regions_initialized").set(initialized as f64);
+    }
+
     pub fn on_unknown_region_message(&mut self, ctx: &Arc<StoreContext>, msg: Box<RaftMessage>) {
         if !self.maybe_create_peer(ctx, &msg) {
             self.messages_dropped += 1;
