@@ -150,7 +150,7 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
         }
         for (region_id, result) in self.results.drain(..) {
             // A peer that is gone has nobody to tell.
-            let _ = self.ctx.raft_router.send(region_id, PeerMsg::Applied(Box::new(result)));
+            let _ = self.ctx.raft_router.force_send(region_id, PeerMsg::Applied(Box::new(result)));
         }
         for fsm in fsms.iter_mut() {
             if fsm.generate_snapshot && !fsm.stopped {
@@ -158,7 +158,7 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
                 self.start_generation(fsm);
             }
             if fsm.stopped {
-                let _ = self.ctx.raft_router.send(fsm.region_id, PeerMsg::ApplyStopped);
+                let _ = self.ctx.raft_router.force_send(fsm.region_id, PeerMsg::ApplyStopped);
             }
         }
     }
@@ -173,7 +173,7 @@ impl ApplyPoller {
         let on_done = Box::new(
             move |result: Result<tessera_proto::raftpb::Snapshot, crate::snapshot::SnapshotError>| {
                 let result = result.map_err(|e| e.to_string());
-                let _ = router.send(region_id, PeerMsg::SnapshotGenerated(Box::new(result)));
+                let _ = router.force_send(region_id, PeerMsg::SnapshotGenerated(Box::new(result)));
             },
         );
         let spawned = self.ctx.snapshots.spawn_generate(
@@ -188,7 +188,7 @@ impl ApplyPoller {
             let _ = self
                 .ctx
                 .raft_router
-                .send(region_id, PeerMsg::SnapshotGenerated(Box::new(Err(e.to_string()))));
+                .force_send(region_id, PeerMsg::SnapshotGenerated(Box::new(Err(e.to_string()))));
         }
     }
 }
@@ -213,7 +213,7 @@ impl ApplyFsm {
             }
             // Proposals before this index lost their place to another leader's entries.
             while let Some(p) = proposals.next_if(|p| p.index < entry.index) {
-                acks.push((p.callback, Err(overwritten(p.index, p.term))));
+                acks.push((p.callback, Err(StoreError::replaced(p.index, p.term))));
             }
             if let Some(p) = proposals.next_if(|p| p.index == entry.index) {
                 metrics::histogram!("tessera_store_propose_to_apply_duration_seconds")
@@ -221,13 +221,13 @@ impl ApplyFsm {
                 let result = if p.term == entry.term {
                     outcome.clone().map(|()| CmdResponse { index: entry.index, term: entry.term })
                 } else {
-                    Err(overwritten(p.index, p.term))
+                    Err(StoreError::replaced(p.index, p.term))
                 };
                 acks.push((p.callback, result));
             }
         }
         for p in proposals {
-            acks.push((p.callback, Err(overwritten(p.index, p.term))));
+            acks.push((p.callback, Err(StoreError::replaced(p.index, p.term))));
         }
         batch.put_msg(CF_META, &keys::apply_state_key(self.region_id), &self.apply_state);
         ApplyResult { apply_state: self.apply_state.clone(), exec_results, responses: task.responses }
@@ -351,14 +351,11 @@ impl ApplyFsm {
             region: Some(region.clone()),
             state: PeerState::Normal as i32,
             conf_state: Some(conf_state.clone()),
+            peer_id: self.peer_id,
         };
         batch.put_msg(CF_META, &keys::region_state_key(self.region_id), &record);
         self.region = region.clone();
         self.conf_state = conf_state.clone();
         exec_results.push(ExecResult::ConfChange { cc, region, conf_state, removed_self });
     }
-}
-
-fn overwritten(index: u64, term: u64) -> StoreError {
-    StoreError::ProposalDropped(format!("entry {index} of term {term} was replaced by another leader's"))
 }

@@ -11,7 +11,9 @@ pub enum StoreError {
     /// the client retries there.
     #[error("region {region_id}: not the leader (leader: {leader:?})")]
     NotLeader { region_id: u64, leader: Option<Peer> },
-    /// The store hosts no peer of this region (never did, or it was removed).
+    /// The store hosts no peer of this region (never did, or it was removed). A command the
+    /// peer had accepted before it was destroyed gets it too: its outcome is then unknown
+    /// (it may have been applied by the region's other peers).
     #[error("region {0} not found on this store")]
     RegionNotFound(u64),
     /// A key of the command lies outside the region's range.
@@ -32,9 +34,17 @@ pub enum StoreError {
     /// apply). Retrying it will not help.
     #[error("invalid command: {0}")]
     InvalidCommand(String),
-    /// The store is shutting down or stopped after a fatal error.
+    /// The store is shutting down or stopped after a fatal error. For a command it had
+    /// accepted, the outcome is unknown.
     #[error("store is stopped")]
     StoreStopped,
+}
+
+impl StoreError {
+    /// A proposal at `index` of `term` whose log position another leader's entry took.
+    pub(crate) fn replaced(index: u64, term: u64) -> StoreError {
+        StoreError::ProposalDropped(format!("entry {index} of term {term} was replaced by another leader's"))
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -89,12 +89,8 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
                     peer.on_snapshot_sent(to_peer_id, succeeded)
                 }
                 PeerMsg::ApplyStopped => peer.on_apply_stopped(&mut ctx),
-                PeerMsg::Campaign => {
-                    let _ = peer.raw.campaign();
-                }
-                PeerMsg::TransferLeader { to_peer_id } => {
-                    let _ = peer.raw.transfer_leader(to_peer_id);
-                }
+                PeerMsg::Campaign => peer.campaign(),
+                PeerMsg::TransferLeader { to_peer_id } => peer.transfer_leader(to_peer_id),
                 PeerMsg::Query(query) => (query.0)(peer),
             }
         }

@@ -60,6 +60,7 @@ fn render_encodings() -> String {
         region: Some(region),
         state: PeerState::Tombstone as i32,
         conf_state: Some(conf_state),
+        peer_id: 71,
     };
     line("RegionLocalState", &region_state.encode_to_vec());
     let apply_state = ApplyState { applied_index: 40, truncated_index: 10, truncated_term: 2 };

@@ -25,7 +25,7 @@
 //! let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::default()).unwrap());
 //! let region = Region { id: 1, ..Default::default() };
 //! let mut batch = engine.write_batch();
-//! write_initial_region(&mut batch, &region, &ConfState { voters: vec![1], ..Default::default() });
+//! write_initial_region(&mut batch, &region, &ConfState { voters: vec![1], ..Default::default() }, 1);
 //! engine.write(batch, true).unwrap();
 //! let storage = PeerStorage::load(engine.clone(), region, 4 << 20).unwrap();
 //! assert_eq!(storage.last_index().unwrap(), INIT_INDEX);

@@ -16,16 +16,27 @@ pub struct CmdResponse {
 }
 
 /// Called exactly once with the outcome of a command: after it was committed and applied,
-/// or with the reason it never will be.
-pub struct Callback(Box<dyn FnOnce(StoreResult<CmdResponse>) + Send>);
+/// or with the reason it never will be. A callback dropped without being called (its peer
+/// went away with the store) is called then with `StoreStopped`, so no client waits forever.
+pub struct Callback(Option<Box<dyn FnOnce(StoreResult<CmdResponse>) + Send>>);
 
 impl Callback {
     pub fn new(f: impl FnOnce(StoreResult<CmdResponse>) + Send + 'static) -> Self {
-        Callback(Box::new(f))
+        Callback(Some(Box::new(f)))
     }
 
-    pub fn invoke(self, result: StoreResult<CmdResponse>) {
-        (self.0)(result)
+    pub fn invoke(mut self, result: StoreResult<CmdResponse>) {
+        if let Some(f) = self.0.take() {
+            f(result)
+        }
+    }
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(crate::error::StoreError::StoreStopped))
+        }
     }
 }
 
@@ -107,7 +118,6 @@ pub enum ApplyMsg {
 
 #[derive(Debug)]
 pub struct ApplyTask {
-    pub term: u64,
     pub entries: Vec<Entry>,
     pub proposals: Vec<Proposal>,
     pub responses: Vec<Message>,

@@ -65,6 +65,9 @@ pub(crate) struct Peer {
     /// A snapshot message that arrived while apply tasks were in flight: a snapshot moves
     /// the apply state, so it is stepped only once the apply FSM is idle.
     pub deferred_snapshot: Option<Box<RaftMessage>>,
+    /// The snapshot stepped into the core since the last Ready: if that Ready does not
+    /// install it (the core found it stale), its received file is removed.
+    pub snapshot_stepped: Option<tessera_proto::raftpb::Snapshot>,
     pub life: Life,
     pub round: RoundWork,
     /// Ticks since the leader last considered log GC.
@@ -137,6 +140,7 @@ impl Peer {
             apply_backlog: VecDeque::new(),
             apply_tasks_in_flight: 0,
             deferred_snapshot: None,
+            snapshot_stepped: None,
             life: Life::Alive,
             round: RoundWork::default(),
             log_gc_elapsed_ticks: 0,
@@ -164,6 +168,7 @@ impl Peer {
             return;
         }
         self.raw.tick();
+        self.drop_replaced_proposals();
         if self.is_leader() {
             self.log_gc_elapsed_ticks += 1;
             if self.log_gc_elapsed_ticks >= ctx.store.config.log_gc_check_ticks {
@@ -171,6 +176,16 @@ impl Peer {
                 self.maybe_propose_log_gc(ctx);
             }
         }
+    }
+
+    /// Starts an election now; a learner or a peer outside its configuration ignores it.
+    pub(crate) fn campaign(&mut self) {
+        let _ = self.raw.campaign();
+    }
+
+    /// Asks for leadership to move to `to_peer_id`; the core ignores impossible targets.
+    pub(crate) fn transfer_leader(&mut self, to_peer_id: u64) {
+        let _ = self.raw.transfer_leader(to_peer_id);
     }
 
     /// Remembers where peers live: the region's list replaces what the cache knew of

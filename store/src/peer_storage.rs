@@ -30,12 +30,14 @@ use crate::keys::{self, CF_META, CF_RAFT};
 pub const INIT_INDEX: u64 = 5;
 pub const INIT_TERM: u64 = 5;
 
-/// Writes the records of a region bootstrapped with the cluster on this store.
-pub fn write_initial_region(batch: &mut WriteBatch, region: &Region, conf_state: &ConfState) {
+/// Writes the records of a region bootstrapped with the cluster on this store, whose peer
+/// here is `peer_id`.
+pub fn write_initial_region(batch: &mut WriteBatch, region: &Region, conf_state: &ConfState, peer_id: u64) {
     let region_state = RegionLocalState {
         region: Some(region.clone()),
         state: PeerState::Normal as i32,
         conf_state: Some(conf_state.clone()),
+        peer_id,
     };
     batch.put_msg(CF_META, &keys::region_state_key(region.id), &region_state);
     let raft_state = RaftLocalState {
@@ -122,6 +124,8 @@ pub struct PeerStorage {
     /// Snapshots are generated off the poller thread; the core asks through `snapshot`
     /// (which takes `&self`), so the request is recorded here and picked up by the peer.
     snapshot_generation: RefCell<SnapshotGeneration>,
+    /// Generated snapshots the core found too old; the peer removes their files.
+    stale_snapshots: RefCell<Vec<Snapshot>>,
 }
 
 /// Where the generation of a snapshot for sending stands.
@@ -168,6 +172,7 @@ impl PeerStorage {
             apply_state,
             cache: EntryCache { bytes_max: entry_cache_bytes_max, ..Default::default() },
             snapshot_generation: RefCell::default(),
+            stale_snapshots: RefCell::default(),
         };
         storage.check_records()?;
         Ok(storage)
@@ -268,6 +273,9 @@ impl PeerStorage {
 
     /// Log GC: deletes the entries up to `index` (at most the applied index) with one range
     /// delete and records the new truncated point in the apply state, in the same batch.
+    /// Only for tests that drive a node over this storage alone: in a store the apply
+    /// thread owns the apply state record (see `truncate_log_to`).
+    #[cfg(test)]
     pub fn compact_to(&mut self, batch: &mut WriteBatch, index: u64) -> Result<(), StorageError> {
         if self.truncate_log_to(batch, index)? {
             batch.put_msg(CF_META, &keys::apply_state_key(self.region.id), &self.apply_state);
@@ -357,6 +365,11 @@ impl PeerStorage {
         false
     }
 
+    /// Generated snapshots that will not be sent; their files can go.
+    pub fn take_stale_snapshots(&mut self) -> Vec<Snapshot> {
+        std::mem::take(self.stale_snapshots.get_mut())
+    }
+
     /// A generation finished: the next `snapshot` call hands the result out (or, after a
     /// failure, asks for a new one).
     pub fn on_snapshot_generated(&mut self, result: Result<Snapshot, String>) -> Option<Snapshot> {
@@ -375,6 +388,8 @@ impl PeerStorage {
     }
 
     /// Records how far the state machine got, in the batch that carries the applied data.
+    /// Only for tests, like `compact_to`.
+    #[cfg(test)]
     pub fn set_applied(&mut self, batch: &mut WriteBatch, index: u64) {
         assert!(
             index >= self.apply_state.applied_index,
@@ -503,7 +518,12 @@ impl Storage for PeerStorage {
                 *state = SnapshotGeneration::Generating;
                 Err(StorageError::SnapshotTemporarilyUnavailable)
             }
-            // Idle, requested, or generated too old: ask for a fresh one.
+            SnapshotGeneration::Generated(stale) => {
+                self.stale_snapshots.borrow_mut().push(stale);
+                *state = SnapshotGeneration::Requested;
+                Err(StorageError::SnapshotTemporarilyUnavailable)
+            }
+            // Idle or requested: ask for a fresh one.
             _ => {
                 *state = SnapshotGeneration::Requested;
                 Err(StorageError::SnapshotTemporarilyUnavailable)

@@ -26,7 +26,7 @@ fn region() -> Region {
 
 fn bootstrap(engine: &Arc<Engine>) {
     let mut batch = engine.write_batch();
-    write_initial_region(&mut batch, &region(), &ConfState { voters: vec![1], ..Default::default() });
+    write_initial_region(&mut batch, &region(), &ConfState { voters: vec![1], ..Default::default() }, 1);
     engine.write(batch, true).unwrap();
 }
 
@@ -205,7 +205,7 @@ fn records_that_contradict_the_log_refuse_to_load() {
 
     // An applied index beyond the commit index.
     let mut batch = engine.write_batch();
-    write_initial_region(&mut batch, &region(), &ConfState { voters: vec![1], ..Default::default() });
+    write_initial_region(&mut batch, &region(), &ConfState { voters: vec![1], ..Default::default() }, 1);
     batch.put_msg(
         CF_META,
         &keys::apply_state_key(REGION_ID),

@@ -51,9 +51,9 @@ pub fn bootstrap(config: &StoreConfig, regions: &[Region]) -> Result<(), StartEr
     let engine = Arc::new(Engine::open(&config.data_dir.join("db"), &config.engine)?);
     let mut batch = engine.write_batch();
     for region in regions {
-        if !region.peers.iter().any(|p| p.store_id == config.store_id) {
+        let Some(peer) = region.peers.iter().find(|p| p.store_id == config.store_id) else {
             continue;
-        }
+        };
         if engine.get(CF_META, &keys::region_state_key(region.id))?.is_some() {
             continue;
         }
@@ -62,7 +62,7 @@ pub fn bootstrap(config: &StoreConfig, regions: &[Region]) -> Result<(), StartEr
             learners: region.peers.iter().filter(|p| p.role != 0).map(|p| p.id).collect(),
             ..Default::default()
         };
-        write_initial_region(&mut batch, region, &conf_state);
+        write_initial_region(&mut batch, region, &conf_state, peer.id);
     }
     engine.write(batch, true)?;
     Ok(())
@@ -325,10 +325,16 @@ fn load_regions(ctx: &Arc<StoreContext>) -> Result<(), StartError> {
         }
         let region = record.region.clone().unwrap_or_default();
         let Some(meta) = region.peers.iter().find(|p| p.store_id == ctx.store_id).cloned() else {
-            return Err(StartError::Region {
-                region_id,
-                reason: "its record lists no peer on this store".into(),
-            });
+            if record.peer_id == 0 {
+                return Err(StartError::Region {
+                    region_id,
+                    reason: "its record names no peer on this store".into(),
+                });
+            }
+            // Removed by a membership change that was applied, but the process stopped
+            // before the peer was destroyed: finish the destruction now.
+            finish_destroy_at_load(&mut cleanup, region_id, &region, record.peer_id);
+            continue;
         };
         let peer = Peer::new(&ctx.config, Arc::clone(&ctx.engine), region.clone(), meta.clone())?;
         let apply_state = peer.raw.store().apply_state().clone();
@@ -352,12 +358,37 @@ fn load_regions(ctx: &Arc<StoreContext>) -> Result<(), StartError> {
         }
         meta_guard.set_region(region);
     }
-    ctx.engine.write(cleanup, false)?;
+    // Synced: a tombstone written here must not be lost to a second crash.
+    ctx.engine.write(cleanup, true)?;
     metrics::gauge!("tessera_store_regions").set(ctx.raft_router.len() as f64);
     // Wake every peer once, so that entries committed but not applied before a restart
     // are applied without waiting for traffic.
     ctx.raft_router.broadcast_normal(|| PeerMsg::Tick);
     Ok(())
+}
+
+/// Writes what destroying a removed peer writes (see `operation/destroy.rs`): its log and
+/// states deleted, its data range cleared, and a tombstone naming the peer.
+fn finish_destroy_at_load(
+    batch: &mut crate::engine::WriteBatch,
+    region_id: u64,
+    region: &Region,
+    peer_id: u64,
+) {
+    let log = keys::raft_log_range(region_id, 0, u64::MAX);
+    batch.delete_range(keys::CF_RAFT, &log.start, &log.end);
+    batch.delete(keys::CF_RAFT, &keys::raft_state_key(region_id));
+    batch.delete(CF_META, &keys::apply_state_key(region_id));
+    let data = keys::data_range(&region.start_key, &region.end_key);
+    batch.delete_range(CF_DEFAULT, &data.start, &data.end);
+    let tombstone = RegionLocalState {
+        region: Some(region.clone()),
+        state: PeerState::Tombstone as i32,
+        conf_state: None,
+        peer_id,
+    };
+    batch.put_msg(CF_META, &keys::region_state_key(region_id), &tombstone);
+    metrics::counter!("tessera_store_peers_destroyed_total").increment(1);
 }
 
 /// The store timer: one thread that ticks every peer, instead of a timer per region.
@@ -402,7 +433,12 @@ impl RaftReceiver for StoreReceiver {
                 let _ = ctx.raft_router.send_control(StoreMsg::Raft(msg));
             }
             // A full mailbox drops the message: Raft retries, memory stays bounded.
-            Err(_) => metrics::counter!("tessera_store_messages_dropped_total").increment(1),
+            Err(e) => {
+                metrics::counter!("tessera_store_messages_dropped_total").increment(1);
+                if let PeerMsg::Raft(msg) = e.into_message() {
+                    crate::operation::discard_snapshot_file(&ctx, &msg);
+                }
+            }
         }
     }
 

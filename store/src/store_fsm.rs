@@ -56,13 +56,18 @@ impl StoreFsmState {
 
     pub fn on_unknown_region_message(&mut self, ctx: &Arc<StoreContext>, msg: Box<RaftMessage>) {
         if !self.maybe_create_peer(ctx, &msg) {
+            crate::operation::discard_snapshot_file(ctx, &msg);
             self.messages_dropped += 1;
             metrics::counter!("tessera_store_unknown_region_messages_dropped_total").increment(1);
             return;
         }
         // Delivered through the mailbox, after the registration: the peer steps it first.
         let region_id = msg.region_id;
-        let _ = ctx.raft_router.send(region_id, PeerMsg::Raft(msg));
+        if let Err(e) = ctx.raft_router.send(region_id, PeerMsg::Raft(msg)) {
+            if let PeerMsg::Raft(msg) = e.into_message() {
+                crate::operation::discard_snapshot_file(ctx, &msg);
+            }
+        }
     }
 
     /// Creates an uninitialized peer for `msg` if every check passes. Returns whether the
@@ -78,7 +83,12 @@ impl StoreFsmState {
             return true;
         }
         let Some(message) = msg.message.as_ref() else { return false };
-        if !may_create_peer(message.msg_type) {
+        let from_id = msg.from_peer.as_ref().map_or(0, |p| p.id);
+        if !may_create_peer(message.msg_type)
+            || message.to != to_peer.id
+            || message.from != from_id
+            || from_id == 0
+        {
             return false;
         }
         let record: Option<RegionLocalState> =
@@ -90,11 +100,7 @@ impl StoreFsmState {
             if record.state == PeerState::Tombstone as i32 {
                 let removed = record.region.as_ref().and_then(|r| r.epoch).unwrap_or_default();
                 let theirs = msg.region_epoch.unwrap_or_default();
-                let removed_peer_id = record
-                    .region
-                    .as_ref()
-                    .and_then(|r| r.peers.iter().find(|p| p.store_id == ctx.store_id))
-                    .map_or(0, |p| p.id);
+                let removed_peer_id = record.peer_id;
                 // A message from the membership that removed us, or from before it, or to
                 // the removed peer itself: never bring it back (LESSONS.md #21).
                 if theirs.conf_ver <= removed.conf_ver || to_peer.id <= removed_peer_id {

@@ -437,3 +437,63 @@ fn proposals_are_bounded_and_a_deposed_leaders_proposals_are_dropped() {
         assert_eq!(cluster.store(store_id).get_local(&key_in_region(1, "lost0")).unwrap(), None);
     }
 }
+
+/// Messages from the network that no peer sends (proposals, local completions, spoofed
+/// senders, unknown types, empty envelopes) are refused at the door: the store stays up
+/// and its data unchanged.
+#[test]
+fn malformed_messages_from_the_network_are_refused() {
+    use tessera_proto::raftpb::{Entry, Message, MessageType};
+    use tessera_proto::serverpb::RaftMessage;
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let leader_peer = Peer { id: initial_peer_id(1, leader), store_id: leader, role: 0 };
+    let follower_peer = Peer { id: initial_peer_id(1, follower), store_id: follower, role: 0 };
+    let envelope = |message: Option<Message>| RaftMessage {
+        region_id: 1,
+        from_peer: Some(follower_peer.clone()),
+        to_peer: Some(leader_peer.clone()),
+        message,
+        region_epoch: Some(tessera_proto::storepb::RegionEpoch { conf_ver: 1, version: 1 }),
+        ..Default::default()
+    };
+    let raw = |msg_type: i32, from: u64| Message {
+        msg_type,
+        from,
+        to: leader_peer.id,
+        term: 1_000,
+        index: 1_000_000,
+        commit: 1_000_000,
+        entries: vec![Entry { data: b"not a command".to_vec().into(), ..Default::default() }],
+        ..Default::default()
+    };
+    let receiver = cluster.store(leader).receiver();
+    let garbage = vec![
+        envelope(Some(raw(MessageType::MsgPropose as i32, follower_peer.id))),
+        envelope(Some(raw(MessageType::MsgStorageApplyResponse as i32, u64::MAX - 1))),
+        envelope(Some(raw(MessageType::MsgAppendResponse as i32, leader_peer.id))),
+        envelope(Some(raw(MessageType::MsgHup as i32, follower_peer.id))),
+        envelope(Some(raw(99, follower_peer.id))),
+        envelope(Some(Message { to: 12345, ..raw(MessageType::MsgHeartbeat as i32, follower_peer.id) })),
+        envelope(None),
+        RaftMessage { to_peer: None, ..envelope(None) },
+        RaftMessage { region_id: 0, ..envelope(Some(raw(MessageType::MsgAppend as i32, follower_peer.id))) },
+        RaftMessage {
+            region_id: 424_242,
+            ..envelope(Some(raw(MessageType::MsgPropose as i32, follower_peer.id)))
+        },
+    ];
+    for msg in garbage {
+        receiver.receive(msg);
+    }
+    cluster.must_put(1, &key_in_region(1, "b"), b"2");
+    assert_eq!(cluster.store(leader).fatal_error(), None);
+    assert!(cluster.store(leader).peer_status(1, WAIT).unwrap().is_leader);
+    assert!(cluster.store(leader).region_ids() == vec![1], "no peer was created for garbage");
+    for store_id in 1..=3 {
+        assert!(cluster.wait_for_value(store_id, &key_in_region(1, "b"), Some(b"2"), WAIT));
+    }
+}

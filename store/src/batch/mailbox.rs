@@ -16,13 +16,14 @@
 //! That argument is a store-then-load on each side (the sender stores a message and loads
 //! the status, the poller stores the status and loads the channel length), which only holds
 //! if both sides agree on one order of those operations: hence `SeqCst` on the status, which
-//! pairs with the `SeqCst` tail updates and loads of crossbeam's bounded channel.
+//! pairs with the `SeqCst` tail updates and index loads of crossbeam's unbounded (list) channel
+//! (the capacity is enforced by the mailbox itself, see `Mailbox`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 
 use super::fsm::Fsm;
@@ -127,14 +128,23 @@ impl<F: Fsm> MailboxCore<F> {
 
 /// The sending side of one FSM's bounded mailbox. Cheap to clone; all clones reach the same
 /// FSM.
+///
+/// The channel underneath is unbounded and the capacity is enforced here, so that the owner
+/// of a mailbox can still `force_send` a completion it must not lose (the answer to work it
+/// handed out, whose number that work already bounds) when ordinary traffic filled it.
 pub struct Mailbox<F: Fsm> {
     sender: Sender<F::Message>,
     core: Arc<MailboxCore<F>>,
+    mailbox_len_max: usize,
 }
 
 impl<F: Fsm> Clone for Mailbox<F> {
     fn clone(&self) -> Self {
-        Mailbox { sender: self.sender.clone(), core: self.core.clone() }
+        Mailbox {
+            sender: self.sender.clone(),
+            core: self.core.clone(),
+            mailbox_len_max: self.mailbox_len_max,
+        }
     }
 }
 
@@ -150,7 +160,7 @@ impl<F: Fsm> fmt::Debug for Mailbox<F> {
 impl<F: Fsm> Mailbox<F> {
     /// A mailbox of capacity `mailbox_len_max` that parks `fsm`, idle.
     pub(crate) fn new(fsm: Box<F>, mailbox_len_max: usize) -> Self {
-        let (sender, receiver) = crossbeam_channel::bounded(mailbox_len_max);
+        let (sender, receiver) = crossbeam_channel::unbounded();
         Mailbox {
             sender,
             core: Arc::new(MailboxCore {
@@ -158,6 +168,7 @@ impl<F: Fsm> Mailbox<F> {
                 slot: Mutex::new(Some(fsm)),
                 receiver,
             }),
+            mailbox_len_max,
         }
     }
 
@@ -171,7 +182,9 @@ impl<F: Fsm> Mailbox<F> {
         self.core.is_closed()
     }
 
-    /// Queues `message` without blocking and schedules the FSM if it was idle.
+    /// Queues `message` without blocking and schedules the FSM if it was idle; refuses it
+    /// when `mailbox_len_max` messages wait. Concurrent senders may each pass the check at
+    /// once, so the length can overshoot by at most the number of sending threads.
     ///
     /// A message that races with `close` may be queued just after the close; it is then
     /// dropped with the mailbox, exactly as if it had been sent a moment later and refused.
@@ -180,18 +193,30 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
+        if self.sender.len() >= self.mailbox_len_max && !self.is_closed() {
+            return Err(SendError::Full(message));
+        }
+        self.force_send(message, schedule)
+    }
+
+    /// Queues `message` whatever the mailbox holds. Only for messages whose number is
+    /// bounded by other means (see the type's docs).
+    pub(crate) fn force_send(
+        &self,
+        message: F::Message,
+        schedule: impl FnOnce(Scheduled<F>),
+    ) -> Result<(), SendError<F::Message>> {
         if self.is_closed() {
             return Err(SendError::Disconnected(message));
         }
-        match self.sender.try_send(message) {
+        match self.sender.send(message) {
             Ok(()) => {
                 self.core.notify(schedule);
                 Ok(())
             }
-            Err(TrySendError::Full(message)) => Err(SendError::Full(message)),
             // The core holds the receiver as long as any mailbox exists, so the channel
             // itself never disconnects; closing is the status' job.
-            Err(TrySendError::Disconnected(message)) => Err(SendError::Disconnected(message)),
+            Err(crossbeam_channel::SendError(message)) => Err(SendError::Disconnected(message)),
         }
     }
 

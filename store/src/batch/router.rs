@@ -123,6 +123,19 @@ impl<N: Fsm, C: Fsm> BatchRouter<N, C> {
         self.count_full(result)
     }
 
+    /// Queues `message` for the FSM at `addr` even if its mailbox is full. For completions
+    /// of work the FSM handed out (their number is bounded by that work, which went through
+    /// bounded queues): dropping one would leave the FSM waiting forever.
+    pub fn force_send(&self, addr: u64, message: N::Message) -> Result<(), SendError<N::Message>> {
+        let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(mailbox) = normals.get(&addr) else {
+            return Err(SendError::UnknownAddress(message));
+        };
+        mailbox.force_send(message, |scheduled| {
+            self.schedule(Task::Normal(scheduled));
+        })
+    }
+
     /// Queues `message` for the control FSM without blocking.
     pub fn send_control(&self, message: C::Message) -> Result<(), SendError<C::Message>> {
         let result = self.shared.control.try_send(message, |scheduled| {

@@ -32,7 +32,7 @@ impl Peer {
         self.refresh_peer_cache();
         self.raw.store_mut().set_region(region.clone(), conf_state);
         if removed_self {
-            self.start_destroy(ctx, "removed from the region by a membership change");
+            self.start_destroy(ctx);
             return;
         }
         ctx.store.meta().set_region(region);

@@ -12,16 +12,18 @@ use crate::msg::ApplyMsg;
 use crate::peer::{Life, Peer};
 
 impl Peer {
-    pub(crate) fn start_destroy(&mut self, ctx: &mut PollContext<'_>, reason: &str) {
+    pub(crate) fn start_destroy(&mut self, ctx: &mut PollContext<'_>) {
         if self.life != Life::Alive {
             return;
         }
-        if ctx.store.apply_router.send(self.region_id, ApplyMsg::Destroy).is_err() {
+        if ctx.store.apply_router.force_send(self.region_id, ApplyMsg::Destroy).is_err() {
             // A full apply mailbox: try again on the next message or tick.
             return;
         }
-        let _ = reason;
         self.life = Life::Destroying;
+        if let Some(deferred) = self.deferred_snapshot.take() {
+            super::discard_snapshot_file(ctx.store, &deferred);
+        }
         for proposal in self.proposals.drain(..) {
             proposal.callback.invoke(Err(StoreError::RegionNotFound(self.region_id)));
         }
@@ -47,6 +49,7 @@ impl Peer {
             region: Some(self.region.clone()),
             state: PeerState::Tombstone as i32,
             conf_state: None,
+            peer_id: self.meta.id,
         };
         ctx.batch.put_msg(CF_META, &keys::region_state_key(self.region_id), &tombstone);
         self.round.wrote = true;

@@ -15,6 +15,49 @@ pub(crate) fn is_conf_stale(theirs: &Option<RegionEpoch>, ours: &Option<RegionEp
     theirs.unwrap_or_default().conf_ver < ours.unwrap_or_default().conf_ver
 }
 
+/// The Raft message types one peer may send another. Everything else (local messages,
+/// proposals, which a store takes from clients only, and reads, which the store does not
+/// issue yet) is refused at the door, so that a malformed or hostile message cannot
+/// reach the core's internal paths.
+fn is_peer_message_type(msg_type: i32) -> bool {
+    use MessageType::*;
+    [
+        MsgAppend,
+        MsgAppendResponse,
+        MsgRequestVote,
+        MsgRequestVoteResponse,
+        MsgRequestPreVote,
+        MsgRequestPreVoteResponse,
+        MsgSnapshot,
+        MsgHeartbeat,
+        MsgHeartbeatResponse,
+        MsgTransferLeader,
+        MsgTimeoutNow,
+    ]
+    .iter()
+    .any(|t| *t as i32 == msg_type)
+}
+
+/// Whether the Raft message inside `msg` agrees with its envelope: it comes from the peer
+/// the envelope names, to this peer, and it is a message peers exchange.
+fn is_well_formed(msg: &RaftMessage, message: &Message, my_id: u64) -> bool {
+    let from = msg.from_peer.as_ref().map_or(0, |p| p.id);
+    from != 0
+        && from != my_id
+        && !tessera_raft::raft::is_local_thread(from)
+        && message.from == from
+        && message.to == my_id
+        && is_peer_message_type(message.msg_type)
+}
+
+/// Removes the received data file of a snapshot message that will not be installed
+/// (LESSONS.md #24: a refused snapshot must not leave its file behind).
+pub(crate) fn discard_snapshot_file(store: &crate::context::StoreContext, msg: &RaftMessage) {
+    if let Some(snapshot) = msg.message.as_ref().and_then(|m| m.snapshot.as_deref()) {
+        let _ = store.snapshots.remove_received(snapshot);
+    }
+}
+
 impl Peer {
     /// Wraps a core message with its routing and sends it (or, for a snapshot, hands it
     /// to a snapshot thread).
@@ -53,61 +96,77 @@ impl Peer {
         }
     }
 
-    /// Handles a message from another replica of the region.
+    /// Handles a message from another replica of the region. A snapshot message that is
+    /// not stepped (or kept for later) has its received file discarded.
     pub(crate) fn on_raft_message(&mut self, ctx: &mut PollContext<'_>, msg: Box<RaftMessage>) {
+        if let Some(refused) = self.try_step_raft_message(ctx, msg) {
+            discard_snapshot_file(ctx.store, &refused);
+        }
+    }
+
+    /// Steps the message if it passes every check, or keeps a snapshot for later; gives the
+    /// message back if it did neither.
+    fn try_step_raft_message(
+        &mut self,
+        ctx: &mut PollContext<'_>,
+        msg: Box<RaftMessage>,
+    ) -> Option<Box<RaftMessage>> {
         if self.life != Life::Alive {
-            return;
+            return Some(msg);
         }
         let (Some(from_peer), Some(to_peer)) = (msg.from_peer.clone(), msg.to_peer.as_ref()) else {
-            return;
+            return Some(msg);
         };
         if to_peer.id != self.meta.id {
             // Meant for another replica of this region on this store: a newer one if its id
-            // is higher (peer ids only grow), in which case this one was removed.
-            if to_peer.id > self.meta.id && !is_conf_stale(&msg.region_epoch, &self.region.epoch) {
-                self.start_destroy(ctx, "a newer peer of the region is addressed on this store");
+            // is higher (peer ids only grow) and the membership that names it is newer than
+            // ours, in which case this one was removed.
+            let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
+            if to_peer.id > self.meta.id && theirs > self.region.epoch.unwrap_or_default().conf_ver {
+                self.start_destroy(ctx);
             }
-            return;
+            return Some(msg);
         }
         if msg.is_tombstone {
             // A current member says we are out. Only trust a newer membership than ours.
             let ours = self.region.epoch.unwrap_or_default().conf_ver;
             if !self.is_initialized() || msg.region_epoch.unwrap_or_default().conf_ver > ours {
-                self.start_destroy(ctx, "told it was removed from the region");
+                self.start_destroy(ctx);
             }
-            return;
+            return Some(msg);
         }
         let from_is_member = self.region.peers.iter().any(|p| p.id == from_peer.id);
         if self.is_initialized() && !from_is_member && is_conf_stale(&msg.region_epoch, &self.region.epoch) {
             // A peer removed from the region (it does not know yet): tell it, so that it
             // destroys itself instead of campaigning forever.
             self.send_tombstone(ctx, from_peer);
-            return;
+            return Some(msg);
+        }
+        let well_formed = msg.message.as_ref().is_some_and(|m| is_well_formed(&msg, m, self.meta.id));
+        if !well_formed {
+            metrics::counter!("tessera_store_messages_malformed_total").increment(1);
+            return Some(msg);
         }
         self.peer_cache.insert(from_peer.id, from_peer);
-        let Some(message) = msg.message.as_ref() else { return };
-        if message.msg_type == MessageType::MsgSnapshot as i32 {
+        let is_snapshot = msg.message.as_ref().is_some_and(|m| m.msg_type == MessageType::MsgSnapshot as i32);
+        if is_snapshot {
             if self.apply_tasks_in_flight > 0 || !self.apply_backlog.is_empty() {
                 // Installing moves the apply state; wait until the apply FSM is idle. A newer
                 // snapshot replaces one already waiting, whose file is no longer needed.
-                if let Some(replaced) = self.deferred_snapshot.replace(msg) {
-                    if let Some(snapshot) = replaced.message.as_ref().and_then(|m| m.snapshot.as_deref()) {
-                        let _ = ctx.store.snapshots.remove_received(snapshot);
-                    }
-                }
-                return;
+                return self.deferred_snapshot.replace(msg);
             }
             if !self.accepts_snapshot(ctx, &msg) {
-                return;
+                return Some(msg);
             }
+            self.snapshot_stepped = msg.message.as_ref().and_then(|m| m.snapshot.as_deref()).cloned();
         }
-        let msg = *msg;
-        let Some(message) = msg.message else { return };
+        let message = msg.message.expect("checked by is_well_formed");
         // Errors here are messages the core refuses on purpose (a response from a peer that
         // is no longer in the configuration, say); they carry nothing to act on.
         if self.raw.step(message).is_err() {
             metrics::counter!("tessera_store_messages_refused_total").increment(1);
         }
+        None
     }
 
     /// Checks a snapshot before the core sees it: its data arrived, it is for this region,
@@ -122,7 +181,6 @@ impl Peer {
         let overlapping = ctx.store.meta().overlapping(region, self.region_id);
         if !overlapping.is_empty() {
             metrics::counter!("tessera_store_snapshots_refused_total").increment(1);
-            let _ = ctx.store.snapshots.remove_received(snapshot);
             return false;
         }
         true

@@ -20,4 +20,5 @@ pub(crate) struct PollContext<'a> {
     pub batch: &'a mut WriteBatch,
 }
 
+pub(crate) use message::discard_snapshot_file;
 pub(crate) use propose::{check_epoch, check_requests};

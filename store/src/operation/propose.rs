@@ -89,13 +89,43 @@ impl Peer {
     /// Proposes a client command; `callback` hears the outcome exactly once.
     pub(crate) fn propose(&mut self, ctx: &mut PollContext<'_>, request: RaftCmdRequest, callback: Callback) {
         match self.try_propose(ctx, request) {
-            Ok((index, term)) => self.proposals.push_back(Proposal {
-                index,
-                term,
-                callback,
-                proposed_at: std::time::Instant::now(),
-            }),
+            Ok((index, term)) => {
+                // Proposals at or past this index were in a log tail that another leader
+                // replaced while this peer was not leading: they will never apply, and
+                // leaving them would break the queue's index order.
+                while self.proposals.back().is_some_and(|p| p.index >= index) {
+                    let stale = self.proposals.pop_back().expect("checked");
+                    stale.callback.invoke(Err(StoreError::replaced(stale.index, stale.term)));
+                }
+                let proposed_at = std::time::Instant::now();
+                self.proposals.push_back(Proposal { index, term, callback, proposed_at });
+            }
             Err(e) => callback.invoke(Err(e)),
+        }
+    }
+
+    /// Answers the proposals whose entries are no longer in the log as proposed (another
+    /// leader replaced them, or the log was cut before them), so that they neither wait for
+    /// traffic that may never come nor hold room in the bounded queue. Called on ticks.
+    pub(crate) fn drop_replaced_proposals(&mut self) {
+        if self.proposals.is_empty() {
+            return;
+        }
+        let raft_log = self.raw.raft().raft_log();
+        let is_replaced = |p: &Proposal| match raft_log.term(p.index) {
+            Ok(term) => term != p.term,
+            // Beyond the log: cut off. Compacted: applied already, answered by apply.
+            Err(tessera_raft::StorageError::Unavailable) => true,
+            Err(_) => false,
+        };
+        if !self.proposals.iter().any(is_replaced) {
+            return;
+        }
+        let (kept, dropped): (Vec<Proposal>, Vec<Proposal>) =
+            self.proposals.drain(..).partition(|p| !is_replaced(p));
+        self.proposals.extend(kept);
+        for p in dropped {
+            p.callback.invoke(Err(StoreError::replaced(p.index, p.term)));
         }
     }
 

@@ -18,11 +18,24 @@ use crate::peer::{InstalledSnapshot, Life, Peer};
 impl Peer {
     /// Takes the peer's Ready, if it has one, and starts its work.
     pub(crate) fn collect_ready(&mut self, ctx: &mut PollContext<'_>) {
+        self.take_ready(ctx);
+        if let Some(stepped) = self.snapshot_stepped.take() {
+            let installed = self.round.installed_snapshot.as_ref().is_some_and(|i| i.snapshot == stepped);
+            if !installed {
+                let _ = ctx.store.snapshots.remove_received(&stepped);
+            }
+        }
+    }
+
+    fn take_ready(&mut self, ctx: &mut PollContext<'_>) {
         if self.life != Life::Alive {
             return;
         }
         if self.raw.store_mut().take_snapshot_request() {
             self.request_snapshot_generation(ctx);
+        }
+        for stale in self.raw.store_mut().take_stale_snapshots() {
+            let _ = ctx.store.snapshots.remove_generated(&stale);
         }
         // Committed entries that could not be handed to the apply FSM yet: taking another
         // Ready would only queue more.
@@ -60,6 +73,7 @@ impl Peer {
                 region: Some(region.clone()),
                 state: PeerState::Normal as i32,
                 conf_state: Some(conf_state.clone()),
+                peer_id: self.meta.id,
             };
             ctx.batch.put_msg(CF_META, &keys::region_state_key(self.region_id), &record);
             self.raw.store_mut().install_snapshot(
@@ -98,8 +112,7 @@ impl Peer {
                 .record(proposal.proposed_at.elapsed());
             proposals.push(proposal);
         }
-        let task =
-            ApplyTask { term: self.raw.raft().term(), entries: m.entries, proposals, responses: m.responses };
+        let task = ApplyTask { entries: m.entries, proposals, responses: m.responses };
         self.apply_backlog.push_back(task);
     }
 
@@ -149,9 +162,10 @@ impl Peer {
         }
     }
 
-    /// Whether the peer has work a message will not announce: a Ready, or apply tasks
-    /// waiting for room in the apply mailbox.
+    /// Whether the peer has work no message will announce: a Ready it can take. (Apply
+    /// tasks waiting for room in the apply mailbox are not such work: the apply FSM's
+    /// answer to the tasks ahead of them wakes the peer.)
     pub(crate) fn needs_another_round(&self) -> bool {
-        self.life == Life::Alive && (self.raw.has_ready() || !self.apply_backlog.is_empty())
+        self.life == Life::Alive && self.apply_backlog.is_empty() && self.raw.has_ready()
     }
 }

@@ -18,7 +18,7 @@ use crate::peer::{InstalledSnapshot, Peer};
 
 impl Peer {
     pub(crate) fn request_snapshot_generation(&mut self, ctx: &mut PollContext<'_>) {
-        if ctx.store.apply_router.send(self.region_id, ApplyMsg::GenerateSnapshot).is_err() {
+        if ctx.store.apply_router.force_send(self.region_id, ApplyMsg::GenerateSnapshot).is_err() {
             // Try again on the core's next request.
             self.raw.store_mut().on_snapshot_generated(Err("apply mailbox unavailable".into()));
         }
@@ -62,7 +62,7 @@ impl Peer {
                 StoreStats::add(&stats.snapshots_sent, 1);
             }
             // The peer may be gone meanwhile; nothing else to tell then.
-            let _ = router.send(region_id, PeerMsg::SnapshotSent { to_peer_id, succeeded });
+            let _ = router.force_send(region_id, PeerMsg::SnapshotSent { to_peer_id, succeeded });
         });
         if spawned.is_err() {
             self.raw.report_snapshot(to_peer_id, SnapshotStatus::Failure);
@@ -85,7 +85,7 @@ impl Peer {
         let conf_state =
             installed.snapshot.metadata.as_ref().and_then(|m| m.conf_state.clone()).unwrap_or_default();
         let msg = ApplyMsg::SnapshotInstalled { region: installed.region, apply_state, conf_state };
-        if ctx.store.apply_router.send(self.region_id, msg).is_err() {
+        if ctx.store.apply_router.force_send(self.region_id, msg).is_err() {
             ctx.store.stop_fatally(format!(
                 "region {}: the apply FSM cannot learn of the snapshot installed at {}",
                 self.region_id, installed.index
