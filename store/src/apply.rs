@@ -20,7 +20,10 @@ use crate::context::{StoreContext, StoreStats};
 use crate::engine::WriteBatch;
 use crate::error::{StoreError, StoreResult};
 use crate::keys::{self, CF_DEFAULT, CF_META};
-use crate::msg::{ApplyMsg, ApplyResult, ApplyTask, Callback, CmdResponse, ExecResult, PeerMsg};
+use crate::msg::{
+    AppliedConfChange, ApplyMsg, ApplyResult, ApplyTask, Callback, CmdResponse, ExecResult, InstalledState,
+    PeerMsg,
+};
 use crate::operation::{check_epoch, check_requests};
 
 /// One region's state machine on this store.
@@ -118,7 +121,8 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
                         fsm.apply_task(&mut self.batch, *task, &mut self.acks, &mut self.entries_applied);
                     self.results.push((fsm.region_id, result));
                 }
-                ApplyMsg::SnapshotInstalled { region, apply_state, conf_state } => {
+                ApplyMsg::SnapshotInstalled(installed) => {
+                    let InstalledState { region, apply_state, conf_state } = *installed;
                     fsm.applied_term = apply_state.truncated_term;
                     fsm.region = region;
                     fsm.apply_state = apply_state;
@@ -230,7 +234,7 @@ impl ApplyFsm {
             acks.push((p.callback, Err(StoreError::replaced(p.index, p.term))));
         }
         batch.put_msg(CF_META, &keys::apply_state_key(self.region_id), &self.apply_state);
-        ApplyResult { apply_state: self.apply_state.clone(), exec_results, responses: task.responses }
+        ApplyResult { apply_state: self.apply_state, exec_results, responses: task.responses }
     }
 
     /// Applies one committed entry. The error, if any, is the command's answer; the entry
@@ -356,6 +360,11 @@ impl ApplyFsm {
         batch.put_msg(CF_META, &keys::region_state_key(self.region_id), &record);
         self.region = region.clone();
         self.conf_state = conf_state.clone();
-        exec_results.push(ExecResult::ConfChange { cc, region, conf_state, removed_self });
+        exec_results.push(ExecResult::ConfChange(Box::new(AppliedConfChange {
+            cc,
+            region,
+            conf_state,
+            removed_self,
+        })));
     }
 }

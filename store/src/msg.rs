@@ -108,12 +108,20 @@ pub enum ApplyMsg {
     Apply(Box<ApplyTask>),
     /// The peer installed a snapshot: the apply state jumps to it. Sent only while no
     /// apply task is in flight.
-    SnapshotInstalled { region: Region, apply_state: ApplyState, conf_state: ConfState },
+    SnapshotInstalled(Box<InstalledState>),
     /// Take a consistent view of the region's data now and generate a snapshot from it.
     GenerateSnapshot,
     /// The peer is being destroyed: stop after the tasks before this one, answer the
     /// remaining proposals, and tell the peer.
     Destroy,
+}
+
+/// The state a snapshot installed, for the apply FSM to continue from.
+#[derive(Debug)]
+pub struct InstalledState {
+    pub region: Region,
+    pub apply_state: ApplyState,
+    pub conf_state: ConfState,
 }
 
 #[derive(Debug)]
@@ -127,9 +135,17 @@ pub struct ApplyTask {
 #[derive(Debug)]
 pub enum ExecResult {
     /// A membership change was applied; the peer applies it to its Raft node.
-    ConfChange { cc: ConfChangeV2, region: Region, conf_state: ConfState, removed_self: bool },
+    ConfChange(Box<AppliedConfChange>),
     /// The log up to `index` may be deleted.
     CompactLog { index: u64, term: u64 },
+}
+
+#[derive(Debug)]
+pub struct AppliedConfChange {
+    pub cc: ConfChangeV2,
+    pub region: Region,
+    pub conf_state: ConfState,
+    pub removed_self: bool,
 }
 
 #[derive(Debug)]

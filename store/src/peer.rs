@@ -129,7 +129,7 @@ impl Peer {
             key: crate::keys::raft_state_key(region.id).to_vec(),
             reason: format!("region {}: the Raft node does not start from its records: {e}", region.id),
         })?;
-        let peer_cache = region.peers.iter().map(|p| (p.id, p.clone())).collect();
+        let peer_cache = region.peers.iter().map(|p| (p.id, *p)).collect();
         Ok(Peer {
             region_id: region.id,
             meta,
@@ -192,7 +192,7 @@ impl Peer {
     /// them, and keeps what it learned from messages of peers not (yet) in the region.
     pub fn refresh_peer_cache(&mut self) {
         for peer in &self.region.peers {
-            self.peer_cache.insert(peer.id, peer.clone());
+            self.peer_cache.insert(peer.id, *peer);
         }
     }
 }

@@ -336,8 +336,8 @@ fn load_regions(ctx: &Arc<StoreContext>) -> Result<(), StartError> {
             finish_destroy_at_load(&mut cleanup, region_id, &region, record.peer_id);
             continue;
         };
-        let peer = Peer::new(&ctx.config, Arc::clone(&ctx.engine), region.clone(), meta.clone())?;
-        let apply_state = peer.raw.store().apply_state().clone();
+        let peer = Peer::new(&ctx.config, Arc::clone(&ctx.engine), region.clone(), meta)?;
+        let apply_state = *peer.raw.store().apply_state();
         let applied_term = peer.raw.store().term(apply_state.applied_index).map_err(|e| {
             StartError::Region { region_id, reason: format!("no term for the applied index: {e}") }
         })?;

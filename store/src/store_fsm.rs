@@ -43,7 +43,7 @@ impl StoreFsmState {
     /// Periodic store-level work: the gauges that no single event updates.
     pub fn on_tick(&mut self, ctx: &Arc<StoreContext>) {
         self.ticks += 1;
-        if self.ticks % GAUGE_REFRESH_TICKS != 0 {
+        if !self.ticks.is_multiple_of(GAUGE_REFRESH_TICKS) {
             return;
         }
         let (regions, initialized) = {
@@ -74,7 +74,7 @@ impl StoreFsmState {
     /// region now has a mailbox.
     fn maybe_create_peer(&mut self, ctx: &Arc<StoreContext>, msg: &RaftMessage) -> bool {
         let region_id = msg.region_id;
-        let Some(to_peer) = msg.to_peer.clone() else { return false };
+        let Some(to_peer) = msg.to_peer else { return false };
         if to_peer.store_id != ctx.store_id || to_peer.id == 0 || region_id == 0 || msg.is_tombstone {
             return false;
         }
@@ -112,7 +112,7 @@ impl StoreFsmState {
             }
         }
         let region = Region { id: region_id, ..Default::default() };
-        let peer = match Peer::new(&ctx.config, Arc::clone(&ctx.engine), region.clone(), to_peer.clone()) {
+        let peer = match Peer::new(&ctx.config, Arc::clone(&ctx.engine), region.clone(), to_peer) {
             Ok(peer) => peer,
             Err(_) => return false,
         };

@@ -138,9 +138,9 @@ fn a_peer_is_added_by_snapshot_and_removed_for_good() {
     cluster.add_store(4, |_| {});
     cluster.must_put(1, &key_in_region(1, "a"), b"1");
     let new_peer = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
-    cluster.change_peer(1, ConfChangeType::AddLearnerNode, new_peer.clone(), WAIT).unwrap();
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, new_peer, WAIT).unwrap();
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT), "the learner catches up");
-    let voter = Peer { role: PeerRole::Voter as i32, ..new_peer.clone() };
+    let voter = Peer { role: PeerRole::Voter as i32, ..new_peer };
     cluster.change_peer(1, ConfChangeType::AddNode, voter, WAIT).unwrap();
     cluster.must_put(1, &key_in_region(1, "b"), b"2");
     assert!(cluster.wait_for_value(4, &key_in_region(1, "b"), Some(b"2"), WAIT));
@@ -151,8 +151,8 @@ fn a_peer_is_added_by_snapshot_and_removed_for_good() {
     // Remove a follower that is not the leader.
     let leader = cluster.leader_store(1, WAIT).unwrap();
     let removed_store = (1..=4).find(|id| *id != leader).unwrap();
-    let removed = region.peers.iter().find(|p| p.store_id == removed_store).unwrap().clone();
-    cluster.change_peer(1, ConfChangeType::RemoveNode, removed.clone(), WAIT).unwrap();
+    let removed = *region.peers.iter().find(|p| p.store_id == removed_store).unwrap();
+    cluster.change_peer(1, ConfChangeType::RemoveNode, removed, WAIT).unwrap();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let record = cluster.store(removed_store).region_record(1);
@@ -454,8 +454,8 @@ fn malformed_messages_from_the_network_are_refused() {
     let follower_peer = Peer { id: initial_peer_id(1, follower), store_id: follower, role: 0 };
     let envelope = |message: Option<Message>| RaftMessage {
         region_id: 1,
-        from_peer: Some(follower_peer.clone()),
-        to_peer: Some(leader_peer.clone()),
+        from_peer: Some(follower_peer),
+        to_peer: Some(leader_peer),
         message,
         region_epoch: Some(tessera_proto::storepb::RegionEpoch { conf_ver: 1, version: 1 }),
         ..Default::default()

@@ -1,7 +1,7 @@
 //! The apply FSM's answer: what it applied, and what that changed beyond the data.
 
 use super::PollContext;
-use crate::msg::{ApplyResult, ExecResult};
+use crate::msg::{AppliedConfChange, ApplyResult, ExecResult};
 use crate::peer::{Life, Peer};
 
 impl Peer {
@@ -14,7 +14,8 @@ impl Peer {
         self.raw.store_mut().on_applied(apply_state.applied_index);
         for exec_result in exec_results {
             match exec_result {
-                ExecResult::ConfChange { cc, region, conf_state, removed_self } => {
+                ExecResult::ConfChange(change) => {
+                    let AppliedConfChange { cc, region, conf_state, removed_self } = *change;
                     self.on_conf_change_applied(ctx, &cc, region, conf_state, removed_self)
                 }
                 ExecResult::CompactLog { index, term } => self.on_log_compaction_applied(ctx, index, term),

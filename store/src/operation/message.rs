@@ -71,7 +71,7 @@ impl Peer {
         let is_snapshot = message.msg_type == MessageType::MsgSnapshot as i32;
         let msg = RaftMessage {
             region_id: self.region_id,
-            from_peer: Some(self.meta.clone()),
+            from_peer: Some(self.meta),
             to_peer: Some(to_peer),
             message: Some(message),
             region_epoch: self.region.epoch,
@@ -114,7 +114,7 @@ impl Peer {
         if self.life != Life::Alive {
             return Some(msg);
         }
-        let (Some(from_peer), Some(to_peer)) = (msg.from_peer.clone(), msg.to_peer.as_ref()) else {
+        let (Some(from_peer), Some(to_peer)) = (msg.from_peer, msg.to_peer.as_ref()) else {
             return Some(msg);
         };
         if to_peer.id != self.meta.id {
@@ -189,7 +189,7 @@ impl Peer {
     fn send_tombstone(&mut self, ctx: &mut PollContext<'_>, to_peer: tessera_proto::storepb::Peer) {
         let msg = RaftMessage {
             region_id: self.region_id,
-            from_peer: Some(self.meta.clone()),
+            from_peer: Some(self.meta),
             to_peer: Some(to_peer),
             message: None,
             region_epoch: self.region.epoch,

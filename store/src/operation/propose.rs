@@ -50,10 +50,8 @@ pub(crate) fn check_requests(request: &RaftCmdRequest, region: &Region) -> Store
                 return Err(StoreError::InvalidCommand("delete-range needs start < end".into()));
             }
             // The end is exclusive: it may equal the region's end.
-            if region.end_key.is_empty() || r.end_key > region.end_key {
-                if !region.end_key.is_empty() {
-                    keys.push(r.end_key.as_slice());
-                }
+            if (region.end_key.is_empty() || r.end_key > region.end_key) && !region.end_key.is_empty() {
+                keys.push(r.end_key.as_slice());
             }
         }
         for key in keys {

@@ -13,7 +13,7 @@ use tessera_raft::SnapshotStatus;
 
 use super::PollContext;
 use crate::context::StoreStats;
-use crate::msg::{ApplyMsg, PeerMsg};
+use crate::msg::{ApplyMsg, InstalledState, PeerMsg};
 use crate::peer::{InstalledSnapshot, Peer};
 
 impl Peer {
@@ -81,10 +81,14 @@ impl Peer {
         self.region = installed.region.clone();
         self.refresh_peer_cache();
         ctx.store.meta().set_region(installed.region.clone());
-        let apply_state = self.raw.store().apply_state().clone();
+        let apply_state = *self.raw.store().apply_state();
         let conf_state =
             installed.snapshot.metadata.as_ref().and_then(|m| m.conf_state.clone()).unwrap_or_default();
-        let msg = ApplyMsg::SnapshotInstalled { region: installed.region, apply_state, conf_state };
+        let msg = ApplyMsg::SnapshotInstalled(Box::new(InstalledState {
+            region: installed.region,
+            apply_state,
+            conf_state,
+        }));
         if ctx.store.apply_router.force_send(self.region_id, msg).is_err() {
             ctx.store.stop_fatally(format!(
                 "region {}: the apply FSM cannot learn of the snapshot installed at {}",
