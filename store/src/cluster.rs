@@ -41,6 +41,26 @@ pub fn initial_peer_id(region_id: u64, store_id: u64) -> u64 {
     region_id * 1_000 + store_id
 }
 
+/// A command that writes `value` under `key` in region `region_id`, routed with `epoch`.
+pub fn put_command(region_id: u64, epoch: Option<RegionEpoch>, key: &[u8], value: &[u8]) -> RaftCmdRequest {
+    command(region_id, epoch, vec![request(CmdType::Put, key, value, b"")])
+}
+
+/// A command of several requests to region `region_id`, routed with `epoch`.
+pub fn command(region_id: u64, epoch: Option<RegionEpoch>, requests: Vec<Request>) -> RaftCmdRequest {
+    RaftCmdRequest { header: Some(RequestHeader { region_id, region_epoch: epoch }), requests, admin: None }
+}
+
+/// One request of a command; `end_key` is for delete-range only.
+pub fn request(cmd_type: CmdType, key: &[u8], value: &[u8], end_key: &[u8]) -> Request {
+    Request {
+        cmd_type: cmd_type as i32,
+        key: key.to_vec(),
+        value: value.to_vec().into(),
+        end_key: end_key.to_vec(),
+    }
+}
+
 pub struct Cluster {
     pub network: InMemoryNetwork,
     dir: TempDir,
@@ -222,17 +242,7 @@ impl Cluster {
         value: &[u8],
         timeout: Duration,
     ) -> StoreResult<CmdResponse> {
-        let request = RaftCmdRequest {
-            header: Some(RequestHeader { region_id, region_epoch: None }),
-            requests: vec![Request {
-                cmd_type: CmdType::Put as i32,
-                key: key.to_vec(),
-                value: value.to_vec().into(),
-                end_key: Vec::new(),
-            }],
-            admin: None,
-        };
-        self.execute(request, timeout)
+        self.execute(put_command(region_id, None, key, value), timeout)
     }
 
     pub fn must_put(&self, region_id: u64, key: &[u8], value: &[u8]) -> CmdResponse {

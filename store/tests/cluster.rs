@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tessera_proto::raftpb::ConfChangeType;
 use tessera_proto::storepb::{Peer, PeerRole, PeerState};
-use tessera_store::cluster::{initial_peer_id, key_in_region, Cluster};
+use tessera_store::cluster::{command, initial_peer_id, key_in_region, put_command, request, Cluster};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -37,19 +37,7 @@ fn a_key_outside_the_region_and_a_follower_are_refused_with_typed_errors() {
     let err = cluster.put(1, &key_in_region(2, "x"), b"v", WAIT).unwrap_err();
     assert!(matches!(err, tessera_store::StoreError::KeyNotInRegion { region_id: 1, .. }), "{err}");
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let request = tessera_proto::serverpb::RaftCmdRequest {
-        header: Some(tessera_proto::serverpb::RequestHeader {
-            region_id: 1,
-            region_epoch: cluster.region(1, WAIT).unwrap().epoch,
-        }),
-        requests: vec![tessera_proto::serverpb::Request {
-            cmd_type: 0,
-            key: key_in_region(1, "a"),
-            value: b"v".to_vec().into(),
-            end_key: vec![],
-        }],
-        admin: None,
-    };
+    let request = put_command(1, cluster.region(1, WAIT).unwrap().epoch, &key_in_region(1, "a"), b"v");
     let answer = cluster.store(follower).propose_and_wait(request.clone()).recv_timeout(WAIT).unwrap();
     match answer {
         Err(tessera_store::StoreError::NotLeader { region_id: 1, leader: Some(hint) }) => {
@@ -262,19 +250,8 @@ fn a_failed_write_stops_the_store_and_the_others_go_on() {
     // The write that hits the failure is never acknowledged by this store.
     let deadline = std::time::Instant::now() + WAIT;
     while cluster.store(leader).fatal_error().is_none() {
-        let _ = cluster.store(leader).propose_and_wait(tessera_proto::serverpb::RaftCmdRequest {
-            header: Some(tessera_proto::serverpb::RequestHeader {
-                region_id: 1,
-                region_epoch: Some(tessera_proto::storepb::RegionEpoch { conf_ver: 1, version: 1 }),
-            }),
-            requests: vec![tessera_proto::serverpb::Request {
-                cmd_type: 0,
-                key: key_in_region(1, "b"),
-                value: b"2".to_vec().into(),
-                end_key: vec![],
-            }],
-            admin: None,
-        });
+        let epoch = Some(tessera_proto::storepb::RegionEpoch { conf_ver: 1, version: 1 });
+        let _ = cluster.store(leader).propose_and_wait(put_command(1, epoch, &key_in_region(1, "b"), b"2"));
         assert!(std::time::Instant::now() < deadline, "the store stops");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -305,31 +282,6 @@ fn a_failed_write_stops_the_store_and_the_others_go_on() {
     cluster.must_put(1, &key_in_region(1, "c"), b"3");
 }
 
-fn command(
-    region_id: u64,
-    requests: Vec<tessera_proto::serverpb::Request>,
-) -> tessera_proto::serverpb::RaftCmdRequest {
-    tessera_proto::serverpb::RaftCmdRequest {
-        header: Some(tessera_proto::serverpb::RequestHeader { region_id, region_epoch: None }),
-        requests,
-        admin: None,
-    }
-}
-
-fn request(
-    cmd_type: tessera_proto::serverpb::CmdType,
-    key: &[u8],
-    value: &[u8],
-    end_key: &[u8],
-) -> tessera_proto::serverpb::Request {
-    tessera_proto::serverpb::Request {
-        cmd_type: cmd_type as i32,
-        key: key.to_vec(),
-        value: value.to_vec().into(),
-        end_key: end_key.to_vec(),
-    }
-}
-
 #[test]
 fn delete_and_delete_range_stay_inside_the_region() {
     use tessera_proto::serverpb::CmdType;
@@ -341,7 +293,7 @@ fn delete_and_delete_range_stay_inside_the_region() {
         }
     }
     cluster
-        .execute(command(2, vec![request(CmdType::Delete, &key_in_region(2, "a"), b"", b"")]), WAIT)
+        .execute(command(2, None, vec![request(CmdType::Delete, &key_in_region(2, "a"), b"", b"")]), WAIT)
         .unwrap();
     // From "b" to the end of region 2, and several requests in one command.
     let region2 = cluster.region(2, WAIT).unwrap();
@@ -349,6 +301,7 @@ fn delete_and_delete_range_stay_inside_the_region() {
         .execute(
             command(
                 2,
+                None,
                 vec![
                     request(CmdType::DeleteRange, &key_in_region(2, "b"), b"", &region2.end_key),
                     request(CmdType::Put, &key_in_region(2, "z"), b"new", b""),
@@ -362,13 +315,15 @@ fn delete_and_delete_range_stay_inside_the_region() {
         .execute(
             command(
                 2,
+                None,
                 vec![request(CmdType::DeleteRange, &key_in_region(2, "a"), b"", &key_in_region(3, "z"))],
             ),
             WAIT,
         )
         .unwrap_err();
     assert!(matches!(err, tessera_store::StoreError::KeyNotInRegion { .. }), "{err}");
-    let err = cluster.execute(command(2, vec![request(CmdType::Put, b"", b"v", b"")]), WAIT).unwrap_err();
+    let err =
+        cluster.execute(command(2, None, vec![request(CmdType::Put, b"", b"v", b"")]), WAIT).unwrap_err();
     assert!(matches!(err, tessera_store::StoreError::InvalidCommand(_)), "{err}");
     for store_id in 1..=3 {
         assert!(cluster.wait_for_value(store_id, &key_in_region(2, "z"), Some(b"new"), WAIT));
@@ -390,7 +345,6 @@ fn delete_and_delete_range_stay_inside_the_region() {
 /// proposals hear that they were dropped.
 #[test]
 fn proposals_are_bounded_and_a_deposed_leaders_proposals_are_dropped() {
-    use tessera_proto::serverpb::CmdType;
     let mut cluster = Cluster::new(3, 1, 3, |config| config.proposals_per_peer_max = 3);
     cluster.start_all();
     cluster.must_put(1, &key_in_region(1, "a"), b"1");
@@ -399,13 +353,10 @@ fn proposals_are_bounded_and_a_deposed_leaders_proposals_are_dropped() {
     cluster.network.isolate(old_leader);
     let mut waiting = Vec::new();
     for i in 0..3 {
-        let mut cmd =
-            command(1, vec![request(CmdType::Put, &key_in_region(1, &format!("lost{i}")), b"x", b"")]);
-        cmd.header.as_mut().unwrap().region_epoch = epoch;
+        let cmd = put_command(1, epoch, &key_in_region(1, &format!("lost{i}")), b"x");
         waiting.push(cluster.store(old_leader).propose_and_wait(cmd));
     }
-    let mut cmd = command(1, vec![request(CmdType::Put, &key_in_region(1, "busy"), b"x", b"")]);
-    cmd.header.as_mut().unwrap().region_epoch = epoch;
+    let cmd = put_command(1, epoch, &key_in_region(1, "busy"), b"x");
     let busy = cluster.store(old_leader).propose_and_wait(cmd).recv_timeout(WAIT).unwrap();
     assert!(matches!(busy, Err(tessera_store::StoreError::ServerIsBusy(_))), "{busy:?}");
 
@@ -421,9 +372,7 @@ fn proposals_are_bounded_and_a_deposed_leaders_proposals_are_dropped() {
         std::thread::sleep(Duration::from_millis(20));
     };
     for i in 0..5 {
-        let mut cmd =
-            command(1, vec![request(CmdType::Put, &key_in_region(1, &format!("new{i}")), b"y", b"")]);
-        cmd.header.as_mut().unwrap().region_epoch = epoch;
+        let cmd = put_command(1, epoch, &key_in_region(1, &format!("new{i}")), b"y");
         let answer = cluster.store(new_leader).propose_and_wait(cmd).recv_timeout(WAIT).unwrap();
         assert!(answer.is_ok(), "{answer:?}");
     }

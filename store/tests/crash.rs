@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_proto::serverpb::{CmdType, RaftCmdRequest, Request, RequestHeader};
 use tessera_proto::storepb::{Peer, Region, RegionEpoch};
 use tessera_router::InMemoryNetwork;
+use tessera_store::cluster::put_command;
 use tessera_store::{bootstrap, Store, StoreConfig};
 
 const REGIONS: u64 = 4;
@@ -50,19 +50,8 @@ fn start(dir: &Path, network: &InMemoryNetwork) -> Store {
 }
 
 fn put(store: &Store, region_id: u64, seq: u64) -> bool {
-    let request = RaftCmdRequest {
-        header: Some(RequestHeader {
-            region_id,
-            region_epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
-        }),
-        requests: vec![Request {
-            cmd_type: CmdType::Put as i32,
-            key: key(region_id, seq),
-            value: seq.to_string().into_bytes().into(),
-            end_key: vec![],
-        }],
-        admin: None,
-    };
+    let epoch = Some(RegionEpoch { conf_ver: 1, version: 1 });
+    let request = put_command(region_id, epoch, &key(region_id, seq), seq.to_string().as_bytes());
     // Right after a start the region may still be electing its leader.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
