@@ -13,13 +13,14 @@
 //!
 //! Where it lives: ARCHITECTURE.md gives the batch system to `store` and "mailboxes" to
 //! `router`, and issue 4 asks for `router/` to hold "the mailbox and routing pieces the
-//! store needs". `router/` does not exist yet, and the mailbox cannot be separated from the
-//! poller's release protocol (see `mailbox.rs`), so the whole machinery stays here for now.
-//! It depends on nothing else in `store`; when `router/` is created, the router's per-region
-//! map is the piece to move (or re-export), not the mailbox state machine.
+//! store needs". `router/` holds the transport seam so far; the mailbox cannot be separated
+//! from the poller's release protocol (see `mailbox.rs`), so the whole machinery stays here
+//! for now. It depends on nothing else in `store`; when per-store outbound queues move into
+//! `router/`, the router's per-region map is the piece to move (or re-export), not the
+//! mailbox state machine.
 //!
-//! Its counters (`BatchStats`) are plain atomics until the store wires metrics to the
-//! `metrics` crate.
+//! Its counters (`BatchStats`) are atomics that tests read directly, and the same figures go
+//! to the `metrics` crate labelled with the system's name (`BatchSystem::with_name`).
 //!
 //! ```
 //! use tessera_store::batch::{BatchConfig, BatchSystem, Fsm, HandleResult, Inbox, PollHandler};
