@@ -32,8 +32,10 @@ fn drive(nodes: &mut [RawNode<MemStorage>], storages: &[MemStorage], applied: &m
     }
 }
 
-#[test]
-fn three_nodes_elect_and_replicate() {
+type Applied = Vec<Vec<Vec<u8>>>;
+
+/// Three nodes over their own MemStorage, node 1 elected leader.
+fn elected_group() -> (Vec<MemStorage>, Vec<RawNode<MemStorage>>, Applied) {
     let storages: Vec<MemStorage> = (0..3).map(|_| MemStorage::new_with_voters(&[1, 2, 3])).collect();
     let mut nodes: Vec<RawNode<MemStorage>> =
         (0..3).map(|i| RawNode::new(&Config::new(i as u64 + 1), storages[i].clone()).unwrap()).collect();
@@ -41,6 +43,12 @@ fn three_nodes_elect_and_replicate() {
     nodes[0].campaign().unwrap();
     drive(&mut nodes, &storages, &mut applied);
     assert_eq!(nodes[0].raft().role(), StateRole::Leader);
+    (storages, nodes, applied)
+}
+
+#[test]
+fn three_nodes_elect_and_replicate() {
+    let (storages, mut nodes, mut applied) = elected_group();
     assert_eq!(nodes[1].raft().leader_id(), 1);
     for i in 0..10u8 {
         nodes[0].propose(vec![i]).unwrap();
@@ -60,13 +68,7 @@ fn three_nodes_elect_and_replicate() {
 /// Ready. And proposals made before a Ready leave together, one append per follower.
 #[test]
 fn messages_made_between_ready_and_advance_are_kept() {
-    let storages: Vec<MemStorage> = (0..3).map(|_| MemStorage::new_with_voters(&[1, 2, 3])).collect();
-    let mut nodes: Vec<RawNode<MemStorage>> =
-        (0..3).map(|i| RawNode::new(&Config::new(i as u64 + 1), storages[i].clone()).unwrap()).collect();
-    let mut applied = vec![Vec::new(); 3];
-    nodes[0].campaign().unwrap();
-    drive(&mut nodes, &storages, &mut applied);
-    assert_eq!(nodes[0].raft().role(), StateRole::Leader);
+    let (storages, mut nodes, _) = elected_group();
 
     for payload in [b"a", b"b", b"c"] {
         nodes[0].propose(payload.to_vec()).unwrap();
