@@ -20,7 +20,6 @@ use tessera_router::InMemoryNetwork;
 use crate::config::StoreConfig;
 use crate::error::{StoreError, StoreResult};
 use crate::msg::CmdResponse;
-use crate::peer_storage::{INIT_INDEX, INIT_TERM};
 use crate::store::{bootstrap, PeerStatus, Store};
 
 /// How long one status query may take before the harness counts the peer as silent.
@@ -282,11 +281,6 @@ impl Cluster {
             }
             thread::sleep(Duration::from_millis(10));
         }
-    }
-
-    /// The index a bootstrapped region's log starts after.
-    pub fn initial_index() -> (u64, u64) {
-        (INIT_INDEX, INIT_TERM)
     }
 }
 

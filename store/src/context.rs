@@ -97,9 +97,7 @@ impl StoreMeta {
 /// benchmark read them; the `metrics` crate gets the same figures).
 #[derive(Debug, Default)]
 pub struct StoreStats {
-    /// Raft poll rounds that wrote something.
-    pub raft_write_rounds: AtomicU64,
-    /// Synced writes of raft pollers (one per round at most).
+    /// Synced writes of raft pollers, one per round that wrote something.
     pub fsyncs: AtomicU64,
     /// Peers whose Ready went into a raft poller's write.
     pub peers_written: AtomicU64,

@@ -116,7 +116,6 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
             }
             let stats = &self.ctx.stats;
             StoreStats::add(&stats.fsyncs, 1);
-            StoreStats::add(&stats.raft_write_rounds, 1);
             let written = fsms.iter().filter(|f| f.peer.round.wrote).count() as u64;
             StoreStats::add(&stats.peers_written, written);
             metrics::counter!("tessera_store_raft_fsyncs_total").increment(1);

@@ -154,20 +154,10 @@ impl Store {
         if self.ctx.is_stopped() {
             return callback.invoke(Err(StoreError::StoreStopped));
         }
-        match self.ctx.raft_router.send(region_id, PeerMsg::Command { request, callback }) {
-            Ok(()) => {}
-            Err(SendError::Full(msg)) => {
-                metrics::counter!("tessera_store_server_busy_total").increment(1);
-                if let PeerMsg::Command { callback, .. } = msg {
-                    callback.invoke(Err(StoreError::ServerIsBusy(format!(
-                        "region {region_id}: mailbox is full"
-                    ))));
-                }
-            }
-            Err(e) => {
-                if let PeerMsg::Command { callback, .. } = e.into_message() {
-                    callback.invoke(Err(StoreError::RegionNotFound(region_id)));
-                }
+        if let Err(e) = self.ctx.raft_router.send(region_id, PeerMsg::Command { request, callback }) {
+            let error = refusal(region_id, &e);
+            if let PeerMsg::Command { callback, .. } = e.into_message() {
+                callback.invoke(Err(error));
             }
         }
     }
@@ -195,10 +185,7 @@ impl Store {
     }
 
     fn send_peer(&self, region_id: u64, msg: PeerMsg) -> StoreResult<()> {
-        self.ctx.raft_router.send(region_id, msg).map_err(|e| match e {
-            SendError::Full(_) => StoreError::ServerIsBusy(format!("region {region_id}: mailbox is full")),
-            _ => StoreError::RegionNotFound(region_id),
-        })
+        self.ctx.raft_router.send(region_id, msg).map_err(|e| refusal(region_id, &e))
     }
 
     /// The state of a region's peer, asked through its mailbox (so it is consistent with
@@ -283,6 +270,18 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// What the sender of a message its region's mailbox refused should hear: a full mailbox is
+/// `ServerIsBusy` (counted), a missing or closed one `RegionNotFound`.
+fn refusal(region_id: u64, e: &SendError<PeerMsg>) -> StoreError {
+    match e {
+        SendError::Full(_) => {
+            metrics::counter!("tessera_store_server_busy_total").increment(1);
+            StoreError::ServerIsBusy(format!("region {region_id}: mailbox is full"))
+        }
+        _ => StoreError::RegionNotFound(region_id),
     }
 }
 

@@ -25,7 +25,9 @@ impl Peer {
         {
             return;
         }
-        let Some(progress) = self.raw.status().progress else { return };
+        // Called on the leader only, whose tracker holds every follower's progress (read in
+        // place: `status()` would clone the map every check).
+        let progress = &self.raw.raft().tracker().progress;
         // The lowest index every follower has; a follower further behind than
         // `log_gc_lag_max` is left to a snapshot rather than holding the whole log.
         let lag_floor = applied.saturating_sub(config.log_gc_lag_max);

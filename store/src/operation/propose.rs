@@ -207,10 +207,10 @@ impl Peer {
 
     /// Hands leadership to the most caught-up other voter.
     pub(crate) fn transfer_leadership_away(&mut self) {
-        let status = self.raw.status();
-        let Some(progress) = status.progress else { return };
-        let voters = self.raw.raft().tracker().config.voters.ids();
-        let target = progress
+        let tracker = self.raw.raft().tracker();
+        let voters = tracker.config.voters.ids();
+        let target = tracker
+            .progress
             .iter()
             .filter(|(id, pr)| **id != self.meta.id && voters.contains(id) && !pr.is_learner)
             .max_by_key(|(_, pr)| pr.matched)
