@@ -446,3 +446,67 @@ fn malformed_messages_from_the_network_are_refused() {
         assert!(cluster.wait_for_value(store_id, &key_in_region(1, "b"), Some(b"2"), WAIT));
     }
 }
+
+/// Log GC compacts the leader's log but never past what a follower still needs while it
+/// lags less than `log_gc_lag_max`: the lagging follower catches up by log, no snapshot.
+#[test]
+fn log_gc_keeps_what_a_lagging_follower_needs() {
+    let mut cluster = Cluster::new(3, 1, 3, |config| {
+        config.log_gc_count_threshold = 10;
+        config.log_gc_check_ticks = 1;
+    });
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "first"), b"v");
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    // The lagging follower hears nothing for a while; the other one keeps the quorum.
+    let filter =
+        cluster.network.add_filter(move |msg| msg.to_peer.as_ref().is_some_and(|p| p.store_id == lagging));
+    for i in 0..60 {
+        cluster.must_put(1, &key_in_region(1, &format!("k{i:02}")), b"v");
+    }
+    // Wait for GC to have run on the leader with the follower still behind.
+    std::thread::sleep(Duration::from_millis(300));
+    let status = cluster.store(leader).peer_status(1, WAIT).unwrap();
+    assert!(status.applied_index >= 60, "{status:?}");
+    cluster.network.remove_filter(filter);
+    assert!(cluster.wait_for_value(lagging, &key_in_region(1, "k59"), Some(b"v"), WAIT));
+    // Once it caught up, GC may move on.
+    let deadline = std::time::Instant::now() + WAIT;
+    while cluster.store(leader).peer_status(1, WAIT).unwrap().first_index <= 40 {
+        cluster.must_put(1, &key_in_region(1, "more"), b"v");
+        assert!(std::time::Instant::now() < deadline, "the leader compacts its log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for store_id in 1..=3 {
+        let stats = cluster.store(store_id).stats();
+        assert_eq!(stats.snapshots_sent.load(Ordering::Relaxed), 0, "store {store_id} sent a snapshot");
+        assert_eq!(stats.snapshots_applied.load(Ordering::Relaxed), 0, "store {store_id} applied one");
+    }
+    assert!(cluster.store(leader).stats().log_compactions.load(Ordering::Relaxed) > 0);
+}
+
+/// A region whose mailbox is full answers a new command ServerIsBusy at once instead of
+/// queueing it.
+#[test]
+fn a_full_mailbox_answers_server_is_busy() {
+    let mut cluster = Cluster::new(1, 1, 1, |config| config.raft_batch.mailbox_len_max = 2);
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let epoch = cluster.region(1, WAIT).unwrap().epoch;
+    // Far more commands than the mailbox holds, sent faster than one poller drains them.
+    let answers: Vec<_> = (0..2_000)
+        .map(|i| {
+            cluster.store(1).propose_and_wait(put_command(1, epoch, &key_in_region(1, &format!("{i}")), b"v"))
+        })
+        .collect();
+    let mut busy = 0;
+    for answer in answers {
+        match answer.recv_timeout(WAIT).expect("every command is answered") {
+            Ok(_) => {}
+            Err(tessera_store::StoreError::ServerIsBusy(_)) => busy += 1,
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(busy > 0, "a mailbox of two refuses some of 2,000 commands sent at once");
+}
