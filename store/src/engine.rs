@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBIterator, Direction,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction,
     IteratorMode, Options, ReadOptions, SnapshotWithThreadMode, WriteOptions, DB,
 };
 
@@ -136,12 +136,32 @@ impl Engine {
         end: &[u8],
         visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
     ) -> EngineResult<()> {
-        let iter = self.db.iterator_cf_opt(
-            self.cf(cf),
-            scan_options(end),
-            IteratorMode::From(start, Direction::Forward),
-        );
-        visit_all(iter, visit)
+        self.scan_as_of(None, cf, start, end, visit)
+    }
+
+    /// `scan`, as of `snapshot` if one is given, else as of now.
+    fn scan_as_of(
+        &self,
+        snapshot: Option<&SnapshotWithThreadMode<'_, DB>>,
+        cf: &'static str,
+        start: &[u8],
+        end: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
+    ) -> EngineResult<()> {
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_upper_bound(end.to_vec());
+        if let Some(snapshot) = snapshot {
+            read_options.set_snapshot(snapshot);
+        }
+        let iter =
+            self.db.iterator_cf_opt(self.cf(cf), read_options, IteratorMode::From(start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(EngineError::ReadFailed)?;
+            if !visit(&key, &value)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// A view of the engine as it is now, which later writes do not change: what a snapshot
@@ -171,25 +191,6 @@ impl Engine {
     }
 }
 
-fn scan_options(end: &[u8]) -> ReadOptions {
-    let mut read_options = ReadOptions::default();
-    read_options.set_iterate_upper_bound(end.to_vec());
-    read_options
-}
-
-fn visit_all(
-    iter: DBIterator<'_>,
-    mut visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
-) -> EngineResult<()> {
-    for item in iter {
-        let (key, value) = item.map_err(EngineError::ReadFailed)?;
-        if !visit(&key, &value)? {
-            break;
-        }
-    }
-    Ok(())
-}
-
 /// A consistent read view of the engine (a RocksDB snapshot), from `Engine::read_view`.
 pub struct ReadView<'a> {
     engine: &'a Engine,
@@ -211,12 +212,7 @@ impl ReadView<'_> {
         end: &[u8],
         visit: impl FnMut(&[u8], &[u8]) -> EngineResult<bool>,
     ) -> EngineResult<()> {
-        let iter = self.snapshot.iterator_cf_opt(
-            self.engine.cf(cf),
-            scan_options(end),
-            IteratorMode::From(start, Direction::Forward),
-        );
-        visit_all(iter, visit)
+        self.engine.scan_as_of(Some(&self.snapshot), cf, start, end, visit)
     }
 }
 
