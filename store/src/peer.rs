@@ -173,7 +173,7 @@ impl Peer {
             self.log_gc_elapsed_ticks += 1;
             if self.log_gc_elapsed_ticks >= ctx.store.config.log_gc_check_ticks {
                 self.log_gc_elapsed_ticks = 0;
-                self.maybe_propose_log_gc(ctx);
+                let _ = self.maybe_propose_log_gc(ctx);
             }
         }
     }

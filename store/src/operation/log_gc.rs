@@ -13,8 +13,8 @@ use crate::context::StoreStats;
 use crate::peer::Peer;
 
 impl Peer {
-    /// Called every `log_gc_check_ticks` on the leader.
-    pub(crate) fn maybe_propose_log_gc(&mut self, ctx: &mut PollContext<'_>) {
+    /// Called every `log_gc_check_ticks` on the leader; returns whether it proposed.
+    pub(crate) fn maybe_propose_log_gc(&mut self, ctx: &mut PollContext<'_>) -> bool {
         let config = &ctx.store.config;
         let storage = self.raw.store();
         let applied = storage.apply_state().applied_index;
@@ -23,7 +23,7 @@ impl Peer {
         if count < config.log_gc_count_threshold
             && self.log_bytes_since_compaction < config.log_gc_bytes_threshold
         {
-            return;
+            return false;
         }
         // Called on the leader only, whose tracker holds every follower's progress (read in
         // place: `status()` would clone the map every check).
@@ -44,9 +44,9 @@ impl Peer {
         // makes the next append's consistency check cheap.
         let compact_index = compact_index.saturating_sub(1);
         if compact_index <= truncated || compact_index <= self.log_gc_proposed_index {
-            return;
+            return false;
         }
-        let Ok(compact_term) = self.raw.raft().raft_log().term(compact_index) else { return };
+        let Ok(compact_term) = self.raw.raft().raft_log().term(compact_index) else { return false };
         let request = RaftCmdRequest {
             header: Some(RequestHeader { region_id: self.region_id, region_epoch: self.region.epoch }),
             requests: Vec::new(),
@@ -54,9 +54,11 @@ impl Peer {
                 cmd: Some(admin_request::Cmd::CompactLog(CompactLogRequest { compact_index, compact_term })),
             }),
         };
-        if self.propose_compact_log(request) {
-            self.log_gc_proposed_index = compact_index;
+        if !self.propose_compact_log(request) {
+            return false;
         }
+        self.log_gc_proposed_index = compact_index;
+        true
     }
 
     /// The compaction applied: delete the entries, in the round's batch.
