@@ -510,3 +510,40 @@ fn a_full_mailbox_answers_server_is_busy() {
     }
     assert!(busy > 0, "a mailbox of two refuses some of 2,000 commands sent at once");
 }
+
+/// Admin commands a client may not send, or sends malformed, are refused with
+/// InvalidCommand before they reach the log.
+#[test]
+fn malformed_admin_commands_are_invalid() {
+    use tessera_proto::serverpb::{
+        admin_request, AdminRequest, CompactLogRequest, RaftCmdRequest, RequestHeader,
+    };
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let no_store = Peer { id: cluster.alloc_id(), store_id: 0, role: PeerRole::Voter as i32 };
+    let err = cluster.change_peer(1, ConfChangeType::AddNode, no_store, WAIT).unwrap_err();
+    assert!(matches!(err, tessera_store::StoreError::InvalidCommand(_)), "{err}");
+    let taken = Peer { id: cluster.alloc_id(), store_id: 2, role: PeerRole::Voter as i32 };
+    let err = cluster.change_peer(1, ConfChangeType::AddNode, taken, WAIT).unwrap_err();
+    assert!(
+        matches!(err, tessera_store::StoreError::InvalidCommand(_)),
+        "store 2 already hosts a peer: {err}"
+    );
+    let compact = RaftCmdRequest {
+        header: Some(RequestHeader { region_id: 1, region_epoch: None }),
+        requests: vec![],
+        admin: Some(AdminRequest {
+            cmd: Some(admin_request::Cmd::CompactLog(CompactLogRequest {
+                compact_index: 6,
+                compact_term: 6,
+            })),
+        }),
+    };
+    let err = cluster.execute(compact, WAIT).unwrap_err();
+    assert!(matches!(err, tessera_store::StoreError::InvalidCommand(_)), "{err}");
+    let empty = command(1, None, vec![]);
+    let err = cluster.execute(empty, WAIT).unwrap_err();
+    assert!(matches!(err, tessera_store::StoreError::InvalidCommand(_)), "{err}");
+    assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 3);
+}
