@@ -40,6 +40,20 @@ pub fn initial_peer_id(region_id: u64, store_id: u64) -> u64 {
     region_id * 1_000 + store_id
 }
 
+/// Polls `condition` every 10 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A command that writes `value` under `key` in region `region_id`, routed with `epoch`.
 pub fn put_command(region_id: u64, epoch: Option<RegionEpoch>, key: &[u8], value: &[u8]) -> RaftCmdRequest {
     command(region_id, epoch, vec![request(CmdType::Put, key, value, b"")])
@@ -271,16 +285,7 @@ impl Cluster {
 
     /// Waits until store `store_id` has `value` (or no value) under `key` in its data.
     pub fn wait_for_value(&self, store_id: u64, key: &[u8], value: Option<&[u8]>, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.stores[&store_id].get_local(key).ok().flatten().as_deref() == value {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(timeout, || self.stores[&store_id].get_local(key).ok().flatten().as_deref() == value)
     }
 }
 

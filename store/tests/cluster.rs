@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tessera_proto::raftpb::ConfChangeType;
 use tessera_proto::storepb::{Peer, PeerRole, PeerState};
-use tessera_store::cluster::{command, initial_peer_id, key_in_region, put_command, request, Cluster};
+use tessera_store::cluster::{
+    command, initial_peer_id, key_in_region, put_command, request, wait_until, Cluster,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -96,15 +98,8 @@ fn a_store_that_missed_compacted_entries_catches_up_by_snapshot() {
         cluster.must_put(1, &key_in_region(1, &format!("k{i:03}")), b"v");
     }
     // The log was compacted past what the stopped store has.
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let status = cluster.store(leader).peer_status(1, WAIT).unwrap();
-        if status.first_index > 30 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the leader compacts its log: {status:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let compacted = wait_until(WAIT, || cluster.store(leader).peer_status(1, WAIT).unwrap().first_index > 30);
+    assert!(compacted, "the leader compacts its log");
     let applied_before = cluster.store(leader).stats().snapshots_sent.load(Ordering::Relaxed);
     cluster.start_store(lagging);
     for i in 0..100 {
@@ -141,15 +136,11 @@ fn a_peer_is_added_by_snapshot_and_removed_for_good() {
     let removed_store = (1..=4).find(|id| *id != leader).unwrap();
     let removed = *region.peers.iter().find(|p| p.store_id == removed_store).unwrap();
     cluster.change_peer(1, ConfChangeType::RemoveNode, removed, WAIT).unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    let tombstoned = wait_until(WAIT, || {
         let record = cluster.store(removed_store).region_record(1);
-        if record.as_ref().is_some_and(|r| r.state == PeerState::Tombstone as i32) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the removed peer leaves a tombstone");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        record.is_some_and(|r| r.state == PeerState::Tombstone as i32)
+    });
+    assert!(tombstoned, "the removed peer leaves a tombstone");
     assert!(cluster.wait_for_value(removed_store, &key_in_region(1, "a"), None, WAIT), "its data is gone");
     // Later traffic does not bring it back, even after a restart.
     cluster.must_put(1, &key_in_region(1, "c"), b"3");
@@ -269,15 +260,11 @@ fn a_failed_write_stops_the_store_and_the_others_go_on() {
     // The others elect a new leader and keep writing.
     cluster.network.isolate(leader);
     let other = (1..=3).find(|id| *id != leader).unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
+    let elected = wait_until(WAIT, || {
         let status = cluster.store(other).peer_status(1, WAIT).unwrap();
-        if status.leader_id != 0 && status.leader_id % 1_000 != leader {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "a new leader is elected");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        status.leader_id != 0 && status.leader_id % 1_000 != leader
+    });
+    assert!(elected, "a new leader is elected");
     cluster.stop_store(leader);
     cluster.must_put(1, &key_in_region(1, "c"), b"3");
 }
@@ -362,15 +349,9 @@ fn proposals_are_bounded_and_a_deposed_leaders_proposals_are_dropped() {
 
     // The majority elects a leader and writes over the old leader's uncommitted tail.
     let others: Vec<u64> = (1..=3).filter(|id| *id != old_leader).collect();
-    let deadline = std::time::Instant::now() + WAIT;
-    let new_leader = loop {
-        if let Some(id) = others.iter().find(|id| cluster.store(**id).peer_status(1, WAIT).unwrap().is_leader)
-        {
-            break *id;
-        }
-        assert!(std::time::Instant::now() < deadline, "the majority elects a leader");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let leads = |id: &u64| cluster.store(*id).peer_status(1, WAIT).unwrap().is_leader;
+    assert!(wait_until(WAIT, || others.iter().any(leads)), "the majority elects a leader");
+    let new_leader = *others.iter().find(|id| leads(id)).unwrap();
     for i in 0..5 {
         let cmd = put_command(1, epoch, &key_in_region(1, &format!("new{i}")), b"y");
         let answer = cluster.store(new_leader).propose_and_wait(cmd).recv_timeout(WAIT).unwrap();
@@ -472,12 +453,11 @@ fn log_gc_keeps_what_a_lagging_follower_needs() {
     cluster.network.remove_filter(filter);
     assert!(cluster.wait_for_value(lagging, &key_in_region(1, "k59"), Some(b"v"), WAIT));
     // Once it caught up, GC may move on.
-    let deadline = std::time::Instant::now() + WAIT;
-    while cluster.store(leader).peer_status(1, WAIT).unwrap().first_index <= 40 {
+    let compacted = wait_until(WAIT, || {
         cluster.must_put(1, &key_in_region(1, "more"), b"v");
-        assert!(std::time::Instant::now() < deadline, "the leader compacts its log");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        cluster.store(leader).peer_status(1, WAIT).unwrap().first_index > 40
+    });
+    assert!(compacted, "the leader compacts its log");
     for store_id in 1..=3 {
         let stats = cluster.store(store_id).stats();
         assert_eq!(stats.snapshots_sent.load(Ordering::Relaxed), 0, "store {store_id} sent a snapshot");

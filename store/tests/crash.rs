@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tessera_proto::storepb::{Peer, Region, RegionEpoch};
 use tessera_router::InMemoryNetwork;
-use tessera_store::cluster::put_command;
+use tessera_store::cluster::{put_command, wait_until};
 use tessera_store::{bootstrap, Store, StoreConfig};
 
 const REGIONS: u64 = 4;
@@ -126,16 +126,12 @@ fn crash_restart_keeps_every_acknowledged_write() {
 
         let network = InMemoryNetwork::new();
         let store = start(dir.path(), &network);
-        let deadline = Instant::now() + Duration::from_secs(30);
         for (region_id, seq) in &acked {
-            loop {
-                let value = store.get_local(&key(*region_id, *seq)).unwrap();
-                if value.as_deref() == Some(seq.to_string().as_bytes()) {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "acknowledged write {region_id}/{seq} survives kill -9");
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let expected = seq.to_string().into_bytes();
+            let found = wait_until(Duration::from_secs(30), || {
+                store.get_local(&key(*region_id, *seq)).unwrap().as_deref() == Some(&expected[..])
+            });
+            assert!(found, "acknowledged write {region_id}/{seq} survives kill -9");
         }
         // And it still takes writes.
         assert!(put(&store, 1, 999_999_999));
