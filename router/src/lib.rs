@@ -11,6 +11,40 @@
 //! drops, delays, filters); the gRPC transport comes later. The region mailboxes and the
 //! batch system stay in `tessera-store` until per-store outbound queues and heartbeat
 //! coalescing arrive here.
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use tessera_proto::serverpb::RaftMessage;
+//! use tessera_proto::storepb::Peer;
+//! use tessera_router::{InMemoryNetwork, RaftReceiver, SnapshotChunks, Transport, TransportError};
+//!
+//! #[derive(Default)]
+//! struct Inbox(Mutex<Vec<u64>>);
+//! impl RaftReceiver for Inbox {
+//!     fn receive(&self, msg: RaftMessage) {
+//!         self.0.lock().unwrap().push(msg.region_id);
+//!     }
+//!     fn receive_snapshot(&self, _: RaftMessage, _: &mut dyn SnapshotChunks) -> Result<(), String> {
+//!         Err("no snapshots here".into())
+//!     }
+//! }
+//!
+//! let network = InMemoryNetwork::new();
+//! let inbox = Arc::new(Inbox::default());
+//! network.register(2, inbox.clone());
+//! let transport = network.transport(1);
+//! let to_store_2 = |region_id| RaftMessage {
+//!     region_id,
+//!     to_peer: Some(Peer { id: 20, store_id: 2, ..Default::default() }),
+//!     ..Default::default()
+//! };
+//! transport.send(to_store_2(7)).unwrap();
+//! assert!(inbox.0.lock().unwrap().is_empty(), "buffered until the poll round flushes");
+//! transport.flush();
+//! assert_eq!(*inbox.0.lock().unwrap(), vec![7]);
+//! network.isolate(2);
+//! assert_eq!(transport.send(to_store_2(8)), Err(TransportError::Unreachable(2)));
+//! ```
 
 pub mod memory;
 mod rng;
