@@ -107,7 +107,8 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         // Messages that do not wait for this store's disk leave first, so followers write
         // in parallel with the leader.
         self.ctx.transport.flush();
-        if !self.batch.is_empty() {
+        let synced = !self.batch.is_empty();
+        if synced {
             let started = Instant::now();
             let batch_bytes = self.batch.bytes();
             let batch = std::mem::replace(&mut self.batch, self.ctx.engine.write_batch());
@@ -127,6 +128,13 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         let mut ctx = PollContext { store: &self.ctx, batch: &mut self.batch };
         for (fsm, result) in fsms.iter_mut().zip(results.iter_mut()) {
             let peer = &mut fsm.peer;
+            // Invariant 3: completions that promise durability (they wait in the peer's
+            // round) leave only after the write that made them true was synced.
+            assert!(
+                synced || (!peer.round.wrote && peer.round.after_persist.is_empty()),
+                "invariant: region {} delivers persistence completions without a synced write",
+                peer.region_id
+            );
             peer.finish_round(&mut ctx);
             if peer.needs_another_round() {
                 *result = HandleResult::Reschedule;
