@@ -208,13 +208,13 @@ impl Store {
 
     /// Reads a user key from this store's data as applied here: not linearizable (a
     /// follower may lag); for tests and tools. Linearizable reads go through the leader.
-    pub fn get_local(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        self.ctx.engine.get(CF_DEFAULT, &keys::data_key(key)).map_err(|_| StoreError::StoreStopped)
+    pub fn get_local(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        self.ctx.engine.get(CF_DEFAULT, &keys::data_key(key))
     }
 
     /// The persisted record of a region on this store, tombstones included.
-    pub fn region_record(&self, region_id: u64) -> Option<RegionLocalState> {
-        self.ctx.engine.get_msg(CF_META, &keys::region_state_key(region_id)).ok().flatten()
+    pub fn region_record(&self, region_id: u64) -> Result<Option<RegionLocalState>, EngineError> {
+        self.ctx.engine.get_msg(CF_META, &keys::region_state_key(region_id))
     }
 
     pub fn stats(&self) -> &Arc<StoreStats> {

@@ -137,7 +137,7 @@ fn a_peer_is_added_by_snapshot_and_removed_for_good() {
     let removed = *region.peers.iter().find(|p| p.store_id == removed_store).unwrap();
     cluster.change_peer(1, ConfChangeType::RemoveNode, removed, WAIT).unwrap();
     let tombstoned = wait_until(WAIT, || {
-        let record = cluster.store(removed_store).region_record(1);
+        let record = cluster.store(removed_store).region_record(1).unwrap();
         record.is_some_and(|r| r.state == PeerState::Tombstone as i32)
     });
     assert!(tombstoned, "the removed peer leaves a tombstone");

@@ -46,7 +46,7 @@ fn a_removed_peer_whose_destruction_was_interrupted_is_destroyed_at_start() {
     let network = InMemoryNetwork::new();
     let store = Store::start(config.clone(), Arc::new(network.transport(1))).expect("the store starts");
     assert!(store.region_ids().is_empty(), "the removed peer is not loaded");
-    let record = store.region_record(7).unwrap();
+    let record = store.region_record(7).unwrap().unwrap();
     assert_eq!(record.state, PeerState::Tombstone as i32);
     assert_eq!(record.peer_id, 71);
     assert_eq!(store.get_local(b"c").unwrap(), None, "its data is gone");
