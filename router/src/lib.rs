@@ -46,11 +46,13 @@
 //! assert_eq!(transport.send(to_store_2(8)), Err(TransportError::Unreachable(2)));
 //! ```
 
+pub mod coalesce;
 pub mod memory;
 mod rng;
 pub mod transport;
 
+pub use coalesce::expand_batch;
 pub use memory::{
     FilterId, InMemoryNetwork, InMemoryTransport, NetworkConfig, NetworkConfigError, NetworkStats,
 };
-pub use transport::{RaftReceiver, SharedReceiver, SnapshotChunks, Transport, TransportError};
+pub use transport::{RaftReceiver, SharedReceiver, SnapshotChunks, StoreLink, Transport, TransportError};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tessera_proto::serverpb::RaftMessage;
+use tessera_proto::serverpb::{RaftMessage, RaftMessageBatch};
 use thiserror::Error;
 
 /// Why a message or snapshot did not go out. The store reports the peer unreachable to
@@ -38,6 +38,25 @@ pub trait Transport: Send + Sync + 'static {
     fn send_snapshot(&self, msg: RaftMessage, chunks: &mut dyn SnapshotChunks) -> Result<(), TransportError>;
 }
 
+/// The network under a store's outbound queues: it carries whole batches to other stores.
+/// [`crate::Outbound`] (per-store queues, heartbeat coalescing) sits on top of it and is what
+/// a store sends through; the in-memory network and the gRPC transport implement it.
+pub trait StoreLink: Send + Sync + 'static {
+    /// Hands one batch for `batch.to_store_id` to the network without blocking. `Unreachable`
+    /// when the store cannot be reached now (unknown address, connection down); `Full` when
+    /// the link's own queue toward it is at its limit. A batch it accepts may still be lost
+    /// (a connection that breaks); Raft recovers from lost messages.
+    fn send_batch(&self, batch: RaftMessageBatch) -> Result<(), TransportError>;
+
+    /// Whether a batch for `to_store_id` could go out now: false while the store is known to
+    /// be down or cut off, so that senders report their peers unreachable at once instead
+    /// of queueing messages that will be lost.
+    fn reachable(&self, to_store_id: u64) -> bool;
+
+    /// As [`Transport::send_snapshot`].
+    fn send_snapshot(&self, msg: RaftMessage, chunks: &mut dyn SnapshotChunks) -> Result<(), TransportError>;
+}
+
 /// The data of one snapshot, read chunk by chunk so that its size never sits in memory.
 pub trait SnapshotChunks: Send {
     /// The next chunk, or None at the end. An error aborts the transfer.
@@ -49,6 +68,14 @@ pub trait RaftReceiver: Send + Sync + 'static {
     /// One message arrived. The store routes it to the region's mailbox (or its control
     /// FSM); it must not block.
     fn receive(&self, msg: RaftMessage);
+
+    /// Many messages arrived at once (a batch from another store, its coalesced heartbeats
+    /// already expanded). Receivers route them in one go where they can.
+    fn receive_batch(&self, msgs: Vec<RaftMessage>) {
+        for msg in msgs {
+            self.receive(msg);
+        }
+    }
 
     /// A snapshot arrives: `msg` first, then its data from `chunks`. The receiver stages
     /// the data, checks it, and only then delivers `msg` as it would through `receive`.
