@@ -1351,6 +1351,14 @@ impl<S: Storage> Raft<S> {
         self.raft_log.term_or_zero(self.raft_log.committed) == self.term
     }
 
+    /// Ends the leader lease until a heartbeat round started after this call is
+    /// acknowledged by a quorum. For an application that stops ticking a node (a
+    /// hibernating region): the lease is counted in the node's ticks, which say nothing of
+    /// the time that passed while they stood still.
+    pub fn expire_lease(&mut self) {
+        self.read_only.expire_lease();
+    }
+
     /// Whether the leader lease holds: a quorum acknowledged a heartbeat recently enough
     /// that no other leader can have been elected since.
     pub fn lease_valid(&self) -> bool {
@@ -1426,12 +1434,14 @@ impl<S: Storage> Raft<S> {
         self.on_rounds_confirmed(confirmed);
     }
 
-    fn on_rounds_confirmed(&mut self, confirmed: Option<(u64, Vec<PendingRead>)>) {
+    fn on_rounds_confirmed(&mut self, confirmed: Option<(Option<u64>, Vec<PendingRead>)>) {
         let Some((sent_tick, reads)) = confirmed else { return };
-        // No other leader can be elected before sent_tick + election_ticks by the
-        // followers' clocks; the margin absorbs clock drift between nodes.
-        let lease_ticks = (self.election_ticks - self.lease_margin_ticks) as u64;
-        self.read_only.lease_until_tick = self.read_only.lease_until_tick.max(sent_tick + lease_ticks);
+        if let Some(sent_tick) = sent_tick {
+            // No other leader can be elected before sent_tick + election_ticks by the
+            // followers' clocks; the margin absorbs clock drift between nodes.
+            let lease_ticks = (self.election_ticks - self.lease_margin_ticks) as u64;
+            self.read_only.lease_until_tick = self.read_only.lease_until_tick.max(sent_tick + lease_ticks);
+        }
         for read in reads {
             self.respond_read(read);
         }

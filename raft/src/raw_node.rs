@@ -230,6 +230,12 @@ impl<S: Storage> RawNode<S> {
     }
 
     /// The transport could not deliver to `id`; the leader stops pipelining to it.
+    /// Ends the leader lease (see [`crate::raft::Raft::expire_lease`]): call it when the node's clock
+    /// stops and when it starts again.
+    pub fn expire_lease(&mut self) {
+        self.raft.expire_lease();
+    }
+
     pub fn report_unreachable(&mut self, id: u64) {
         self.raft.report(MessageType::MsgUnreachable, id, false);
     }

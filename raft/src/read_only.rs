@@ -63,6 +63,9 @@ pub struct ReadOnly {
     rounds: VecDeque<Round>,
     /// The leader lease holds while the node's tick count is below this.
     pub(crate) lease_until_tick: u64,
+    /// Only rounds with at least this id may extend the lease: `expire_lease` moves it past
+    /// every round started so far, whose send ticks no longer say how long ago they left.
+    lease_round_min: u64,
 }
 
 impl ReadOnly {
@@ -71,6 +74,16 @@ impl ReadOnly {
     pub(crate) fn reset(&mut self) -> Vec<PendingRead> {
         self.lease_until_tick = 0;
         self.rounds.drain(..).flat_map(|r| r.reads).collect()
+    }
+
+    /// Ends the lease now, and keeps the rounds already started from renewing it: their
+    /// acknowledgements may arrive after a pause of the node's clock (a hibernating
+    /// leader's ticks stop while the followers' clocks may not), so their send ticks no
+    /// longer bound how long ago a quorum heard from us. Reads they confirm stay safe: a
+    /// read's safety rests on the order of its arrival and the round, not on time.
+    pub(crate) fn expire_lease(&mut self) {
+        self.lease_until_tick = 0;
+        self.lease_round_min = self.last_round_id + 1;
     }
 
     /// Starts a round sent at `tick` carrying `reads`, with the leader's own ack, and
@@ -90,13 +103,13 @@ impl ReadOnly {
     }
 
     /// Records `from`'s ack of round `id`. Returns, when the ack completes a quorum, the
-    /// send tick of that round and every read it confirms (its own and older rounds').
+    /// send tick of that round (if it may renew the lease) and every read it confirms (its own and older rounds').
     pub(crate) fn on_ack(
         &mut self,
         id: u64,
         from: u64,
         has_quorum: impl Fn(&BTreeSet<u64>) -> bool,
-    ) -> Option<(u64, Vec<PendingRead>)> {
+    ) -> Option<(Option<u64>, Vec<PendingRead>)> {
         let position = self.rounds.iter().position(|r| r.id == id)?;
         let round = &mut self.rounds[position];
         round.acks.insert(from);
@@ -112,13 +125,16 @@ impl ReadOnly {
     pub(crate) fn recount(
         &mut self,
         has_quorum: impl Fn(&BTreeSet<u64>) -> bool,
-    ) -> Option<(u64, Vec<PendingRead>)> {
+    ) -> Option<(Option<u64>, Vec<PendingRead>)> {
         let position = self.rounds.iter().rposition(|r| has_quorum(&r.acks))?;
         Some(self.confirm_through(position))
     }
 
-    fn confirm_through(&mut self, position: usize) -> (u64, Vec<PendingRead>) {
-        let sent_tick = self.rounds[position].sent_tick;
+    /// Confirms the rounds up to `position`. The send tick is returned only if that round
+    /// may renew the lease.
+    fn confirm_through(&mut self, position: usize) -> (Option<u64>, Vec<PendingRead>) {
+        let round = &self.rounds[position];
+        let sent_tick = (round.id >= self.lease_round_min).then_some(round.sent_tick);
         let confirmed = self.rounds.drain(..=position).flat_map(|r| r.reads).collect();
         (sent_tick, confirmed)
     }

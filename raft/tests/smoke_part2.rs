@@ -174,3 +174,44 @@ fn transfer_without_a_known_leader_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn an_expired_lease_is_not_renewed_by_rounds_started_before_it_expired() {
+    let config =
+        |id| Config { check_quorum: true, read_only_option: ReadOnlyOption::LeaseBased, ..Config::new(id) };
+    let mut g = Group::new(&[1, 2, 3], 3, config);
+    g.node(1).campaign().unwrap();
+    g.settle(&config);
+    // A round goes out (for read "a"); its acknowledgements are held back.
+    g.node(1).read_index(b"a".to_vec()).unwrap();
+    let rd = g.node(1).ready();
+    let heartbeats: Vec<Message> = rd.messages.clone();
+    g.node(1).advance(rd);
+    let mut acks = Vec::new();
+    for m in heartbeats {
+        let to = m.to;
+        g.node(to).step(m).unwrap();
+        let rd = g.node(to).ready();
+        acks.extend(rd.messages.iter().filter(|m| m.to == 1).cloned());
+        g.node(to).advance(rd);
+    }
+    assert_eq!(acks.len(), 2);
+    // The application stops the leader's clock (it hibernates) and expires the lease; the
+    // old round's acks arrive later, after a pause no tick measured.
+    g.node(1).expire_lease();
+    for ack in acks {
+        g.node(1).step(ack).unwrap();
+    }
+    g.settle(&config);
+    assert_eq!(g.reads[0].len(), 1, "the old round still confirms the read it carried");
+    assert!(!g.node(1).raft().lease_valid(), "but it does not renew the lease");
+    // A round started after the expiry renews it.
+    g.node(1).read_index(b"b".to_vec()).unwrap();
+    g.settle(&config);
+    assert_eq!(g.reads[0].len(), 2);
+    assert!(g.node(1).raft().lease_valid());
+    g.node(1).read_index(b"c".to_vec()).unwrap();
+    let rd = g.node(1).ready();
+    assert_eq!(rd.read_states.len(), 1, "the renewed lease answers at once");
+    g.node(1).advance(rd);
+}

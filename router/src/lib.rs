@@ -48,11 +48,14 @@
 
 pub mod coalesce;
 pub mod memory;
+pub mod outbound;
 mod rng;
 pub mod transport;
 
 pub use coalesce::expand_batch;
 pub use memory::{
-    FilterId, InMemoryNetwork, InMemoryTransport, NetworkConfig, NetworkConfigError, NetworkStats,
+    FilterId, InMemoryLink, InMemoryNetwork, InMemoryTransport, NetworkConfig, NetworkConfigError,
+    NetworkStats,
 };
+pub use outbound::{Outbound, OutboundConfig, OutboundConfigError, OutboundStats};
 pub use transport::{RaftReceiver, SharedReceiver, SnapshotChunks, StoreLink, Transport, TransportError};

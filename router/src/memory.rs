@@ -2,15 +2,18 @@
 //! harness and for benchmarks, with the faults that tests need: partitions, isolation,
 //! random drops, delays and message filters, all changeable while the stores run.
 //!
-//! Data flow: a store sends through its [`InMemoryTransport`], which checks at once that the
-//! destination is reachable (so that the store can report the peer unreachable to Raft) and
-//! buffers the message in a bounded queue. `flush` takes the queue and routes each message
-//! in order: it checks reachability again (a partition may have begun since the send),
-//! draws against the drop rate, asks the filters, and then either calls the destination's
-//! [`receive`](crate::RaftReceiver::receive) on the flushing thread or, when a delay is
-//! set, hands the message to the delay thread, which delivers it once it is due (if the
-//! destination is still reachable then). Snapshots skip the queue: `send_snapshot` calls
-//! the destination's `receive_snapshot` on the calling thread.
+//! Data flow: a store sends through its [`InMemoryTransport`]: the router's [`Outbound`]
+//! queues, which check at once that the destination is reachable (so that the store can
+//! report the peer unreachable to Raft), buffer the message in the destination's bounded
+//! queue, and coalesce heartbeats into records. `flush` hands each destination's queue to
+//! the [`InMemoryLink`] as one batch (counted per store pair, as a real network counts
+//! requests), which expands it and routes each message in order: if the destination is
+//! still reachable (a partition may have begun since the send), it draws against the drop
+//! rate and asks the filters, then either hands the message on with the rest of the batch
+//! to the destination's [`receive_batch`](crate::RaftReceiver::receive_batch) on the
+//! flushing thread or, when a delay is set, to the delay thread, which delivers it once it
+//! is due (if the destination is still reachable then). Snapshots skip the queues:
+//! `send_snapshot` calls the destination's `receive_snapshot` on the calling thread.
 //!
 //! Reachability. Two stores reach each other when the destination is registered and
 //! neither is isolated and both are in the same partition group. Every store is in exactly
@@ -44,11 +47,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tessera_proto::serverpb::RaftMessage;
+use tessera_proto::serverpb::{RaftMessage, RaftMessageBatch};
 use thiserror::Error;
 
+use crate::coalesce::expand_batch;
+use crate::outbound::{Outbound, OutboundConfig, OutboundStats};
 use crate::rng::SplitMix64;
-use crate::transport::{SharedReceiver, SnapshotChunks, Transport, TransportError};
+use crate::transport::{SharedReceiver, SnapshotChunks, StoreLink, Transport, TransportError};
 
 /// The drop rate is in parts per million: fine enough for rare losses in long runs.
 const PER_MILLION: u32 = 1_000_000;
@@ -60,7 +65,7 @@ const SEED_DEFAULT: u64 = 0x7E55_E7A0;
 /// The limits of an in-memory network. Both bound a queue, so neither may be zero.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkConfig {
-    /// Most messages one transport buffers between two flushes. A store flushes once per
+    /// Most messages one transport buffers toward one store between two flushes. A store flushes once per
     /// poll round, so this only fills up when a round produces a burst (or a store forgets
     /// to flush); then `send` fails with `Full`, as a real transport pushes back when its
     /// connection falls behind, instead of growing memory.
@@ -221,6 +226,7 @@ impl InMemoryNetwork {
             state: Mutex::new(State::new()),
             counters: Counters::default(),
             delivered_pairs: Mutex::new(HashMap::new()),
+            batch_pairs: Mutex::new(HashMap::new()),
             delay: DelayQueue::default(),
         });
         InMemoryNetwork { handle: Arc::new(NetworkHandle { shared }) }
@@ -256,7 +262,12 @@ impl InMemoryNetwork {
     /// The outbound side of store `from_store_id`. Each call makes a transport with its own
     /// queue, so a store takes one and shares it between its threads.
     pub fn transport(&self, from_store_id: u64) -> InMemoryTransport {
-        InMemoryTransport { from_store_id, shared: Arc::clone(self.shared()), queue: Mutex::new(Vec::new()) }
+        let link = InMemoryLink { from_store_id, shared: Arc::clone(self.shared()) };
+        let config =
+            OutboundConfig { queue_len_max: self.shared().config.queue_len_max, ..OutboundConfig::default() };
+        let outbound =
+            Outbound::new(from_store_id, link, config).expect("invariant: the network config was validated");
+        InMemoryTransport { outbound }
     }
 
     /// Splits the stores into `groups` that cannot reach each other; the stores that no
@@ -381,6 +392,12 @@ impl InMemoryNetwork {
         lock(&self.shared().delivered_pairs).get(&(from_store_id, to_store_id)).copied().unwrap_or(0)
     }
 
+    /// How many batches store `from_store_id` sent store `to_store_id`: what a real network
+    /// would carry as one request each.
+    pub fn batches_between(&self, from_store_id: u64, to_store_id: u64) -> u64 {
+        lock(&self.shared().batch_pairs).get(&(from_store_id, to_store_id)).copied().unwrap_or(0)
+    }
+
     /// Stops the network: every store becomes unreachable, the receivers are released,
     /// delayed messages are dropped and the delay thread is joined. Dropping the last clone
     /// does the same; calling it twice is harmless.
@@ -389,32 +406,32 @@ impl InMemoryNetwork {
     }
 }
 
-/// The outbound side of one store on an [`InMemoryNetwork`].
+/// The outbound side of one store on an [`InMemoryNetwork`]: the router's per-store queues
+/// (heartbeat coalescing included) over an [`InMemoryLink`], with the network's counters.
 pub struct InMemoryTransport {
-    from_store_id: u64,
-    shared: Arc<Shared>,
-    /// What `send` accepted and `flush` has not taken yet, in send order.
-    queue: Mutex<Vec<RaftMessage>>,
+    outbound: Outbound<InMemoryLink>,
 }
 
 impl fmt::Debug for InMemoryTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InMemoryTransport")
-            .field("from_store_id", &self.from_store_id)
-            .field("queue_len", &lock(&self.queue).len())
-            .finish_non_exhaustive()
+        f.debug_struct("InMemoryTransport").field("outbound", &self.outbound).finish()
     }
 }
 
 impl InMemoryTransport {
     /// The store this transport sends from.
     pub fn from_store_id(&self) -> u64 {
-        self.from_store_id
+        self.outbound.from_store_id()
     }
 
     /// Messages buffered and not flushed yet.
     pub fn queue_len(&self) -> usize {
-        lock(&self.queue).len()
+        self.outbound.queue_len()
+    }
+
+    /// The outbound queues' own counters (batches, coalesced heartbeats).
+    pub fn outbound_stats(&self) -> OutboundStats {
+        self.outbound.stats()
     }
 }
 
@@ -422,29 +439,53 @@ impl Transport for InMemoryTransport {
     /// Buffers `msg` until the next `flush`, after checking that its destination is
     /// reachable now.
     fn send(&self, msg: RaftMessage) -> Result<(), TransportError> {
-        let to_store_id = destination(&msg);
-        let counters = &self.shared.counters;
-        if !lock(&self.shared.state).reaches(self.from_store_id, to_store_id) {
-            counters.messages_unreachable.fetch_add(1, Ordering::Relaxed);
-            return Err(TransportError::Unreachable(to_store_id));
-        }
-        let mut queue = lock(&self.queue);
-        if queue.len() >= self.shared.config.queue_len_max {
-            counters.messages_full.fetch_add(1, Ordering::Relaxed);
-            return Err(TransportError::Full(to_store_id));
-        }
-        queue.push(msg);
-        counters.messages_sent.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let counters = &self.outbound.link().shared.counters;
+        let result = self.outbound.send(msg);
+        let counter = match result {
+            Ok(()) => &counters.messages_sent,
+            Err(TransportError::Full(_)) => &counters.messages_full,
+            Err(_) => &counters.messages_unreachable,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
     }
 
-    /// Routes the buffered messages in send order. Two threads flushing the same transport
-    /// at once each route their own part of the queue, and those parts may interleave.
+    /// Sends each destination's queue as one batch; the network routes its messages in
+    /// order. Two threads flushing the same transport at once each route their own part of
+    /// the queues, and those parts may interleave.
     fn flush(&self) {
-        let messages = std::mem::take(&mut *lock(&self.queue));
-        for msg in messages {
-            self.shared.route(self.from_store_id, msg);
-        }
+        self.outbound.flush();
+    }
+
+    fn send_snapshot(&self, msg: RaftMessage, chunks: &mut dyn SnapshotChunks) -> Result<(), TransportError> {
+        self.outbound.send_snapshot(msg, chunks)
+    }
+}
+
+/// What carries one store's batches over an [`InMemoryNetwork`].
+pub struct InMemoryLink {
+    from_store_id: u64,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for InMemoryLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InMemoryLink").field("from_store_id", &self.from_store_id).finish_non_exhaustive()
+    }
+}
+
+impl StoreLink for InMemoryLink {
+    fn reachable(&self, to_store_id: u64) -> bool {
+        lock(&self.shared.state).reaches(self.from_store_id, to_store_id)
+    }
+
+    /// Routes the batch's messages (heartbeat records expanded) through the faults; those
+    /// that pass at once reach the receiver together. Losses are the network's, counted as
+    /// drops, never an error: a real link does not know what the far side received.
+    fn send_batch(&self, batch: RaftMessageBatch) -> Result<(), TransportError> {
+        *lock(&self.shared.batch_pairs).entry((batch.from_store_id, batch.to_store_id)).or_insert(0) += 1;
+        self.shared.route_batch(self.from_store_id, batch.to_store_id, expand_batch(batch));
+        Ok(())
     }
 
     /// Hands the snapshot to the destination's `receive_snapshot` on this thread. A
@@ -506,53 +547,53 @@ struct Shared {
     /// Delivered messages per ordered `(from, to)` store pair. Bounded by the square of
     /// the number of stores a test starts.
     delivered_pairs: Mutex<HashMap<(u64, u64), u64>>,
+    /// Batches (what a real network carries as one RPC) per ordered store pair.
+    batch_pairs: Mutex<HashMap<(u64, u64), u64>>,
     delay: DelayQueue,
 }
 
-/// What a message meets on its way out of `flush`.
-enum Route {
-    Deliver(SharedReceiver),
-    Delay(Duration),
-    Drop,
-}
-
 impl Shared {
-    /// Takes one message from a flush through the fault rules to its receiver or to the
-    /// delay queue. No lock is held while a filter or a receiver runs: both may send, and
-    /// filters may change the faults.
-    fn route(self: &Arc<Self>, from_store_id: u64, msg: RaftMessage) {
-        let to_store_id = destination(&msg);
-        let (route, filters) = {
+    /// Takes the messages of one batch through the fault rules: each is dropped, delayed
+    /// (to the delay thread) or delivered, and the delivered ones reach the receiver in one
+    /// `receive_batch` on the flushing thread. No lock is held while a filter or the
+    /// receiver runs: both may send, and filters may change the faults.
+    fn route_batch(self: &Arc<Self>, from_store_id: u64, to_store_id: u64, msgs: Vec<RaftMessage>) {
+        let mut delays = Vec::with_capacity(msgs.len());
+        let (receiver, filters) = {
             let mut state = lock(&self.state);
-            // A message to an unreachable store is lost anyway and takes no draw.
-            if !state.reaches(from_store_id, to_store_id) || state.draw_lost() {
-                (Route::Drop, None)
-            } else {
-                let route = match state.draw_delay() {
-                    Some(delay) => Route::Delay(delay),
-                    None => {
-                        let receiver = state.receivers.get(&to_store_id).cloned();
-                        Route::Deliver(receiver.expect("invariant: a reachable store has a receiver"))
-                    }
-                };
-                (route, Some(Arc::clone(&state.filters)))
+            // Messages to an unreachable store are lost anyway and take no draw.
+            if !state.reaches(from_store_id, to_store_id) {
+                drop(state);
+                self.on_dropped(msgs.len());
+                return;
             }
+            for _ in &msgs {
+                // Per message, in order, so that a seed replays the same drops and delays.
+                let lost = state.draw_lost();
+                delays.push(if lost { None } else { Some(state.draw_delay()) });
+            }
+            let receiver = state.receivers.get(&to_store_id).cloned();
+            (receiver.expect("invariant: a reachable store has a receiver"), Arc::clone(&state.filters))
         };
-        if filters.is_some_and(|filters| filters.iter().any(|(_, filter)| filter(&msg))) {
-            self.on_dropped(1);
-            return;
+        let mut now = Vec::with_capacity(msgs.len());
+        for (msg, delay) in msgs.into_iter().zip(delays) {
+            let filtered = filters.iter().any(|(_, filter)| filter(&msg));
+            match delay {
+                _ if filtered => self.on_dropped(1),
+                None => self.on_dropped(1),
+                Some(None) => now.push(msg),
+                Some(Some(delay)) => self.enqueue_delayed(from_store_id, msg, delay),
+            }
         }
-        match route {
-            Route::Drop => self.on_dropped(1),
-            Route::Deliver(receiver) => self.deliver(receiver, from_store_id, to_store_id, msg),
-            Route::Delay(delay) => self.enqueue_delayed(from_store_id, msg, delay),
+        if !now.is_empty() {
+            self.count_delivered(from_store_id, to_store_id, now.len());
+            receiver.receive_batch(now);
         }
     }
 
-    fn deliver(&self, receiver: SharedReceiver, from_store_id: u64, to_store_id: u64, msg: RaftMessage) {
-        self.counters.messages_delivered.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.delivered_pairs).entry((from_store_id, to_store_id)).or_insert(0) += 1;
-        receiver.receive(msg);
+    fn count_delivered(&self, from_store_id: u64, to_store_id: u64, messages_len: usize) {
+        self.counters.messages_delivered.fetch_add(messages_len as u64, Ordering::Relaxed);
+        *lock(&self.delivered_pairs).entry((from_store_id, to_store_id)).or_insert(0) += messages_len as u64;
     }
 
     fn on_dropped(&self, messages_len: usize) {
@@ -639,7 +680,10 @@ impl Shared {
             }
         };
         match receiver {
-            Some(receiver) => self.deliver(receiver, delayed.from_store_id, to_store_id, delayed.msg),
+            Some(receiver) => {
+                self.count_delivered(delayed.from_store_id, to_store_id, 1);
+                receiver.receive(delayed.msg);
+            }
             None => self.on_dropped(1),
         }
     }
