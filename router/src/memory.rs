@@ -457,6 +457,10 @@ impl Transport for InMemoryTransport {
         self.outbound.flush();
     }
 
+    fn flush_heartbeats(&self) {
+        self.outbound.flush_heartbeats();
+    }
+
     fn send_snapshot(&self, msg: RaftMessage, chunks: &mut dyn SnapshotChunks) -> Result<(), TransportError> {
         self.outbound.send_snapshot(msg, chunks)
     }

@@ -178,6 +178,32 @@ impl<L: StoreLink> Outbound<L> {
     }
 }
 
+impl<L: StoreLink> Outbound<L> {
+    fn flush_queues(&self, with_heartbeats_only: bool) {
+        let batches: Vec<(u64, PendingBatch)> = {
+            let mut queues = self.lock_queues();
+            if queues.is_empty() {
+                return;
+            }
+            let leaving: Vec<u64> = queues
+                .iter()
+                .filter(|(_, pending)| {
+                    !pending.batch.messages.is_empty() || with_heartbeats_only && pending.len > 0
+                })
+                .map(|(to_store_id, _)| *to_store_id)
+                .collect();
+            // Sent queues are removed rather than kept empty: a store that stops talking to
+            // another (it left every region they shared) keeps no memory for it.
+            leaving.into_iter().filter_map(|id| queues.remove(&id).map(|pending| (id, pending))).collect()
+        };
+        for (to_store_id, mut pending) in batches {
+            pending.batch.from_store_id = self.from_store_id;
+            pending.batch.to_store_id = to_store_id;
+            self.send_batch(pending);
+        }
+    }
+}
+
 /// Estimated encoded size of a message, cheap enough to compute for every send.
 fn estimated_bytes(msg: &RaftMessage) -> usize {
     let message = msg.message.as_ref();
@@ -232,22 +258,15 @@ impl<L: StoreLink> Transport for Outbound<L> {
         Ok(())
     }
 
-    /// Sends every non-empty queue as one batch to its store.
+    /// Sends every queue that holds a message as one batch to its store, with the heartbeats
+    /// queued for that store riding along; queues of heartbeats alone wait for
+    /// `flush_heartbeats`.
     fn flush(&self) {
-        let batches: Vec<(u64, PendingBatch)> = {
-            let mut queues = self.lock_queues();
-            if queues.is_empty() {
-                return;
-            }
-            // Emptied queues are removed rather than kept: a store that stops talking to
-            // another (it left every region they shared) keeps no memory for it.
-            queues.drain().filter(|(_, pending)| pending.len > 0).collect()
-        };
-        for (to_store_id, mut pending) in batches {
-            pending.batch.from_store_id = self.from_store_id;
-            pending.batch.to_store_id = to_store_id;
-            self.send_batch(pending);
-        }
+        self.flush_queues(false);
+    }
+
+    fn flush_heartbeats(&self) {
+        self.flush_queues(true);
     }
 
     fn send_snapshot(&self, msg: RaftMessage, chunks: &mut dyn SnapshotChunks) -> Result<(), TransportError> {

@@ -74,14 +74,22 @@ fn a_flush_sends_one_batch_per_store_with_heartbeats_as_records() {
     assert!(out.link().batches.lock().unwrap().is_empty(), "nothing leaves before the flush");
     assert_eq!(out.queue_len(), 201);
     out.flush();
+    let batches = std::mem::take(&mut *out.link().batches.lock().unwrap());
+    assert_eq!(batches.len(), 1, "a round's flush sends the queue that has a message");
+    assert_eq!((batches[0].to_store_id, batches[0].heartbeats.len(), batches[0].messages.len()), (2, 100, 1));
+    assert_eq!(out.queue_len(), 100, "heartbeats alone wait for the tick's flush");
+    for region_id in 1..=100 {
+        out.send(message(region_id, 2, MessageType::MsgHeartbeat, 0)).unwrap();
+    }
+    out.flush_heartbeats();
     let mut batches = std::mem::take(&mut *out.link().batches.lock().unwrap());
     batches.sort_by_key(|b| b.to_store_id);
     assert_eq!(batches.len(), 2, "one batch per destination store");
     assert_eq!((batches[0].from_store_id, batches[0].to_store_id), (1, 2));
-    assert_eq!((batches[0].heartbeats.len(), batches[0].messages.len()), (100, 1));
+    assert_eq!((batches[0].heartbeats.len(), batches[0].messages.len()), (100, 0));
     assert_eq!((batches[1].heartbeats.len(), batches[1].messages.len()), (100, 0));
     let stats = out.stats();
-    assert_eq!((stats.messages_queued, stats.heartbeats_coalesced, stats.batches_sent), (201, 200, 2));
+    assert_eq!((stats.messages_queued, stats.heartbeats_coalesced, stats.batches_sent), (301, 300, 3));
     out.flush();
     assert!(out.link().batches.lock().unwrap().is_empty(), "an empty flush sends nothing");
 }
@@ -123,7 +131,7 @@ fn batches_the_link_refuses_are_counted_as_lost() {
     *out.link().refuse.lock().unwrap() = true;
     out.send(message(1, 2, MessageType::MsgAppend, 0)).unwrap();
     out.send(message(1, 2, MessageType::MsgHeartbeat, 0)).unwrap();
-    out.flush();
+    out.flush_heartbeats();
     let stats = out.stats();
     assert_eq!((stats.batches_failed, stats.messages_lost, stats.batches_sent), (1, 2, 0));
 }

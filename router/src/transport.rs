@@ -29,8 +29,17 @@ pub trait Transport: Send + Sync + 'static {
     /// Queues one message for `msg.to_peer.store_id`. It may be buffered until `flush`.
     fn send(&self, msg: RaftMessage) -> Result<(), TransportError>;
 
-    /// Sends what `send` buffered. The store calls it once per poll round.
+    /// Sends what `send` buffered, except heartbeats that have no other message to ride
+    /// with: those wait for `flush_heartbeats`. The store calls it once per poll round.
     fn flush(&self);
+
+    /// Sends everything buffered, heartbeats included. The store calls it once per tick, so
+    /// that the heartbeats of all regions toward a store leave together, as one batch per
+    /// tick however many poll rounds produced them. (A heartbeat waits at most a tick;
+    /// Raft's heartbeat interval is several.)
+    fn flush_heartbeats(&self) {
+        self.flush();
+    }
 
     /// Sends a snapshot: `msg` (whose Raft message is the MsgSnapshot) and then the data
     /// file in bounded chunks pulled from `chunks`. Blocks until the receiver has it all

@@ -79,6 +79,7 @@ pub struct Cluster {
     dir: TempDir,
     configs: HashMap<u64, StoreConfig>,
     stores: HashMap<u64, Store>,
+    transports: HashMap<u64, std::sync::Arc<tessera_router::InMemoryTransport>>,
     /// The regions as bootstrapped.
     pub initial_regions: Vec<Region>,
     next_id: AtomicU64,
@@ -131,6 +132,7 @@ impl Cluster {
             dir,
             configs,
             stores: HashMap::new(),
+            transports: HashMap::new(),
             initial_regions,
             next_id,
         }
@@ -149,6 +151,7 @@ impl Cluster {
         assert!(!self.stores.contains_key(&store_id), "store {store_id} is running");
         let config = self.configs[&store_id].clone();
         let transport = std::sync::Arc::new(self.network.transport(store_id));
+        self.transports.insert(store_id, transport.clone());
         let store =
             Store::start(config, transport).unwrap_or_else(|e| panic!("store {store_id} starts: {e}"));
         self.network.register(store_id, store.receiver());
@@ -174,6 +177,11 @@ impl Cluster {
 
     pub fn store(&self, store_id: u64) -> &Store {
         &self.stores[&store_id]
+    }
+
+    /// The outbound side of a store (its latest start): batches, coalesced heartbeats.
+    pub fn transport(&self, store_id: u64) -> &tessera_router::InMemoryTransport {
+        &self.transports[&store_id]
     }
 
     pub fn running_store_ids(&self) -> Vec<u64> {

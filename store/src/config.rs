@@ -47,6 +47,16 @@ pub struct StoreConfig {
     /// A follower this many entries behind the applied index no longer holds back log GC:
     /// it will be caught up by snapshot instead.
     pub log_gc_lag_max: u64,
+    /// Whether idle regions rest (stop ticking and heartbeating) until something wakes
+    /// them; see `operation/hibernate.rs` for the rules.
+    pub hibernate_regions: bool,
+    /// How long a leader must have had nothing to do before it asks its followers to rest.
+    pub hibernate_idle_ticks: usize,
+    /// How often this store tells every store it shares regions with that it is alive.
+    pub store_heartbeat_ticks: usize,
+    /// A store not heard from for this long is taken as down: resting peers whose leader
+    /// lives there wake up to elect another. Must exceed `store_heartbeat_ticks`.
+    pub store_down_ticks: usize,
     pub snapshot: SnapshotConfig,
 }
 
@@ -72,6 +82,10 @@ impl StoreConfig {
             log_gc_count_threshold: 10_000,
             log_gc_bytes_threshold: 64 << 20,
             log_gc_lag_max: 20_000,
+            hibernate_regions: true,
+            hibernate_idle_ticks: 10,
+            store_heartbeat_ticks: 2,
+            store_down_ticks: 20,
         }
     }
 
@@ -96,9 +110,16 @@ impl StoreConfig {
             ("log_gc_check_ticks", self.log_gc_check_ticks as u64),
             ("log_gc_count_threshold", self.log_gc_count_threshold),
             ("raft_inflight_msgs_max", self.raft_inflight_msgs_max as u64),
+            ("hibernate_idle_ticks", self.hibernate_idle_ticks as u64),
+            ("store_heartbeat_ticks", self.store_heartbeat_ticks as u64),
         ];
         if let Some((field, _)) = limits.iter().find(|(_, value)| *value == 0) {
             return Err(StoreConfigError::Invalid(format!("{field} must be at least 1")));
+        }
+        if self.store_down_ticks <= self.store_heartbeat_ticks {
+            return Err(StoreConfigError::Invalid(
+                "store_down_ticks must exceed store_heartbeat_ticks, or every store looks down".into(),
+            ));
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! What every poller of a store shares: the engine, the routers, the transport, and the
 //! store's view of which regions it hosts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -113,6 +113,13 @@ pub struct StoreStats {
     pub peers_created: AtomicU64,
     pub peers_destroyed: AtomicU64,
     pub log_compactions: AtomicU64,
+    /// Ticks peers handled (resting peers get none).
+    pub peer_ticks: AtomicU64,
+    /// Times a peer went to rest, and woke.
+    pub hibernations: AtomicU64,
+    pub wakeups: AtomicU64,
+    /// Times another store was found down (no store heartbeat for `store_down_ticks`).
+    pub stores_found_down: AtomicU64,
 }
 
 impl StoreStats {
@@ -135,6 +142,8 @@ pub(crate) struct StoreContext {
     /// Set when a write failed: the store stopped and refuses everything from then on.
     pub fatal: Mutex<Option<String>>,
     pub stopped: AtomicBool,
+    /// The regions the store timer ticks: all but the resting ones (hibernation).
+    pub ticking: Mutex<HashSet<u64>>,
 }
 
 impl std::fmt::Debug for StoreContext {
@@ -146,6 +155,23 @@ impl std::fmt::Debug for StoreContext {
 impl StoreContext {
     pub fn meta(&self) -> MutexGuard<'_, StoreMeta> {
         self.meta.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts or stops the store timer's ticks for a region.
+    pub fn set_ticking(&self, region_id: u64, ticking: bool) {
+        let mut regions = self.ticking.lock().unwrap_or_else(PoisonError::into_inner);
+        if ticking {
+            regions.insert(region_id);
+        } else {
+            regions.remove(&region_id);
+        }
+        metrics::gauge!("tessera_store_regions_ticking").set(regions.len() as f64);
+    }
+
+    /// The regions the timer ticks now, into `out` (reused between ticks).
+    pub fn ticking_regions(&self, out: &mut Vec<u64>) {
+        out.clear();
+        out.extend(self.ticking.lock().unwrap_or_else(PoisonError::into_inner).iter().copied());
     }
 
     pub fn is_stopped(&self) -> bool {

@@ -81,7 +81,10 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
             }
             match msg {
                 PeerMsg::Raft(msg) => peer.on_raft_message(&mut ctx, msg),
-                PeerMsg::Command { request, callback } => peer.propose(&mut ctx, request, callback),
+                PeerMsg::Command { request, callback } => {
+                    peer.wake(&mut ctx);
+                    peer.propose(&mut ctx, request, callback)
+                }
                 PeerMsg::Tick => peer.on_tick(&mut ctx),
                 PeerMsg::Applied(result) => peer.on_applied(&mut ctx, *result),
                 PeerMsg::SnapshotGenerated(result) => peer.on_snapshot_generated(&mut ctx, *result),
@@ -89,9 +92,16 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
                     peer.on_snapshot_sent(to_peer_id, succeeded)
                 }
                 PeerMsg::ApplyStopped => peer.on_apply_stopped(&mut ctx),
-                PeerMsg::Campaign => peer.campaign(),
-                PeerMsg::TransferLeader { to_peer_id } => peer.transfer_leader(to_peer_id),
+                PeerMsg::Campaign => {
+                    peer.wake(&mut ctx);
+                    peer.campaign()
+                }
+                PeerMsg::TransferLeader { to_peer_id } => {
+                    peer.wake(&mut ctx);
+                    peer.transfer_leader(to_peer_id)
+                }
                 PeerMsg::Query(query) => (query.0)(peer),
+                PeerMsg::StoreDown(store_id) => peer.on_store_down(&mut ctx, store_id),
             }
         }
         if !self.ctx.is_stopped() {

@@ -80,6 +80,9 @@ pub enum PeerMsg {
     TransferLeader { to_peer_id: u64 },
     /// Reads the peer's state (status pages, tests).
     Query(PeerQuery),
+    /// The store with this id stopped sending store heartbeats: a resting peer whose
+    /// leader lives there wakes to elect another.
+    StoreDown(u64),
 }
 
 /// A read of a peer's state, run on the poller that owns the peer.

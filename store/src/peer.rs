@@ -11,6 +11,7 @@ use tessera_proto::storepb::{Peer as PeerMeta, Region};
 use tessera_raft::{Config as RaftConfig, RawNode, ReadOnlyOption};
 
 use crate::config::StoreConfig;
+use crate::context::StoreStats;
 use crate::engine::{Engine, EngineResult};
 use crate::msg::{ApplyTask, Proposal};
 use crate::peer_storage::PeerStorage;
@@ -76,6 +77,7 @@ pub(crate) struct Peer {
     pub log_gc_proposed_index: u64,
     /// Estimated bytes of applied entries still in the log (for the size threshold).
     pub log_bytes_since_compaction: u64,
+    pub hibernation: crate::operation::Hibernation,
 }
 
 impl std::fmt::Debug for Peer {
@@ -146,6 +148,7 @@ impl Peer {
             log_gc_elapsed_ticks: 0,
             log_gc_proposed_index: 0,
             log_bytes_since_compaction: 0,
+            hibernation: Default::default(),
         })
     }
 
@@ -167,6 +170,11 @@ impl Peer {
         if self.life != Life::Alive {
             return;
         }
+        if self.hibernation.asleep {
+            // A tick sent before the region went to rest.
+            return;
+        }
+        StoreStats::add(&ctx.store.stats.peer_ticks, 1);
         self.raw.tick();
         self.drop_replaced_proposals();
         if self.is_leader() {
@@ -176,6 +184,7 @@ impl Peer {
                 let _ = self.maybe_propose_log_gc(ctx);
             }
         }
+        self.hibernation_tick(ctx);
     }
 
     /// Starts an election now; a learner or a peer outside its configuration ignores it.

@@ -81,6 +81,8 @@ pub struct PeerStatus {
     pub first_index: u64,
     pub last_index: u64,
     pub initialized: bool,
+    /// Resting: the store timer does not tick it (hibernation).
+    pub hibernating: bool,
 }
 
 /// A running store. Dropping it stops it.
@@ -122,6 +124,7 @@ impl Store {
             stats: Arc::new(StoreStats::default()),
             fatal: Mutex::new(None),
             stopped: AtomicBool::new(false),
+            ticking: Mutex::new(Default::default()),
             config,
         });
         load_regions(&ctx)?;
@@ -217,6 +220,11 @@ impl Store {
         self.ctx.engine.get_msg(CF_META, &keys::region_state_key(region_id))
     }
 
+    /// How many regions the store timer ticks now (those not resting).
+    pub fn ticking_regions_len(&self) -> usize {
+        self.ctx.ticking.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
     pub fn stats(&self) -> &Arc<StoreStats> {
         &self.ctx.stats
     }
@@ -299,6 +307,7 @@ fn status_of(peer: &Peer) -> PeerStatus {
         first_index: storage.first_index().unwrap_or(0),
         last_index: storage.last_index().unwrap_or(0),
         initialized: peer.is_initialized(),
+        hibernating: peer.hibernation.asleep,
     }
 }
 
@@ -351,6 +360,7 @@ fn load_regions(ctx: &Arc<StoreContext>) -> Result<(), StartError> {
         {
             return Err(StartError::Region { region_id, reason: "registered twice".into() });
         }
+        ctx.set_ticking(region_id, true);
         let mut meta_guard = ctx.meta();
         if !meta_guard.overlapping(&region, region_id).is_empty() {
             return Err(StartError::Region { region_id, reason: "its range overlaps another region".into() });
@@ -393,16 +403,29 @@ fn finish_destroy_at_load(
 /// The store timer: one thread that ticks every peer, instead of a timer per region.
 fn start_ticker(ctx: &Arc<StoreContext>) -> std::io::Result<(Sender<()>, JoinHandle<()>)> {
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-    let router = ctx.raft_router.clone();
     let interval = ctx.config.raft_tick_interval;
+    // The timer holds the store weakly, like the network: it must not keep it alive.
+    let weak = Arc::downgrade(ctx);
     let handle = thread::Builder::new().name(format!("tick-{}", ctx.store_id)).spawn(move || {
         let ticker = crossbeam_channel::tick(interval);
+        let mut regions = Vec::new();
         loop {
             crossbeam_channel::select! {
                 recv(ticker) -> _ => {
-                    let full = router.broadcast_normal(|| PeerMsg::Tick);
+                    let Some(ctx) = weak.upgrade() else { return };
+                    // Only regions that are not resting: an idle store ticks nothing.
+                    ctx.ticking_regions(&mut regions);
+                    let mut full = 0;
+                    for region_id in &regions {
+                        match ctx.raft_router.send(*region_id, PeerMsg::Tick) {
+                            Ok(()) => {}
+                            Err(SendError::Full(_)) => full += 1,
+                            // Destroyed since: it no longer needs ticks.
+                            Err(_) => ctx.set_ticking(*region_id, false),
+                        }
+                    }
                     // A full control mailbox skips one store tick; the next one comes.
-                    let _ = router.send_control(StoreMsg::Tick);
+                    let _ = ctx.raft_router.send_control(StoreMsg::Tick);
                     if full > 0 {
                         metrics::counter!("tessera_store_ticks_missed_total").increment(full as u64);
                     }
@@ -412,6 +435,23 @@ fn start_ticker(ctx: &Arc<StoreContext>) -> std::io::Result<(Sender<()>, JoinHan
         }
     })?;
     Ok((stop, handle))
+}
+
+/// A received message that its region's mailbox did not take: for a region without a peer
+/// here it goes to the control FSM (which may create one); a full mailbox drops it (Raft
+/// retries, memory stays bounded).
+fn on_refused_delivery(ctx: &StoreContext, refused: SendError<PeerMsg>) {
+    match refused {
+        SendError::UnknownAddress(PeerMsg::Raft(msg)) => {
+            let _ = ctx.raft_router.send_control(StoreMsg::Raft(msg));
+        }
+        e => {
+            metrics::counter!("tessera_store_messages_dropped_total").increment(1);
+            if let PeerMsg::Raft(msg) = e.into_message() {
+                crate::operation::discard_snapshot_file(ctx, &msg);
+            }
+        }
+    }
 }
 
 /// The network's way into a store.
@@ -426,19 +466,19 @@ impl RaftReceiver for StoreReceiver {
             return;
         }
         let region_id = msg.region_id;
-        match ctx.raft_router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
-            Ok(()) => {}
-            Err(SendError::UnknownAddress(PeerMsg::Raft(msg))) => {
-                let _ = ctx.raft_router.send_control(StoreMsg::Raft(msg));
-            }
-            // A full mailbox drops the message: Raft retries, memory stays bounded.
-            Err(e) => {
-                metrics::counter!("tessera_store_messages_dropped_total").increment(1);
-                if let PeerMsg::Raft(msg) = e.into_message() {
-                    crate::operation::discard_snapshot_file(&ctx, &msg);
-                }
-            }
+        if let Err(refused) = ctx.raft_router.send(region_id, PeerMsg::Raft(Box::new(msg))) {
+            on_refused_delivery(&ctx, refused);
         }
+    }
+
+    /// Routes a whole batch under one look-up of the mailboxes.
+    fn receive_batch(&self, msgs: Vec<RaftMessage>) {
+        let Some(ctx) = self.ctx.upgrade() else { return };
+        if ctx.is_stopped() {
+            return;
+        }
+        let routed = msgs.into_iter().map(|msg| (msg.region_id, PeerMsg::Raft(Box::new(msg))));
+        ctx.raft_router.send_all(routed, |refused| on_refused_delivery(&ctx, refused));
     }
 
     fn receive_snapshot(&self, msg: RaftMessage, chunks: &mut dyn SnapshotChunks) -> Result<(), String> {

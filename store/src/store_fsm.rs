@@ -1,10 +1,13 @@
-//! The store's control FSM: store-level work. For now, the one job of deciding whether a
-//! message for a region this store does not host should create a peer.
+//! The store's control FSM: store-level work. It decides whether a message for a region
+//! this store does not host should create a peer, and it keeps track of which other stores
+//! are alive (store heartbeats, one message per store pair every few ticks), so that
+//! resting regions whose leader's store went down wake up to elect another.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use tessera_proto::raftpb::{ConfState, MessageType};
-use tessera_proto::serverpb::RaftMessage;
+use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 use tessera_proto::storepb::{ApplyState, PeerState, Region, RegionLocalState};
 
 use crate::apply::ApplyFsm;
@@ -20,10 +23,31 @@ pub(crate) struct StoreFsmState {
     /// candidate, or for a tombstone).
     pub messages_dropped: u64,
     ticks: u64,
+    /// The other stores that host peers of our regions, refreshed with the gauges.
+    peer_stores: BTreeSet<u64>,
+    /// The tick each of those stores was last heard from (or first known).
+    last_heard_tick: HashMap<u64, u64>,
+    /// Stores taken as down; each is reported to the peers once, until heard from again.
+    stores_down: HashSet<u64>,
 }
 
 /// Store-level gauges are refreshed every this many ticks.
 const GAUGE_REFRESH_TICKS: u64 = 10;
+
+/// The message that tells `to_store_id` that `from_store_id` is alive: region 0, which no
+/// region has, so the receiving store's control FSM gets it.
+fn store_heartbeat(from_store_id: u64, to_store_id: u64) -> RaftMessage {
+    RaftMessage {
+        region_id: 0,
+        from_peer: Some(tessera_proto::storepb::Peer { store_id: from_store_id, ..Default::default() }),
+        to_peer: Some(tessera_proto::storepb::Peer { store_id: to_store_id, ..Default::default() }),
+        extra: Some(ExtraMessage {
+            extra_type: ExtraMessageType::StoreHeartbeat as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
 
 /// Whether a message may create a peer: only a current leader (appends, heartbeats,
 /// snapshots) or a candidate (vote requests) may, never a response or a stale peer.
@@ -43,18 +67,69 @@ impl StoreFsmState {
     /// Periodic store-level work: the gauges that no single event updates.
     pub fn on_tick(&mut self, ctx: &Arc<StoreContext>) {
         self.ticks += 1;
-        if !self.ticks.is_multiple_of(GAUGE_REFRESH_TICKS) {
-            return;
+        if self.ticks % GAUGE_REFRESH_TICKS == 1 {
+            let (regions, initialized) = {
+                let meta = ctx.meta();
+                self.peer_stores = meta
+                    .regions
+                    .values()
+                    .flat_map(|region| region.peers.iter().map(|peer| peer.store_id))
+                    .filter(|store_id| *store_id != ctx.store_id)
+                    .collect();
+                (meta.regions.len(), meta.ranges.len())
+            };
+            metrics::gauge!("tessera_store_regions").set(regions as f64);
+            metrics::gauge!("tessera_store_regions_initialized").set(initialized as f64);
         }
-        let (regions, initialized) = {
-            let meta = ctx.meta();
-            (meta.regions.len(), meta.ranges.len())
-        };
-        metrics::gauge!("tessera_store_regions").set(regions as f64);
-        metrics::gauge!("tessera_store_regions_initialized").set(initialized as f64);
+        if ctx.config.hibernate_regions {
+            self.watch_stores(ctx);
+        }
+        // The heartbeats the regions' ticks produced leave together, one batch per store.
+        ctx.transport.flush_heartbeats();
+    }
+
+    /// Sends this store's heartbeat to every store it shares regions with, and reports the
+    /// stores that stopped sending theirs to the peers (only resting peers led from there
+    /// act on it).
+    fn watch_stores(&mut self, ctx: &Arc<StoreContext>) {
+        if self.ticks.is_multiple_of(ctx.config.store_heartbeat_ticks as u64) {
+            for store_id in &self.peer_stores {
+                let _ = ctx.transport.send(store_heartbeat(ctx.store_id, *store_id));
+            }
+        }
+        let ticks = self.ticks;
+        self.last_heard_tick.retain(|store_id, _| self.peer_stores.contains(store_id));
+        for store_id in &self.peer_stores {
+            let last_heard = *self.last_heard_tick.entry(*store_id).or_insert(ticks);
+            if ticks - last_heard >= ctx.config.store_down_ticks as u64 && self.stores_down.insert(*store_id)
+            {
+                StoreStats::add(&ctx.stats.stores_found_down, 1);
+                metrics::counter!("tessera_store_peer_stores_down_total").increment(1);
+                let store_id = *store_id;
+                ctx.raft_router.broadcast_normal(|| PeerMsg::StoreDown(store_id));
+            }
+        }
+    }
+
+    /// Another store's heartbeat: it is alive.
+    fn on_store_heartbeat(&mut self, from_store_id: u64) {
+        self.last_heard_tick.insert(from_store_id, self.ticks);
+        self.stores_down.remove(&from_store_id);
     }
 
     pub fn on_unknown_region_message(&mut self, ctx: &Arc<StoreContext>, msg: Box<RaftMessage>) {
+        let is_store_heartbeat =
+            msg.extra.as_ref().is_some_and(|e| e.extra_type() == ExtraMessageType::StoreHeartbeat);
+        if is_store_heartbeat {
+            let to_store = msg.to_peer.as_ref().map_or(0, |p| p.store_id);
+            match msg.from_peer.as_ref().map(|p| p.store_id) {
+                Some(from_store) if msg.region_id == 0 && to_store == ctx.store_id && from_store != 0 => {
+                    self.on_store_heartbeat(from_store)
+                }
+                _ => metrics::counter!("tessera_store_messages_malformed_total").increment(1),
+            }
+            return;
+        }
         if !self.maybe_create_peer(ctx, &msg) {
             crate::operation::discard_snapshot_file(ctx, &msg);
             self.messages_dropped += 1;
@@ -124,6 +199,7 @@ impl StoreFsmState {
             ctx.apply_router.close(region_id);
             return false;
         }
+        ctx.set_ticking(region_id, true);
         ctx.meta().set_uninitialized(region);
         StoreStats::add(&ctx.stats.peers_created, 1);
         metrics::counter!("tessera_store_peers_created_total").increment(1);

@@ -123,6 +123,28 @@ impl<N: Fsm, C: Fsm> BatchRouter<N, C> {
         self.count_full(result)
     }
 
+    /// `send` for many messages under one look-up lock; `refused` gets each message that was
+    /// not queued, with the reason. It runs under that (read) lock, so it must not register
+    /// or close mailboxes.
+    pub fn send_all(
+        &self,
+        messages: impl IntoIterator<Item = (u64, N::Message)>,
+        mut refused: impl FnMut(SendError<N::Message>),
+    ) {
+        let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
+        for (addr, message) in messages {
+            let result = match normals.get(&addr) {
+                Some(mailbox) => {
+                    mailbox.try_send(message, |scheduled| self.schedule(Task::Normal(scheduled)))
+                }
+                None => Err(SendError::UnknownAddress(message)),
+            };
+            if let Err(e) = self.count_full(result) {
+                refused(e);
+            }
+        }
+    }
+
     /// Queues `message` for the FSM at `addr` even if its mailbox is full. For completions
     /// of work the FSM handed out (their number is bounded by that work, which went through
     /// bounded queues): dropping one would leave the FSM waiting forever.

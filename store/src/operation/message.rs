@@ -69,15 +69,25 @@ impl Peer {
             return;
         };
         let is_snapshot = message.msg_type == MessageType::MsgSnapshot as i32;
+        // Heartbeats carry no range, so that they travel as compact records (the range
+        // only informs a store that may create a peer, which heartbeats create without).
+        let is_heartbeat =
+            matches!(message.msg_type(), MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse);
+        let (start_key, end_key) = if is_heartbeat {
+            (Vec::new(), Vec::new())
+        } else {
+            (self.region.start_key.clone(), self.region.end_key.clone())
+        };
         let msg = RaftMessage {
             region_id: self.region_id,
             from_peer: Some(self.meta),
             to_peer: Some(to_peer),
             message: Some(message),
             region_epoch: self.region.epoch,
-            start_key: self.region.start_key.clone(),
-            end_key: self.region.end_key.clone(),
+            start_key,
+            end_key,
             is_tombstone: false,
+            extra: None,
         };
         if is_snapshot {
             self.send_snapshot(ctx, msg);
@@ -142,6 +152,14 @@ impl Peer {
             self.send_tombstone(ctx, from_peer);
             return Some(msg);
         }
+        if let Some(extra) = msg.extra {
+            if msg.message.is_some() || from_peer.id == 0 || from_peer.id == self.meta.id {
+                metrics::counter!("tessera_store_messages_malformed_total").increment(1);
+                return Some(msg);
+            }
+            self.on_extra_message(ctx, from_peer, extra);
+            return None;
+        }
         let well_formed = msg.message.as_ref().is_some_and(|m| is_well_formed(&msg, m, self.meta.id));
         if !well_formed {
             metrics::counter!("tessera_store_messages_malformed_total").increment(1);
@@ -161,6 +179,9 @@ impl Peer {
             self.snapshot_stepped = msg.message.as_ref().and_then(|m| m.snapshot.as_deref()).cloned();
         }
         let message = msg.message.expect("checked by is_well_formed");
+        if self.hibernation.asleep && self.message_wakes(&message) {
+            self.wake(ctx);
+        }
         // Errors here are messages the core refuses on purpose (a response from a peer that
         // is no longer in the configuration, say); they carry nothing to act on.
         if self.raw.step(message).is_err() {
@@ -196,6 +217,7 @@ impl Peer {
             start_key: self.region.start_key.clone(),
             end_key: self.region.end_key.clone(),
             is_tombstone: true,
+            extra: None,
         };
         let _ = ctx.store.transport.send(msg);
     }

@@ -4,6 +4,7 @@
 mod applied;
 mod conf_change;
 mod destroy;
+mod hibernate;
 mod log_gc;
 mod message;
 mod propose;
@@ -20,5 +21,6 @@ pub(crate) struct PollContext<'a> {
     pub batch: &'a mut WriteBatch,
 }
 
+pub(crate) use hibernate::Hibernation;
 pub(crate) use message::discard_snapshot_file;
 pub(crate) use propose::{check_epoch, check_requests};
