@@ -395,7 +395,13 @@ impl InMemoryNetwork {
     /// How many batches store `from_store_id` sent store `to_store_id`: what a real network
     /// would carry as one request each.
     pub fn batches_between(&self, from_store_id: u64, to_store_id: u64) -> u64 {
-        lock(&self.shared().batch_pairs).get(&(from_store_id, to_store_id)).copied().unwrap_or(0)
+        lock(&self.shared().batch_pairs).get(&(from_store_id, to_store_id)).map_or(0, |(batches, _)| *batches)
+    }
+
+    /// The encoded bytes of those batches (what they would weigh on the wire, before any
+    /// transport framing). Snapshots are not counted.
+    pub fn batch_bytes_between(&self, from_store_id: u64, to_store_id: u64) -> u64 {
+        lock(&self.shared().batch_pairs).get(&(from_store_id, to_store_id)).map_or(0, |(_, bytes)| *bytes)
     }
 
     /// Stops the network: every store becomes unreachable, the receivers are released,
@@ -487,7 +493,14 @@ impl StoreLink for InMemoryLink {
     /// that pass at once reach the receiver together. Losses are the network's, counted as
     /// drops, never an error: a real link does not know what the far side received.
     fn send_batch(&self, batch: RaftMessageBatch) -> Result<(), TransportError> {
-        *lock(&self.shared.batch_pairs).entry((batch.from_store_id, batch.to_store_id)).or_insert(0) += 1;
+        let bytes = prost::Message::encoded_len(&batch) as u64;
+        let pair = (batch.from_store_id, batch.to_store_id);
+        {
+            let mut batch_pairs = lock(&self.shared.batch_pairs);
+            let (batches, batch_bytes) = batch_pairs.entry(pair).or_insert((0, 0));
+            *batches += 1;
+            *batch_bytes += bytes;
+        }
         self.shared.route_batch(self.from_store_id, batch.to_store_id, expand_batch(batch));
         Ok(())
     }
@@ -551,8 +564,9 @@ struct Shared {
     /// Delivered messages per ordered `(from, to)` store pair. Bounded by the square of
     /// the number of stores a test starts.
     delivered_pairs: Mutex<HashMap<(u64, u64), u64>>,
-    /// Batches (what a real network carries as one RPC) per ordered store pair.
-    batch_pairs: Mutex<HashMap<(u64, u64), u64>>,
+    /// Batches (what a real network carries as one request) and their encoded bytes, per
+    /// ordered store pair.
+    batch_pairs: Mutex<HashMap<(u64, u64), (u64, u64)>>,
     delay: DelayQueue,
 }
 

@@ -33,10 +33,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use proc_stats::{clock_ticks_per_second, process_cpu_ticks, process_rss_bytes};
 use tessera_store::cluster::{initial_peer_id, key_in_region, Cluster};
 use tessera_store::proto::serverpb::{CmdType, RaftCmdRequest, Request, RequestHeader};
 use tessera_store::proto::storepb::RegionEpoch;
 use tessera_store::StoreError;
+
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
 
 const STORES_LEN: u64 = 3;
 
@@ -551,52 +555,6 @@ impl Value {
         bytes.truncate(self.len);
         bytes.into()
     }
-}
-
-/// The process's user + system CPU time so far, in clock ticks: fields 14 and 15 of
-/// `/proc/self/stat`, which cover every thread of the process, live or exited. (Reading
-/// `getrusage` would need `unsafe`, which the workspace forbids.)
-fn process_cpu_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat is readable (Linux)");
-    // The command name (field 2) is in parentheses and may hold spaces: count fields from
-    // the last closing parenthesis, after which field 3 comes first.
-    let after_name =
-        &stat[stat.rfind(')').expect("/proc/self/stat has the command name in parentheses") + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let field = |number: usize| -> u64 {
-        fields[number - 3].parse().unwrap_or_else(|_| panic!("/proc/self/stat field {number} is a number"))
-    };
-    field(14) + field(15)
-}
-
-/// The process's resident set size (`VmRSS` of `/proc/self/status`), 0 if unreadable.
-fn process_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
-    kib.unwrap_or(0) * 1024
-}
-
-/// The kernel's clock tick rate (`sysconf(_SC_CLK_TCK)`), read from the `AT_CLKTCK` entry
-/// of the auxiliary vector, which the kernel hands every process. 100 if it cannot be read,
-/// which is its value on every common Linux build.
-fn clock_ticks_per_second() -> u64 {
-    const AT_NULL: u64 = 0;
-    const AT_CLKTCK: u64 = 17;
-    let Ok(auxv) = std::fs::read("/proc/self/auxv") else { return 100 };
-    // The vector is (type, value) pairs of native words; this bench runs on 64-bit Linux.
-    for pair in auxv.chunks_exact(16) {
-        let kind = u64::from_ne_bytes(pair[..8].try_into().expect("8 bytes"));
-        let value = u64::from_ne_bytes(pair[8..].try_into().expect("8 bytes"));
-        match kind {
-            AT_NULL => break,
-            AT_CLKTCK if value > 0 => return value,
-            _ => {}
-        }
-    }
-    100
 }
 
 fn value_label(value_len: usize) -> String {

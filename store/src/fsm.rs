@@ -83,7 +83,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
                 PeerMsg::Raft(msg) => peer.on_raft_message(&mut ctx, msg),
                 PeerMsg::Command { request, callback } => {
                     peer.wake(&mut ctx);
-                    peer.propose(&mut ctx, request, callback)
+                    peer.propose(&mut ctx, *request, callback)
                 }
                 PeerMsg::Tick => peer.on_tick(&mut ctx),
                 PeerMsg::Applied(result) => peer.on_applied(&mut ctx, *result),

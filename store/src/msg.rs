@@ -61,8 +61,9 @@ pub struct Proposal {
 pub enum PeerMsg {
     /// From another store, through the transport.
     Raft(Box<RaftMessage>),
-    /// From a client: a command to propose.
-    Command { request: RaftCmdRequest, callback: Callback },
+    /// From a client: a command to propose. Boxed so that the message type stays small:
+    /// every mailbox's channel keeps a block of slots of this size, even when idle.
+    Command { request: Box<RaftCmdRequest>, callback: Callback },
     /// One logical tick of the store timer.
     Tick,
     /// The apply thread applied a batch of this region's committed entries.

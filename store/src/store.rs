@@ -157,7 +157,9 @@ impl Store {
         if self.ctx.is_stopped() {
             return callback.invoke(Err(StoreError::StoreStopped));
         }
-        if let Err(e) = self.ctx.raft_router.send(region_id, PeerMsg::Command { request, callback }) {
+        if let Err(e) =
+            self.ctx.raft_router.send(region_id, PeerMsg::Command { request: Box::new(request), callback })
+        {
             let error = refusal(region_id, &e);
             if let PeerMsg::Command { callback, .. } = e.into_message() {
                 callback.invoke(Err(error));
