@@ -129,7 +129,8 @@ mod tests {
 
     #[test]
     fn impossible_values_are_refused_by_name() {
-        let cases: Vec<(fn(&mut TransportConfig), &str)> = vec![
+        type Spoil = fn(&mut TransportConfig);
+        let cases: Vec<(Spoil, &str)> = vec![
             (|c| c.queue_batches_max = 0, "queue_batches_max must be at least 1"),
             (|c| c.snapshot_receive_concurrency_max = 0, "snapshot_receive_concurrency_max"),
             (|c| c.connect_timeout = Duration::ZERO, "connect_timeout must not be zero"),

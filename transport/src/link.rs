@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use ::metrics::{counter, histogram, Gauge};
+use bytes::Bytes;
 use prost::Message;
 use tessera_proto::serverpb::{RaftMessage, RaftMessageBatch, SnapshotChunk};
 use tessera_router::{SnapshotChunks, StoreLink, TransportError};
@@ -129,7 +129,8 @@ impl GrpcLink {
             queued: queued.clone(),
         };
         let task = self.runtime.spawn(connection.run(queue_rx));
-        let destination = destinations.entry(to_store_id).or_insert(Destination { state, queue, queued, task });
+        let destination =
+            destinations.entry(to_store_id).or_insert(Destination { state, queue, queued, task });
         Some(f(destination))
     }
 
@@ -147,8 +148,12 @@ impl GrpcLink {
         let (chunk_tx, chunk_rx) = mpsc::channel(self.config.snapshot_chunks_in_flight_max);
         let (outcome_tx, outcome_rx) = oneshot::channel();
         let config = self.config.clone();
-        let call = self.runtime.spawn(async move {
-                        let outcome = match tokio::time::timeout(config.snapshot_send_timeout, stream_snapshot(&config, &address, chunk_rx)).await
+        self.runtime.spawn(async move {
+            let outcome = match tokio::time::timeout(
+                config.snapshot_send_timeout,
+                stream_snapshot(&config, &address, chunk_rx),
+            )
+            .await
             {
                 Ok(outcome) => outcome,
                 Err(_) => Err(SnapshotSendError::Unreachable),
@@ -172,7 +177,12 @@ impl GrpcLink {
                             sent_bytes += piece_bytes;
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // The end marker: an empty chunk. Without it the receiver takes the
+                        // stream for broken off, whatever way it ended.
+                        let _ = chunk_tx.blocking_send(SnapshotChunk::default());
+                        break;
+                    }
                     Err(reason) => {
                         read_error = Some(reason);
                         break;
@@ -181,19 +191,19 @@ impl GrpcLink {
             }
         }
         counter!("tessera_transport_snapshot_sent_bytes_total").increment(sent_bytes);
+        // Ending the stream (without the end marker, after a read error) lets the receiver
+        // discard what it staged and answer; waiting for that answer keeps the two sides in
+        // step.
+        drop(chunk_tx);
+        // No outcome at all means the runtime stopped under the call.
+        let outcome = outcome_rx.blocking_recv().unwrap_or(Err(SnapshotSendError::Unreachable));
         if let Some(reason) = read_error {
-            // Aborting resets the stream, so the receiver discards what it staged instead
-            // of taking a truncated file for the whole one.
-            call.abort();
             metrics::snapshots_sent("failed").increment(1);
             return Err(TransportError::SnapshotRefused {
                 store_id: to_store_id,
                 reason: format!("reading the snapshot to send failed: {reason}"),
             });
         }
-        drop(chunk_tx);
-        // No outcome at all means the runtime stopped under the call.
-        let outcome = outcome_rx.blocking_recv().unwrap_or(Err(SnapshotSendError::Unreachable));
         match outcome {
             Ok(()) => {
                 metrics::snapshots_sent("ok").increment(1);
@@ -220,7 +230,8 @@ impl Drop for GrpcLink {
 impl StoreLink for GrpcLink {
     fn send_batch(&self, batch: RaftMessageBatch) -> Result<(), TransportError> {
         let to_store_id = batch.to_store_id;
-        let budget_bytes = self.config.message_bytes_max - BATCH_ENVELOPE_BYTES.min(self.config.message_bytes_max);
+        let budget_bytes =
+            self.config.message_bytes_max - BATCH_ENVELOPE_BYTES.min(self.config.message_bytes_max);
         let outcome = self.with_destination(to_store_id, |destination| {
             if destination.state.load(Ordering::Acquire) == STATE_DOWN {
                 return Err(TransportError::Unreachable(to_store_id));
@@ -247,16 +258,18 @@ impl StoreLink for GrpcLink {
     }
 
     fn reachable(&self, to_store_id: u64) -> bool {
-        self.with_destination(to_store_id, |destination| destination.state.load(Ordering::Acquire) != STATE_DOWN)
-            .unwrap_or(false)
+        self.with_destination(to_store_id, |destination| {
+            destination.state.load(Ordering::Acquire) != STATE_DOWN
+        })
+        .unwrap_or(false)
     }
 
     fn send_snapshot(&self, msg: RaftMessage, chunks: &mut dyn SnapshotChunks) -> Result<(), TransportError> {
         let to_store_id = msg.to_peer.as_ref().map_or(0, |peer| peer.store_id);
         let limit = self.config.snapshot_send_concurrency_max;
-        let taken = self.snapshot_sends.fetch_update(Ordering::AcqRel, Ordering::Acquire, |sends| {
-            (sends < limit).then_some(sends + 1)
-        });
+        let taken = self
+            .snapshot_sends
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |sends| (sends < limit).then_some(sends + 1));
         if taken.is_err() {
             metrics::snapshots_sent("limit").increment(1);
             return Err(TransportError::Full(to_store_id));
@@ -452,7 +465,10 @@ fn cut(data: Bytes, piece_bytes: usize) -> Vec<Bytes> {
     if data.is_empty() {
         return Vec::new();
     }
-    (0..data.len()).step_by(piece_bytes).map(|start| data.slice(start..(start + piece_bytes).min(data.len()))).collect()
+    (0..data.len())
+        .step_by(piece_bytes)
+        .map(|start| data.slice(start..(start + piece_bytes).min(data.len())))
+        .collect()
 }
 
 /// The wait after one more failure in a row: double the last one, up to the maximum.

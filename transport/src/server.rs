@@ -12,8 +12,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use ::metrics::counter;
+use bytes::Bytes;
 use tessera_proto::serverpb::{RaftMessageBatch, SnapshotChunk};
 use tessera_router::{expand_batch, RaftReceiver, SnapshotChunks};
 use thiserror::Error;
@@ -241,13 +241,19 @@ impl RaftService {
             let piece = match pending.take() {
                 Some(data) => Piece::Data(data),
                 None => match self.next(&mut stream).await {
+                    Ok(Some(SnapshotChunk { message: None, data })) if data.is_empty() => Piece::End,
                     Ok(Some(SnapshotChunk { message: None, data })) => Piece::Data(data),
                     Ok(Some(SnapshotChunk { message: Some(_), .. })) => {
-                        let status = Status::invalid_argument("a snapshot chunk after the first carries a message");
+                        let status =
+                            Status::invalid_argument("a snapshot chunk after the first carries a message");
                         stream_error = Some(status);
                         Piece::Failed("the stream was malformed".into())
                     }
-                    Ok(None) => Piece::End,
+                    Ok(None) => {
+                        let reason = "the snapshot stream ended without its end marker";
+                        stream_error = Some(Status::invalid_argument(reason));
+                        Piece::Failed(reason.into())
+                    }
                     Err(status) => {
                         let reason = format!("the stream failed: {}", status.message());
                         stream_error = Some(status);
@@ -282,15 +288,15 @@ impl RaftService {
 #[derive(Debug)]
 enum Piece {
     Data(Bytes),
-    /// The sender closed the stream: the data is complete.
+    /// The sender's end marker (an empty chunk) arrived: the data is complete.
     End,
     /// The stream broke; the receiver must discard what it staged.
     Failed(String),
 }
 
-/// The receiver's view of a snapshot stream. Only an explicit `End` ends the data: a
-/// channel closed without it means the network side went away mid-transfer, and a
-/// truncated file must never pass for a whole one.
+/// The receiver's view of a snapshot stream. Only the sender's end marker ends the data: a
+/// stream that ends without it, or a channel closed without `End`, means the transfer broke
+/// off, and a truncated file must never pass for a whole one.
 struct StreamedChunks {
     chunks: mpsc::Receiver<Piece>,
     ended: bool,

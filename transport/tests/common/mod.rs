@@ -86,11 +86,16 @@ impl GrpcCluster {
             end_key: Vec::new(),
             epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
             peers: (1..=stores_len)
-                .map(|store_id| Peer { id: initial_peer_id(1, store_id), store_id, role: PeerRole::Voter as i32 })
+                .map(|store_id| Peer {
+                    id: initial_peer_id(1, store_id),
+                    store_id,
+                    role: PeerRole::Voter as i32,
+                })
                 .collect(),
         };
         let resolver = Arc::new(StaticResolver::default());
-        let (mut store_configs, mut addresses, mut listeners) = (HashMap::new(), HashMap::new(), HashMap::new());
+        let (mut store_configs, mut addresses, mut listeners) =
+            (HashMap::new(), HashMap::new(), HashMap::new());
         for store_id in 1..=stores_len {
             let mut config = StoreConfig::new(store_id, dir.path().join(format!("store-{store_id}")));
             // Quick elections, but not so quick that two loaded cores running three stores
@@ -134,15 +139,22 @@ impl GrpcCluster {
         let server = self.start_server_on(store_id, &slot, &runtime);
         let link = GrpcLink::new(self.transport.clone(), store_id, self.resolver.clone(), runtime.handle())
             .expect("a valid transport config");
-        let outbound =
-            Arc::new(Outbound::new(store_id, link, OutboundConfig::default()).expect("a valid outbound config"));
+        let outbound = Arc::new(
+            Outbound::new(store_id, link, OutboundConfig::default()).expect("a valid outbound config"),
+        );
         let store = Store::start(self.store_configs[&store_id].clone(), outbound.clone())
             .unwrap_or_else(|e| panic!("store {store_id} starts: {e}"));
         slot.set(store.receiver());
-        self.nodes.insert(store_id, Node { store: Some(store), server: Some(server), outbound, slot, runtime });
+        self.nodes
+            .insert(store_id, Node { store: Some(store), server: Some(server), outbound, slot, runtime });
     }
 
-    fn start_server_on(&mut self, store_id: u64, slot: &Arc<ReceiverSlot>, runtime: &TransportRuntime) -> RaftServer {
+    fn start_server_on(
+        &mut self,
+        store_id: u64,
+        slot: &Arc<ReceiverSlot>,
+        runtime: &TransportRuntime,
+    ) -> RaftServer {
         let listener = self.listeners.remove(&store_id).unwrap_or_else(|| rebind(self.addresses[&store_id]));
         RaftServer::start(&self.transport, store_id, listener, slot.clone(), runtime.handle())
             .expect("the transport server starts")
