@@ -97,40 +97,57 @@ impl GrpcLink {
     /// Closes every connection and stops reconnecting; later sends are `Unreachable`.
     /// Dropping the link does the same.
     pub fn shutdown(&self) {
-        self.closed.store(true, Ordering::Release);
-        let destinations = std::mem::take(&mut *self.destinations.lock().unwrap_or_else(|e| e.into_inner()));
+        let destinations = {
+            let mut destinations = self.lock_destinations();
+            // Under the lock, so that no send can add a destination after the ones here
+            // are taken away.
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *destinations)
+        };
         for (_, destination) in destinations {
             destination.task.abort();
             destination.queued.set(0.0);
         }
     }
 
+    fn lock_destinations(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Destination>> {
+        self.destinations.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs `f` on the destination `to_store_id`, starting its connection task on first use.
     /// None when the link is closed or the store has no address.
     fn with_destination<T>(&self, to_store_id: u64, f: impl FnOnce(&Destination) -> T) -> Option<T> {
+        {
+            let destinations = self.lock_destinations();
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(destination) = destinations.get(&to_store_id) {
+                return Some(f(destination));
+            }
+        }
+        // An unknown store is unreachable without a connection attempt; it is looked up
+        // again on the next send, so an address that appears later is used. The resolver
+        // is asked without the lock held: it may be slow (PD), and other sends go on.
+        self.resolver.resolve(to_store_id)?;
+        let mut destinations = self.lock_destinations();
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
-        let mut destinations = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(destination) = destinations.get(&to_store_id) {
-            return Some(f(destination));
-        }
-        // An unknown store is unreachable without a connection attempt; it is looked up
-        // again on the next send, so an address that appears later is used.
-        self.resolver.resolve(to_store_id)?;
-        let (queue, queue_rx) = mpsc::channel(self.config.queue_batches_max);
-        let state = Arc::new(AtomicU8::new(STATE_UNTRIED));
-        let queued = metrics::queue_batches(to_store_id);
-        let connection = Connection {
-            to_store_id,
-            config: self.config.clone(),
-            resolver: Arc::clone(&self.resolver),
-            state: Arc::clone(&state),
-            queued: queued.clone(),
-        };
-        let task = self.runtime.spawn(connection.run(queue_rx));
-        let destination =
-            destinations.entry(to_store_id).or_insert(Destination { state, queue, queued, task });
+        let destination = destinations.entry(to_store_id).or_insert_with(|| {
+            let (queue, queue_rx) = mpsc::channel(self.config.queue_batches_max);
+            let state = Arc::new(AtomicU8::new(STATE_UNTRIED));
+            let queued = metrics::queue_batches(to_store_id);
+            let connection = Connection {
+                to_store_id,
+                config: self.config.clone(),
+                resolver: Arc::clone(&self.resolver),
+                state: Arc::clone(&state),
+                queued: queued.clone(),
+            };
+            let task = self.runtime.spawn(connection.run(queue_rx));
+            Destination { state, queue, queued, task }
+        });
         Some(f(destination))
     }
 

@@ -14,8 +14,9 @@
 //! | `tessera_transport_rejected_total{reason}` | counter | input a server refused: `malformed`, `oversized`, `wrong_store` |
 //! | `tessera_transport_connects_total{result}` | counter | connection attempts, `ok` or `failed` |
 //! | `tessera_transport_connections` | gauge | streams up toward other stores |
-//! | `tessera_transport_snapshots_sent_total{result}` | counter | `ok`, `refused`, `unreachable`, `limit` |
-//! | `tessera_transport_snapshots_received_total{result}` | counter | `ok`, `refused`, `limit` |
+//! | `tessera_transport_messages_unbound_total` | counter | messages dropped because no store was bound to the server yet |
+//! | `tessera_transport_snapshots_sent_total{result}` | counter | `ok`, `refused`, `unreachable`, `limit` (this store's send limit), `failed` (reading the data failed) |
+//! | `tessera_transport_snapshots_received_total{result}` | counter | `ok`, `refused` (by the store), `limit` (receive limit), `failed` (stream broke or was malformed) |
 //! | `tessera_transport_snapshot_sends` / `_receives` | gauge | snapshots in flight each way |
 //! | `tessera_transport_snapshot_sent_bytes_total` / `_received_bytes_total` | counter | snapshot data bytes |
 //! | `tessera_transport_snapshot_send_seconds` | histogram | time to send one snapshot, accepted or not |

@@ -84,8 +84,7 @@ impl RaftServer {
         let serve = Server::builder()
             .http2_keepalive_interval(Some(config.keepalive_interval))
             .http2_keepalive_timeout(Some(config.keepalive_interval))
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async move {
+            .serve_with_incoming_shutdown(service, incoming, async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             });
         let task = runtime.spawn(serve);
