@@ -314,7 +314,8 @@ struct Connection {
 impl Connection {
     async fn run(self, mut queue: mpsc::Receiver<RaftMessageBatch>) {
         let mut backoff = self.config.reconnect_backoff_initial;
-        loop {
+        // The link dropped its end of the queue: nobody sends here any more.
+        while !queue.is_closed() {
             let address = self.resolver.resolve(self.to_store_id);
             let channel = match address {
                 Some(address) => connect(&self.config, &address).await.ok(),
