@@ -177,18 +177,19 @@ impl GrpcLink {
             };
             let _ = outcome_tx.send(outcome);
         });
-        let first = SnapshotChunk { message: Some(msg), data: Bytes::new() };
+        let mut call = SnapshotCall { chunks: chunk_tx, outcome: outcome_rx, ended: None };
         let mut sent_bytes = 0u64;
         let mut read_error = None;
-        // A send fails when the call ended early (the receiver refused, or the connection
-        // broke); the call's outcome then says which, so the pump just stops.
-        if chunk_tx.blocking_send(first).is_ok() {
+        // A send fails when the call ended early (the receiver refused, the connection
+        // broke, or the time ran out); the call's outcome then says which, so the pump just
+        // stops.
+        if call.send(&self.runtime, SnapshotChunk { message: Some(msg), data: Bytes::new() }) {
             'chunks: loop {
                 match chunks.next_chunk() {
                     Ok(Some(data)) => {
                         for piece in cut(data, self.config.snapshot_chunk_bytes) {
                             let piece_bytes = piece.len() as u64;
-                            if chunk_tx.blocking_send(SnapshotChunk { message: None, data: piece }).is_err() {
+                            if !call.send(&self.runtime, SnapshotChunk { message: None, data: piece }) {
                                 break 'chunks;
                             }
                             sent_bytes += piece_bytes;
@@ -197,7 +198,7 @@ impl GrpcLink {
                     Ok(None) => {
                         // The end marker: an empty chunk. Without it the receiver takes the
                         // stream for broken off, whatever way it ended.
-                        let _ = chunk_tx.blocking_send(SnapshotChunk::default());
+                        call.send(&self.runtime, SnapshotChunk::default());
                         break;
                     }
                     Err(reason) => {
@@ -211,9 +212,7 @@ impl GrpcLink {
         // Ending the stream (without the end marker, after a read error) lets the receiver
         // discard what it staged and answer; waiting for that answer keeps the two sides in
         // step.
-        drop(chunk_tx);
-        // No outcome at all means the runtime stopped under the call.
-        let outcome = outcome_rx.blocking_recv().unwrap_or(Err(SnapshotSendError::Unreachable));
+        let outcome = call.finish();
         if let Some(reason) = read_error {
             metrics::snapshots_sent("failed").increment(1);
             return Err(TransportError::SnapshotRefused {
@@ -386,6 +385,44 @@ impl Connection {
         if dropped > 0 {
             self.queued.decrement(dropped as f64);
             counter!("tessera_transport_batches_dropped_total").increment(dropped);
+        }
+    }
+}
+
+/// The sending side of one snapshot call, driven from a snapshot thread.
+struct SnapshotCall {
+    chunks: mpsc::Sender<SnapshotChunk>,
+    outcome: oneshot::Receiver<Result<(), SnapshotSendError>>,
+    /// The outcome, once it arrived while a chunk waited to be sent.
+    ended: Option<Result<(), SnapshotSendError>>,
+}
+
+impl SnapshotCall {
+    /// Sends one chunk; false when the call ended first. Waiting on the outcome too means
+    /// a call that timed out or failed frees the thread even if the network side never
+    /// takes another chunk.
+    fn send(&mut self, runtime: &Handle, chunk: SnapshotChunk) -> bool {
+        if self.ended.is_some() {
+            return false;
+        }
+        runtime.block_on(async {
+            tokio::select! {
+                sent = self.chunks.send(chunk) => sent.is_ok(),
+                outcome = &mut self.outcome => {
+                    // No outcome at all means the runtime stopped under the call.
+                    self.ended = Some(outcome.unwrap_or(Err(SnapshotSendError::Unreachable)));
+                    false
+                }
+            }
+        })
+    }
+
+    /// Ends the stream and waits for the receiver's answer.
+    fn finish(self) -> Result<(), SnapshotSendError> {
+        drop(self.chunks);
+        match self.ended {
+            Some(outcome) => outcome,
+            None => self.outcome.blocking_recv().unwrap_or(Err(SnapshotSendError::Unreachable)),
         }
     }
 }

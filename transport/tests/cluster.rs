@@ -54,13 +54,23 @@ fn a_store_that_missed_compacted_entries_catches_up_by_snapshot_over_grpc() {
     }
     let compacted = wait_until(WAIT, || cluster.store(leader).peer_status(1, WAIT).unwrap().first_index > 30);
     assert!(compacted, "the leader compacts its log past what the stopped store has");
-    let sent_before = cluster.store(leader).stats().snapshots_sent.load(Ordering::Relaxed);
+    // Counted over both other stores, in case leadership moves meanwhile.
+    let snapshots_sent = |cluster: &GrpcCluster| -> u64 {
+        let others = (1..=3).filter(|id| *id != lagging);
+        others.map(|id| cluster.store(id).stats().snapshots_sent.load(Ordering::Relaxed)).sum()
+    };
+    let sent_before = snapshots_sent(&cluster);
     cluster.start_store(lagging);
     for i in 0..100 {
         assert!(cluster.wait_for_value(lagging, &key(&format!("k{i:03}")), b"v", WAIT), "k{i:03} arrives");
     }
     assert!(cluster.wait_for_value(lagging, &key("first"), b"x", WAIT));
-    assert!(cluster.store(leader).stats().snapshots_sent.load(Ordering::Relaxed) > sent_before);
+    // The sender counts its snapshot once the receiver's answer is back, which may be after
+    // the data shows on the receiver.
+    let counted = wait_until(WAIT, || {
+        cluster.store(leader).stats().snapshots_sent.load(Ordering::Relaxed) > sent_before
+    });
+    assert!(counted, "the leader sent a snapshot");
     assert!(cluster.store(lagging).stats().snapshots_applied.load(Ordering::Relaxed) >= 1);
     // Replication goes on by log after the snapshot.
     cluster.must_put(&key("after"), b"y");

@@ -370,19 +370,30 @@ fn a_snapshot_arrives_in_bounded_chunks_and_a_broken_one_never_passes_for_whole(
 }
 
 #[test]
-fn snapshot_receives_beyond_the_limit_are_refused_and_the_first_completes() {
+fn snapshot_receives_beyond_the_limit_are_refused_and_messages_pass_meanwhile() {
     let fixture = Fixture::new(|config| config.snapshot_receive_concurrency_max = 1);
     let (release, held) = mpsc::channel();
     *fixture.recording.hold.lock().unwrap() = Some(held);
     let before = counter("tessera_transport_snapshots_received_total", Some(("result", "limit")));
     let data = vec![7u8; 300_000];
+    let link = Arc::new(fixture.link());
     let first = {
-        let link = fixture.link();
+        let link = link.clone();
         let data = data.clone();
         thread::spawn(move || link.send_snapshot(snapshot_message(), &mut TestChunks::new(&data, 64 << 10)))
     };
     assert!(wait_until(WAIT, || fixture.recording.snapshots_entered.load(Ordering::SeqCst) == 1));
-    let link = fixture.link();
+    // The held snapshot does not hold up the same link's messages.
+    let batch = RaftMessageBatch {
+        from_store_id: 1,
+        to_store_id: SERVER_STORE_ID,
+        messages: vec![RaftMessage { region_id: 31, ..Default::default() }],
+        ..Default::default()
+    };
+    link.send_batch(batch).unwrap();
+    let arrived =
+        wait_until(WAIT, || fixture.recording.messages.lock().unwrap().iter().any(|m| m.region_id == 31));
+    assert!(arrived, "messages pass while a snapshot is stuck");
     let error = link.send_snapshot(snapshot_message(), &mut TestChunks::new(&data, 64 << 10)).unwrap_err();
     match &error {
         TransportError::SnapshotRefused { store_id: SERVER_STORE_ID, reason } => {
