@@ -527,3 +527,90 @@ fn malformed_admin_commands_are_invalid() {
     assert!(matches!(err, tessera_store::StoreError::InvalidCommand(_)), "{err}");
     assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 3);
 }
+
+/// What a network filter saw of one message: its stores, type, index, and the entries it
+/// carried (index and payload).
+#[derive(Clone, Debug)]
+struct Seen {
+    from_store: u64,
+    msg_type: tessera_proto::raftpb::MessageType,
+    index: u64,
+    reject: bool,
+    entries: Vec<(u64, Vec<u8>)>,
+}
+
+fn record_messages(cluster: &Cluster) -> std::sync::Arc<std::sync::Mutex<Vec<Seen>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    cluster.network.add_filter(move |msg| {
+        if let Some(m) = msg.message.as_ref() {
+            log.lock().unwrap().push(Seen {
+                from_store: msg.from_peer.as_ref().map_or(0, |p| p.store_id),
+                msg_type: m.msg_type(),
+                index: m.index,
+                reject: m.reject,
+                entries: m.entries.iter().map(|e| (e.index, e.data.to_vec())).collect(),
+            });
+        }
+        false
+    });
+    seen
+}
+
+fn carries(entry_data: &[u8], key: &[u8]) -> bool {
+    entry_data.windows(key.len()).any(|w| w == key)
+}
+
+/// ARCHITECTURE.md's write path, observed from the network: a leader's appends leave
+/// before its own synced write (here, a write that fails: the followers got the entry the
+/// leader never persisted), and a follower's acknowledgement leaves only after its write is
+/// synced (a follower whose write fails never acknowledges the entry).
+#[test]
+fn appends_leave_before_the_leaders_sync_and_acknowledgements_after_the_followers() {
+    use tessera_proto::raftpb::MessageType;
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "warm"), b"1");
+    let seen = record_messages(&cluster);
+
+    // A follower whose write fails: it receives the entry and never acknowledges it.
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let failing_follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.store(failing_follower).fail_writes();
+    let key_y = key_in_region(1, "y");
+    cluster.must_put(1, &key_y, b"2");
+    assert!(wait_until(WAIT, || cluster.store(failing_follower).fatal_error().is_some()));
+    let index_y = {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .filter(|s| s.msg_type == MessageType::MsgAppend)
+            .flat_map(|s| s.entries.iter())
+            .find(|(_, data)| carries(data, &key_y))
+            .map(|(index, _)| *index)
+            .expect("the leader sent the entry")
+    };
+    let acked_by_failing = seen.lock().unwrap().iter().any(|s| {
+        s.from_store == failing_follower
+            && s.msg_type == MessageType::MsgAppendResponse
+            && !s.reject
+            && s.index >= index_y
+    });
+    assert!(!acked_by_failing, "a follower whose write failed acknowledged entry {index_y}");
+    cluster.network.isolate(failing_follower);
+
+    // A leader whose write fails: its append of the entry still reached the follower,
+    // because appends leave before the leader's own write.
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    cluster.store(leader).fail_writes();
+    let key_z = key_in_region(1, "z");
+    let epoch = cluster.store(leader).peer_status(1, WAIT).unwrap().region.epoch;
+    let answer = cluster.store(leader).propose_and_wait(put_command(1, epoch, &key_z, b"3"));
+    assert!(wait_until(WAIT, || cluster.store(leader).fatal_error().is_some()), "the leader's write fails");
+    let sent_before_sync = seen.lock().unwrap().iter().any(|s| {
+        s.from_store == leader
+            && s.msg_type == MessageType::MsgAppend
+            && s.entries.iter().any(|(_, data)| carries(data, &key_z))
+    });
+    assert!(sent_before_sync, "the leader's append left before its (failed) synced write");
+    assert!(answer.recv_timeout(WAIT).unwrap().is_err(), "the failed leader acknowledges nothing");
+}
