@@ -614,3 +614,40 @@ fn appends_leave_before_the_leaders_sync_and_acknowledgements_after_the_follower
     assert!(sent_before_sync, "the leader's append left before its (failed) synced write");
     assert!(answer.recv_timeout(WAIT).unwrap().is_err(), "the failed leader acknowledges nothing");
 }
+
+/// A snapshot whose range overlaps a region the store already hosts is refused, whoever
+/// sends it (ARCHITECTURE.md invariant 5, LESSONS.md #17): the new peer stays empty and the
+/// hosted region keeps its data.
+#[test]
+fn a_snapshot_overlapping_a_hosted_region_is_refused() {
+    use tessera_proto::storepb::{Region, RegionEpoch};
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    // Store 4 hosts region 9 alone, over the whole key space, like a region it kept from a
+    // membership it missed the end of.
+    let squatter = Region {
+        id: 9,
+        epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+        peers: vec![Peer { id: 9_004, store_id: 4, role: PeerRole::Voter as i32 }],
+        ..Default::default()
+    };
+    cluster.add_store(4, |config| tessera_store::bootstrap(config, std::slice::from_ref(&squatter)).unwrap());
+    cluster.store(4).campaign(9).unwrap();
+    let squatter_key = key_in_region(1, "squatter");
+    let put = |store: &tessera_store::Store| {
+        store.propose_and_wait(put_command(9, squatter.epoch, &squatter_key, b"9")).recv_timeout(WAIT).unwrap()
+    };
+    assert!(wait_until(WAIT, || put(cluster.store(4)).is_ok()), "region 9 takes a write on store 4");
+
+    let new_peer = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, new_peer, WAIT).unwrap();
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let sent = |cluster: &Cluster| cluster.store(leader).stats().snapshots_sent.load(Ordering::Relaxed);
+    assert!(wait_until(WAIT, || sent(&cluster) >= 2), "the leader sends (and retries) the snapshot");
+    assert_eq!(cluster.store(4).stats().snapshots_applied.load(Ordering::Relaxed), 0);
+    let status = cluster.store(4).peer_status(1, WAIT).expect("the new peer exists, empty");
+    assert!(!status.initialized, "the overlapping snapshot was not installed");
+    assert_eq!(cluster.store(4).get_local(&key_in_region(1, "a")).unwrap(), None);
+    assert_eq!(cluster.store(4).get_local(&squatter_key).unwrap(), Some(b"9".to_vec()));
+}
