@@ -7,7 +7,8 @@
 //! - idle: for `BENCH_IDLE_SECONDS`, the batches (one request each on a real network),
 //!   messages and encoded bytes between stores per second, the process's CPU time as a
 //!   share of one core (divided by three for one store), and the resident memory the
-//!   regions added (from before the cluster started), per store and per region;
+//!   regions added (from before the cluster started) per store, how much of it RocksDB
+//!   holds (memtables and block cache), and the rest per region;
 //! - writes: `BENCH_WRITES` writes from 16 client threads to regions drawn round-robin,
 //!   each to its region's leader, and the batches, messages and bytes between stores per
 //!   committed write (waking and resting again included).
@@ -61,9 +62,9 @@ fn main() {
     let writes: u64 = env_or("BENCH_WRITES", 2_000);
     let ticks_per_second = clock_ticks_per_second() as f64;
     println!(
-        "| regions | idle batches/s | idle msgs/s | idle bytes/s | idle CPU per store (% of a core) | RSS added per store | per region | batches/write | msgs/write | bytes/write |"
+        "| regions | idle batches/s | idle msgs/s | idle bytes/s | idle CPU per store (% of a core) | RSS added per store | of which RocksDB | per region beside RocksDB | batches/write | msgs/write | bytes/write |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for regions in regions_lens {
         let rss_before = process_rss_bytes();
         let mut cluster = Cluster::new(STORES_LEN, regions, STORES_LEN, |config| {
@@ -97,6 +98,10 @@ fn main() {
         let cpu_share = (process_cpu_ticks() - cpu_before) as f64 / ticks_per_second / seconds;
         let after = traffic(&cluster);
         let rss_per_store = process_rss_bytes().saturating_sub(rss_before) as f64 / STORES_LEN as f64;
+        let engine_per_store = (1..=STORES_LEN).map(|id| cluster.store(id).engine_memory_bytes()).sum::<u64>()
+            as f64
+            / STORES_LEN as f64;
+        let beside_engine_per_region = (rss_per_store - engine_per_store).max(0.0) / regions as f64;
 
         let written = AtomicU64::new(0);
         let next = AtomicU64::new(0);
@@ -130,13 +135,14 @@ fn main() {
             (pick(after) - pick(before)) / seconds
         };
         println!(
-            "| {regions} | {:.1} | {:.1} | {:.0} | {:.2} | {:.1} MiB | {:.1} KiB | {:.2} | {:.2} | {:.0} |",
+            "| {regions} | {:.1} | {:.1} | {:.0} | {:.2} | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.2} | {:.2} | {:.0} |",
             idle_rate(0),
             idle_rate(1),
             idle_rate(2),
             cpu_share * 100.0 / STORES_LEN as f64,
             rss_per_store / (1 << 20) as f64,
-            rss_per_store / regions as f64 / 1024.0,
+            engine_per_store / (1 << 20) as f64,
+            beside_engine_per_region / 1024.0,
             per_write(0),
             per_write(1),
             per_write(2),

@@ -100,6 +100,24 @@ impl Engine {
         &self.path
     }
 
+    /// Memory RocksDB holds now: every column family's memtables, plus the shared block
+    /// cache's contents (counted once). Properties it cannot read count as zero.
+    pub fn memory_bytes(&self) -> u64 {
+        let memtables: u64 = ALL_CFS
+            .iter()
+            .filter_map(|name| {
+                self.db.property_int_value_cf(self.cf(name), "rocksdb.cur-size-all-mem-tables").ok().flatten()
+            })
+            .sum();
+        let block_cache = self
+            .db
+            .property_int_value_cf(self.cf(CF_DEFAULT), "rocksdb.block-cache-usage")
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        memtables + block_cache
+    }
+
     fn cf(&self, name: &'static str) -> &ColumnFamily {
         self.db.cf_handle(name).expect("invariant: every column family is created at open")
     }

@@ -222,6 +222,12 @@ impl Store {
         self.ctx.engine.get_msg(CF_META, &keys::region_state_key(region_id))
     }
 
+    /// Memory its RocksDB holds in memtables and the block cache (for status pages and
+    /// benchmarks that tell the store's own memory from the engine's).
+    pub fn engine_memory_bytes(&self) -> u64 {
+        self.ctx.engine.memory_bytes()
+    }
+
     /// How many regions the store timer ticks now (those not resting).
     pub fn ticking_regions_len(&self) -> usize {
         self.ctx.ticking.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()

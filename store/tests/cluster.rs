@@ -636,7 +636,10 @@ fn a_snapshot_overlapping_a_hosted_region_is_refused() {
     cluster.store(4).campaign(9).unwrap();
     let squatter_key = key_in_region(1, "squatter");
     let put = |store: &tessera_store::Store| {
-        store.propose_and_wait(put_command(9, squatter.epoch, &squatter_key, b"9")).recv_timeout(WAIT).unwrap()
+        store
+            .propose_and_wait(put_command(9, squatter.epoch, &squatter_key, b"9"))
+            .recv_timeout(WAIT)
+            .unwrap()
     };
     assert!(wait_until(WAIT, || put(cluster.store(4)).is_ok()), "region 9 takes a write on store 4");
 
