@@ -14,16 +14,21 @@
 //! waits in a mailbox whose FSM is idle and no FSM is queued twice.
 //!
 //! That argument is a store-then-load on each side (the sender stores a message and loads
-//! the status, the poller stores the status and loads the channel length), which only holds
-//! if both sides agree on one order of those operations: hence `SeqCst` on the status, which
-//! pairs with the `SeqCst` tail updates and index loads of crossbeam's unbounded (list) channel
-//! (the capacity is enforced by the mailbox itself, see `Mailbox`).
+//! the status, the poller stores the status and loads the queue's length), which only holds
+//! if both sides agree on one order of those operations: hence `SeqCst` on the status, and
+//! the queue behind a mutex, whose lock is a read-modify-write that orders the poller's look
+//! at the queue after any push that completed before the sender's status swap.
+//!
+//! The queue is a `VecDeque` behind a mutex rather than a channel: an idle mailbox then
+//! holds no buffer at all (a drained queue gives its buffer back), where a channel keeps a
+//! block of slots per mailbox. A store has two mailboxes per region and thousands of idle
+//! regions.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crossbeam_channel::{Receiver, Sender};
 use thiserror::Error;
 
 use super::fsm::Fsm;
@@ -59,7 +64,52 @@ impl<M> SendError<M> {
     }
 }
 
-/// What a mailbox and the scheduler share: the state, the parked FSM and the receiving end.
+/// The buffer a drained queue may keep: enough for a steady trickle of messages without
+/// reallocating, small beside a region's other state.
+const QUEUE_CAPACITY_KEPT_MAX: usize = 8;
+
+/// An FSM's pending messages, in order.
+pub(crate) struct MessageQueue<M> {
+    messages: Mutex<VecDeque<M>>,
+}
+
+impl<M> fmt::Debug for MessageQueue<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessageQueue").field("len", &self.len()).finish()
+    }
+}
+
+impl<M> MessageQueue<M> {
+    fn new() -> Self {
+        MessageQueue { messages: Mutex::new(VecDeque::new()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<M>> {
+        // No code panics while holding the lock (push, pop, len), so a poisoned queue is
+        // whole.
+        self.messages.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Takes the oldest message; a queue that this empties gives back a large buffer.
+    pub(crate) fn pop(&self) -> Option<M> {
+        let mut messages = self.lock();
+        let message = messages.pop_front();
+        if messages.is_empty() && messages.capacity() > QUEUE_CAPACITY_KEPT_MAX {
+            *messages = VecDeque::new();
+        }
+        message
+    }
+}
+
+/// What a mailbox and the scheduler share: the state, the parked FSM and the queue.
 pub(crate) struct MailboxCore<F: Fsm> {
     status: AtomicU8,
     /// Holds the FSM exactly while the status is `IDLE` (and briefly while a releasing
@@ -67,7 +117,7 @@ pub(crate) struct MailboxCore<F: Fsm> {
     /// lock-free cell because the workspace forbids `unsafe`; it is never contended for
     /// long, since the status decides who may touch it.
     slot: Mutex<Option<Box<F>>>,
-    pub(crate) receiver: Receiver<F::Message>,
+    pub(crate) queue: MessageQueue<F::Message>,
 }
 
 /// An FSM out of its mailbox: in the scheduler queue or in a poller's round.
@@ -104,7 +154,7 @@ impl<F: Fsm> MailboxCore<F> {
         match self.status.compare_exchange(NOTIFIED, IDLE, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => {
                 // The lost-wakeup check: see the module comment.
-                if !self.receiver.is_empty() {
+                if !self.queue.is_empty() {
                     self.notify(schedule);
                 }
             }
@@ -129,22 +179,17 @@ impl<F: Fsm> MailboxCore<F> {
 /// The sending side of one FSM's bounded mailbox. Cheap to clone; all clones reach the same
 /// FSM.
 ///
-/// The channel underneath is unbounded and the capacity is enforced here, so that the owner
-/// of a mailbox can still `force_send` a completion it must not lose (the answer to work it
-/// handed out, whose number that work already bounds) when ordinary traffic filled it.
+/// The capacity is enforced by `try_send` only, so that the owner of a mailbox can still
+/// `force_send` a completion it must not lose (the answer to work it handed out, whose
+/// number that work already bounds) when ordinary traffic filled it.
 pub struct Mailbox<F: Fsm> {
-    sender: Sender<F::Message>,
     core: Arc<MailboxCore<F>>,
     mailbox_len_max: usize,
 }
 
 impl<F: Fsm> Clone for Mailbox<F> {
     fn clone(&self) -> Self {
-        Mailbox {
-            sender: self.sender.clone(),
-            core: self.core.clone(),
-            mailbox_len_max: self.mailbox_len_max,
-        }
+        Mailbox { core: self.core.clone(), mailbox_len_max: self.mailbox_len_max }
     }
 }
 
@@ -160,13 +205,11 @@ impl<F: Fsm> fmt::Debug for Mailbox<F> {
 impl<F: Fsm> Mailbox<F> {
     /// A mailbox of capacity `mailbox_len_max` that parks `fsm`, idle.
     pub(crate) fn new(fsm: Box<F>, mailbox_len_max: usize) -> Self {
-        let (sender, receiver) = crossbeam_channel::unbounded();
         Mailbox {
-            sender,
             core: Arc::new(MailboxCore {
                 status: AtomicU8::new(IDLE),
                 slot: Mutex::new(Some(fsm)),
-                receiver,
+                queue: MessageQueue::new(),
             }),
             mailbox_len_max,
         }
@@ -174,7 +217,7 @@ impl<F: Fsm> Mailbox<F> {
 
     /// Messages waiting in the mailbox.
     pub fn len(&self) -> usize {
-        self.sender.len()
+        self.core.queue.len()
     }
 
     /// Whether the mailbox was closed (its FSM stopped or was removed).
@@ -183,8 +226,7 @@ impl<F: Fsm> Mailbox<F> {
     }
 
     /// Queues `message` without blocking and schedules the FSM if it was idle; refuses it
-    /// when `mailbox_len_max` messages wait. Concurrent senders may each pass the check at
-    /// once, so the length can overshoot by at most the number of sending threads.
+    /// when `mailbox_len_max` messages wait.
     ///
     /// A message that races with `close` may be queued just after the close; it is then
     /// dropped with the mailbox, exactly as if it had been sent a moment later and refused.
@@ -193,10 +235,7 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
-        if self.sender.len() >= self.mailbox_len_max && !self.is_closed() {
-            return Err(SendError::Full(message));
-        }
-        self.force_send(message, schedule)
+        self.send_if(message, schedule, |len| len < self.mailbox_len_max)
     }
 
     /// Queues `message` whatever the mailbox holds. Only for messages whose number is
@@ -206,18 +245,29 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
+        self.send_if(message, schedule, |_| true)
+    }
+
+    /// Queues `message` if the mailbox is open and `has_room` says yes to its length (both
+    /// checked with the push under one lock), then schedules the FSM if it was idle.
+    fn send_if(
+        &self,
+        message: F::Message,
+        schedule: impl FnOnce(Scheduled<F>),
+        has_room: impl FnOnce(usize) -> bool,
+    ) -> Result<(), SendError<F::Message>> {
         if self.is_closed() {
             return Err(SendError::Disconnected(message));
         }
-        match self.sender.send(message) {
-            Ok(()) => {
-                self.core.notify(schedule);
-                Ok(())
+        {
+            let mut messages = self.core.queue.lock();
+            if !has_room(messages.len()) {
+                return Err(SendError::Full(message));
             }
-            // The core holds the receiver as long as any mailbox exists, so the channel
-            // itself never disconnects; closing is the status' job.
-            Err(crossbeam_channel::SendError(message)) => Err(SendError::Disconnected(message)),
+            messages.push_back(message);
         }
+        self.core.notify(schedule);
+        Ok(())
     }
 
     pub(crate) fn close(&self) {
@@ -230,14 +280,14 @@ impl<F: Fsm> Mailbox<F> {
 /// queued for a later round.
 #[derive(Debug)]
 pub struct Inbox<'a, M> {
-    receiver: &'a Receiver<M>,
+    queue: &'a MessageQueue<M>,
     remaining: usize,
     received: usize,
 }
 
 impl<'a, M> Inbox<'a, M> {
-    pub(crate) fn new(receiver: &'a Receiver<M>, messages_max: usize) -> Self {
-        Inbox { receiver, remaining: messages_max, received: 0 }
+    pub(crate) fn new(queue: &'a MessageQueue<M>, messages_max: usize) -> Self {
+        Inbox { queue, remaining: messages_max, received: 0 }
     }
 
     /// Messages taken from this inbox so far.
@@ -253,7 +303,7 @@ impl<M> Iterator for Inbox<'_, M> {
         if self.remaining == 0 {
             return None;
         }
-        let message = self.receiver.try_recv().ok()?;
+        let message = self.queue.pop()?;
         self.remaining -= 1;
         self.received += 1;
         Some(message)

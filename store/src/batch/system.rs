@@ -249,12 +249,12 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
         self.handler.begin(round.len());
         let mut messages_len = 0;
         if let Some(control) = round.control.as_mut() {
-            let mut inbox = Inbox::new(&control.core.receiver, self.messages_per_fsm_max);
+            let mut inbox = Inbox::new(&control.core.queue, self.messages_per_fsm_max);
             round.control_result = self.handler.handle_control(&mut control.fsm, &mut inbox);
             messages_len += inbox.received();
         }
         for (fsm, core) in round.normals.iter_mut().zip(&round.normal_cores) {
-            let mut inbox = Inbox::new(&core.receiver, self.messages_per_fsm_max);
+            let mut inbox = Inbox::new(&core.queue, self.messages_per_fsm_max);
             let result = self.handler.handle_normal(fsm, &mut inbox);
             messages_len += inbox.received();
             round.normal_results.push(result);
