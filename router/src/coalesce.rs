@@ -9,7 +9,8 @@ use tessera_proto::storepb::Peer;
 
 /// The record that carries `msg` inside a batch, if it is a heartbeat or a heartbeat
 /// response between peers whose stores the batch connects. Anything else (another type, a
-/// tombstone, routing that disagrees with the batch) travels as a whole message.
+/// tombstone, an urgent heartbeat that a read waits for, routing that disagrees with the
+/// batch) travels as a whole message.
 pub fn heartbeat_record(msg: &RaftMessage, from_store_id: u64, to_store_id: u64) -> Option<HeartbeatRecord> {
     let message = msg.message.as_ref()?;
     let is_response = match MessageType::try_from(message.msg_type).ok()? {
@@ -23,6 +24,7 @@ pub fn heartbeat_record(msg: &RaftMessage, from_store_id: u64, to_store_id: u64)
     // Fields a record cannot carry must be empty, so that expanding it gives back exactly
     // the message that went in.
     let only_record_fields = !msg.is_tombstone
+        && !msg.urgent
         && msg.start_key.is_empty()
         && msg.end_key.is_empty()
         && *message
@@ -129,11 +131,13 @@ mod tests {
         with_index.message.as_mut().unwrap().index = 3;
         let mut tombstone = heartbeat(MessageType::MsgHeartbeat, PeerRole::Voter);
         tombstone.is_tombstone = true;
+        let mut urgent = heartbeat(MessageType::MsgHeartbeat, PeerRole::Voter);
+        urgent.urgent = true;
         let mut append = heartbeat(MessageType::MsgHeartbeat, PeerRole::Voter);
         append.message.as_mut().unwrap().msg_type = MessageType::MsgAppend as i32;
         let mut mismatched = heartbeat(MessageType::MsgHeartbeat, PeerRole::Voter);
         mismatched.message.as_mut().unwrap().from = 99;
-        for msg in [with_index, tombstone, append, mismatched] {
+        for msg in [with_index, tombstone, urgent, append, mismatched] {
             assert_eq!(heartbeat_record(&msg, 1, 2), None, "{msg:?}");
         }
         let plain = heartbeat(MessageType::MsgHeartbeat, PeerRole::Voter);

@@ -37,7 +37,14 @@ pub struct StoreConfig {
     pub entry_cache_bytes_max: usize,
     /// Proposals of one peer waiting to be applied. Beyond it new ones are refused with
     /// `ServerIsBusy`, so a region whose log does not commit cannot grow memory.
+    /// (Also the most reads one peer holds in flight.)
     pub proposals_per_peer_max: usize,
+    /// Linearizable reads: false confirms the leadership with a heartbeat round per batch
+    /// of reads (ReadIndex, always safe); true answers from the leader lease while it holds
+    /// (no round trip; assumes clocks drift less than the lease margin).
+    pub raft_lease_reads: bool,
+    /// Most pairs one scan returns, whatever the client asks.
+    pub scan_limit_max: usize,
     /// Log GC: how often the leader checks (in ticks), and when it compacts: when more
     /// than `log_gc_count_threshold` applied entries, or `log_gc_bytes_threshold` bytes of
     /// them (estimated), are in the log.
@@ -78,6 +85,8 @@ impl StoreConfig {
             raft_uncommitted_bytes_max: 64 << 20,
             entry_cache_bytes_max: 1 << 20,
             proposals_per_peer_max: 4096,
+            raft_lease_reads: false,
+            scan_limit_max: 10_000,
             log_gc_check_ticks: 10,
             log_gc_count_threshold: 10_000,
             log_gc_bytes_threshold: 64 << 20,
@@ -107,6 +116,7 @@ impl StoreConfig {
         }
         let limits = [
             ("proposals_per_peer_max", self.proposals_per_peer_max as u64),
+            ("scan_limit_max", self.scan_limit_max as u64),
             ("log_gc_check_ticks", self.log_gc_check_ticks as u64),
             ("log_gc_count_threshold", self.log_gc_count_threshold),
             ("raft_inflight_msgs_max", self.raft_inflight_msgs_max as u64),

@@ -74,8 +74,14 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         for msg in inbox {
             if self.ctx.is_stopped() {
                 // After a fatal error nothing is stepped or answered but refusals.
-                if let PeerMsg::Command { callback, .. } = msg {
-                    callback.invoke(Err(crate::error::StoreError::StoreStopped));
+                match msg {
+                    PeerMsg::Command { callback, .. } => {
+                        callback.invoke(Err(crate::error::StoreError::StoreStopped))
+                    }
+                    PeerMsg::Read { callback, .. } => {
+                        callback.invoke(Err(crate::error::StoreError::StoreStopped))
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -101,6 +107,10 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
                     peer.transfer_leader(to_peer_id)
                 }
                 PeerMsg::Query(query) => (query.0)(peer),
+                PeerMsg::Read { request, callback } => {
+                    peer.wake(&mut ctx);
+                    peer.read(&mut ctx, *request, callback)
+                }
                 PeerMsg::StoreDown(store_id) => peer.on_store_down(&mut ctx, store_id),
             }
         }

@@ -15,24 +15,25 @@ pub struct CmdResponse {
     pub term: u64,
 }
 
-/// Called exactly once with the outcome of a command: after it was committed and applied,
-/// or with the reason it never will be. A callback dropped without being called (its peer
-/// went away with the store) is called then with `StoreStopped`, so no client waits forever.
-pub struct Callback(Option<Box<dyn FnOnce(StoreResult<CmdResponse>) + Send>>);
+/// Called exactly once with the outcome of a command (after it was committed and applied)
+/// or of a read, or with the reason it never will be. A callback dropped without being
+/// called (its peer went away with the store) is called then with `StoreStopped`, so no
+/// client waits forever.
+pub struct Callback<T = CmdResponse>(Option<Box<dyn FnOnce(StoreResult<T>) + Send>>);
 
-impl Callback {
-    pub fn new(f: impl FnOnce(StoreResult<CmdResponse>) + Send + 'static) -> Self {
+impl<T> Callback<T> {
+    pub fn new(f: impl FnOnce(StoreResult<T>) + Send + 'static) -> Self {
         Callback(Some(Box::new(f)))
     }
 
-    pub fn invoke(mut self, result: StoreResult<CmdResponse>) {
+    pub fn invoke(mut self, result: StoreResult<T>) {
         if let Some(f) = self.0.take() {
             f(result)
         }
     }
 }
 
-impl Drop for Callback {
+impl<T> Drop for Callback<T> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
             f(Err(crate::error::StoreError::StoreStopped))
@@ -40,10 +41,41 @@ impl Drop for Callback {
     }
 }
 
-impl fmt::Debug for Callback {
+impl<T> fmt::Debug for Callback<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Callback")
     }
+}
+
+/// What a linearizable read asks of a region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadQuery {
+    /// The value of one key.
+    Get { key: Vec<u8> },
+    /// The pairs in `[start_key, end_key)`, in key order, at most `limit` of them. The scan
+    /// stops at the region's end: an empty or larger `end_key` means the region's end, and
+    /// the client continues in the next region.
+    Scan { start_key: Vec<u8>, end_key: Vec<u8>, limit: usize },
+}
+
+/// A read routed to a region, with the epoch the client believes in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub region_id: u64,
+    pub region_epoch: Option<tessera_proto::storepb::RegionEpoch>,
+    pub query: ReadQuery,
+}
+
+/// The answer to a read, as of a point after the read arrived (linearizable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadResponse {
+    Value(Option<Vec<u8>>),
+    /// The pairs found, and whether the scan stopped at the region's end (rather than at
+    /// `limit` or the requested end) so that the client goes on in the next region.
+    Pairs {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+        reached_region_end: bool,
+    },
 }
 
 /// A command waiting for its entry to apply.
@@ -81,6 +113,8 @@ pub enum PeerMsg {
     TransferLeader { to_peer_id: u64 },
     /// Reads the peer's state (status pages, tests).
     Query(PeerQuery),
+    /// From a client: a linearizable read. Boxed for the same reason as `Command`.
+    Read { request: Box<ReadRequest>, callback: Callback<ReadResponse> },
     /// The store with this id stopped sending store heartbeats: a resting peer whose
     /// leader lives there wakes to elect another.
     StoreDown(u64),

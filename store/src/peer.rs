@@ -44,6 +44,8 @@ pub(crate) struct RoundWork {
     /// Completions that may only be delivered once the round's write is synced.
     pub after_persist: Vec<Message>,
     pub installed_snapshot: Option<InstalledSnapshot>,
+    /// An urgent heartbeat arrived this round: the answers to heartbeats are urgent too.
+    pub urgent_heartbeat_received: bool,
 }
 
 pub(crate) struct Peer {
@@ -78,6 +80,7 @@ pub(crate) struct Peer {
     /// Estimated bytes of applied entries still in the log (for the size threshold).
     pub log_bytes_since_compaction: u64,
     pub hibernation: crate::operation::Hibernation,
+    pub reads: crate::operation::Reads,
 }
 
 impl std::fmt::Debug for Peer {
@@ -109,7 +112,11 @@ pub(crate) fn raft_config(config: &StoreConfig, peer_id: u64, applied: u64) -> R
         // answers (see `operation/ready.rs`).
         async_storage_writes: true,
         step_down_on_removal: true,
-        read_only_option: ReadOnlyOption::Safe,
+        read_only_option: if config.raft_lease_reads {
+            ReadOnlyOption::LeaseBased
+        } else {
+            ReadOnlyOption::Safe
+        },
         ..RaftConfig::new(peer_id)
     }
 }
@@ -149,6 +156,7 @@ impl Peer {
             log_gc_proposed_index: 0,
             log_bytes_since_compaction: 0,
             hibernation: Default::default(),
+            reads: Default::default(),
         })
     }
 
@@ -177,6 +185,7 @@ impl Peer {
         StoreStats::add(&ctx.store.stats.peer_ticks, 1);
         self.raw.tick();
         self.drop_replaced_proposals();
+        self.serve_reads(ctx);
         if self.is_leader() {
             self.log_gc_elapsed_ticks += 1;
             if self.log_gc_elapsed_ticks >= ctx.store.config.log_gc_check_ticks {

@@ -23,7 +23,7 @@ use crate::engine::{Engine, EngineError};
 use crate::error::{StoreError, StoreResult};
 use crate::fsm::{PeerFsm, RaftPoller, StoreFsm};
 use crate::keys::{self, CF_DEFAULT, CF_META};
-use crate::msg::{Callback, CmdResponse, PeerMsg, StoreMsg};
+use crate::msg::{Callback, CmdResponse, PeerMsg, ReadRequest, ReadResponse, StoreMsg};
 use crate::peer::Peer;
 use crate::peer_storage::write_initial_region;
 use crate::snapshot::{SnapshotError, SnapshotManager};
@@ -171,6 +171,33 @@ impl Store {
     pub fn propose_and_wait(&self, request: RaftCmdRequest) -> Receiver<StoreResult<CmdResponse>> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
         self.propose(
+            request,
+            Callback::new(move |result| {
+                let _ = sender.send(result);
+            }),
+        );
+        receiver
+    }
+
+    /// Reads from a region's leader here, linearizably; `callback` hears the answer.
+    pub fn read(&self, request: ReadRequest, callback: Callback<ReadResponse>) {
+        let region_id = request.region_id;
+        if self.ctx.is_stopped() {
+            return callback.invoke(Err(StoreError::StoreStopped));
+        }
+        let msg = PeerMsg::Read { request: Box::new(request), callback };
+        if let Err(e) = self.ctx.raft_router.send(region_id, msg) {
+            let error = refusal(region_id, &e);
+            if let PeerMsg::Read { callback, .. } = e.into_message() {
+                callback.invoke(Err(error));
+            }
+        }
+    }
+
+    /// `read`, answered on a channel.
+    pub fn read_and_wait(&self, request: ReadRequest) -> Receiver<StoreResult<ReadResponse>> {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        self.read(
             request,
             Callback::new(move |result| {
                 let _ = sender.send(result);

@@ -27,6 +27,7 @@ impl Peer {
         for proposal in self.proposals.drain(..) {
             proposal.callback.invoke(Err(StoreError::RegionNotFound(self.region_id)));
         }
+        self.drop_reads();
         for task in self.apply_backlog.drain(..) {
             for proposal in task.proposals {
                 proposal.callback.invoke(Err(StoreError::RegionNotFound(self.region_id)));

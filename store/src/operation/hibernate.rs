@@ -63,6 +63,7 @@ impl Peer {
         let quiet = self.life == Life::Alive
             && self.is_leader()
             && self.proposals.is_empty()
+            && self.reads.is_empty()
             && self.apply_backlog.is_empty()
             && self.apply_tasks_in_flight == 0
             && self.deferred_snapshot.is_none()

@@ -78,11 +78,18 @@ impl Peer {
         } else {
             (self.region.start_key.clone(), self.region.end_key.clone())
         };
+        // Heartbeats carrying a read's round (or answering one) must not wait for the tick.
+        let urgent = match message.msg_type() {
+            MessageType::MsgHeartbeat => self.reads.awaiting_index(),
+            MessageType::MsgHeartbeatResponse => self.round.urgent_heartbeat_received,
+            _ => false,
+        };
         let msg = RaftMessage {
             region_id: self.region_id,
             from_peer: Some(self.meta),
             to_peer: Some(to_peer),
             message: Some(message),
+            urgent,
             region_epoch: self.region.epoch,
             start_key,
             end_key,
@@ -178,6 +185,9 @@ impl Peer {
             }
             self.snapshot_stepped = msg.message.as_ref().and_then(|m| m.snapshot.as_deref()).cloned();
         }
+        if msg.urgent {
+            self.round.urgent_heartbeat_received = true;
+        }
         let message = msg.message.expect("checked by is_well_formed");
         if self.hibernation.asleep && self.message_wakes(&message) {
             self.wake(ctx);
@@ -218,6 +228,7 @@ impl Peer {
             end_key: self.region.end_key.clone(),
             is_tombstone: true,
             extra: None,
+            urgent: false,
         };
         let _ = ctx.store.transport.send(msg);
     }

@@ -8,6 +8,7 @@ mod hibernate;
 mod log_gc;
 mod message;
 mod propose;
+mod read;
 mod ready;
 mod snapshot;
 
@@ -24,3 +25,4 @@ pub(crate) struct PollContext<'a> {
 pub(crate) use hibernate::Hibernation;
 pub(crate) use message::discard_snapshot_file;
 pub(crate) use propose::{check_epoch, check_requests};
+pub(crate) use read::Reads;

@@ -19,6 +19,8 @@ impl Peer {
     /// Takes the peer's Ready, if it has one, and starts its work.
     pub(crate) fn collect_ready(&mut self, ctx: &mut PollContext<'_>) {
         self.take_ready(ctx);
+        // A lease read, or one whose index was already applied, is served in this round.
+        self.serve_reads(ctx);
         if let Some(stepped) = self.snapshot_stepped.take() {
             let installed = self.round.installed_snapshot.as_ref().is_some_and(|i| i.snapshot == stepped);
             if !installed {
@@ -50,7 +52,7 @@ impl Peer {
                 _ => self.send_raft_message(ctx, m),
             }
         }
-        debug_assert!(rd.read_states.is_empty(), "invariant: the store issues no read-index requests yet");
+        self.on_read_states(std::mem::take(&mut rd.read_states));
     }
 
     /// Adds the core's append work to the round's batch.
@@ -133,6 +135,7 @@ impl Peer {
             }
         }
         self.round.wrote = false;
+        self.round.urgent_heartbeat_received = false;
         if self.life == Life::Destroyed {
             self.finish_destroy(ctx);
             return;

@@ -1,0 +1,177 @@
+//! Linearizable reads through the store: ReadIndex (and the leader lease when enabled),
+//! typed errors, scans bounded by the region, and no stale answer from a cut-off leader.
+
+use std::time::Duration;
+
+use tessera_store::cluster::{key_in_region, wait_until, Cluster};
+use tessera_store::proto::storepb::RegionEpoch;
+use tessera_store::{ReadQuery, ReadRequest, ReadResponse, StoreError, StoreResult};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn read_at(cluster: &Cluster, store_id: u64, region_id: u64, query: ReadQuery) -> StoreResult<ReadResponse> {
+    let region_epoch = cluster.region(region_id, WAIT).and_then(|r| r.epoch);
+    cluster
+        .store(store_id)
+        .read_and_wait(ReadRequest { region_id, region_epoch, query })
+        .recv_timeout(WAIT)
+        .expect("every read is answered")
+}
+
+fn get(key: &[u8]) -> ReadQuery {
+    ReadQuery::Get { key: key.to_vec() }
+}
+
+#[test]
+fn reads_at_the_leader_see_every_acknowledged_write() {
+    for lease_reads in [false, true] {
+        let mut cluster = Cluster::new(3, 2, 3, |config| config.raft_lease_reads = lease_reads);
+        cluster.start_all();
+        for i in 0..20 {
+            let key = key_in_region(1, &format!("k{i:02}"));
+            cluster.must_put(1, &key, format!("v{i}").as_bytes());
+            let leader = cluster.leader_store(1, WAIT).unwrap();
+            let value = read_at(&cluster, leader, 1, get(&key)).unwrap();
+            assert_eq!(
+                value,
+                ReadResponse::Value(Some(format!("v{i}").into_bytes())),
+                "lease reads: {lease_reads}"
+            );
+        }
+        let leader = cluster.leader_store(1, WAIT).unwrap();
+        let missing = read_at(&cluster, leader, 1, get(&key_in_region(1, "absent"))).unwrap();
+        assert_eq!(missing, ReadResponse::Value(None));
+    }
+}
+
+#[test]
+fn scans_are_ordered_limited_and_stop_at_the_region_end() {
+    let mut cluster = Cluster::new(3, 2, 3, |_| {});
+    cluster.start_all();
+    for i in 0..10 {
+        cluster.must_put(1, &key_in_region(1, &format!("s{i}")), b"1");
+    }
+    cluster.must_put(2, &key_in_region(2, "other"), b"2");
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let region = cluster.region(1, WAIT).unwrap();
+    let scan = |start: &[u8], end: &[u8], limit| {
+        read_at(
+            &cluster,
+            leader,
+            1,
+            ReadQuery::Scan { start_key: start.to_vec(), end_key: end.to_vec(), limit },
+        )
+        .unwrap()
+    };
+    let ReadResponse::Pairs { pairs, reached_region_end } = scan(&key_in_region(1, "s"), &[], 4) else {
+        panic!("a scan answers pairs")
+    };
+    let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
+    let expected: Vec<Vec<u8>> = (0..4).map(|i| key_in_region(1, &format!("s{i}"))).collect();
+    assert_eq!((keys, reached_region_end), (expected, false), "the first 4, in order");
+    // An open end stops at the region's end: region 2's key is not returned.
+    let ReadResponse::Pairs { pairs, reached_region_end } = scan(&region.start_key, &[], 100) else {
+        panic!()
+    };
+    assert_eq!(pairs.len(), 10);
+    assert!(reached_region_end, "the client goes on in the next region");
+    let ReadResponse::Pairs { pairs, reached_region_end } =
+        scan(&key_in_region(1, "s3"), &key_in_region(1, "s6"), 100)
+    else {
+        panic!()
+    };
+    assert_eq!((pairs.len(), reached_region_end), (3, false), "[s3, s6)");
+}
+
+#[test]
+fn bad_reads_get_typed_errors() {
+    let mut cluster = Cluster::new(3, 2, 3, |_| {});
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    match read_at(&cluster, follower, 1, get(&key_in_region(1, "a"))) {
+        Err(StoreError::NotLeader { leader: Some(hint), .. }) => assert_eq!(hint.store_id, leader),
+        other => panic!("a follower refuses with the leader's address: {other:?}"),
+    }
+    assert!(matches!(
+        read_at(&cluster, leader, 1, get(&key_in_region(2, "x"))),
+        Err(StoreError::KeyNotInRegion { .. })
+    ));
+    assert!(matches!(read_at(&cluster, leader, 1, get(b"")), Err(StoreError::InvalidCommand(_))));
+    let zero_limit = ReadQuery::Scan { start_key: key_in_region(1, "a"), end_key: Vec::new(), limit: 0 };
+    assert!(matches!(read_at(&cluster, leader, 1, zero_limit), Err(StoreError::InvalidCommand(_))));
+    let stale = ReadRequest {
+        region_id: 1,
+        region_epoch: Some(RegionEpoch { conf_ver: 1, version: 99 }),
+        query: get(&key_in_region(1, "a")),
+    };
+    let answer = cluster.store(leader).read_and_wait(stale).recv_timeout(WAIT).unwrap();
+    assert!(matches!(answer, Err(StoreError::EpochNotMatch { .. })), "{answer:?}");
+    let unknown = ReadRequest { region_id: 77, region_epoch: None, query: get(b"k") };
+    let answer = cluster.store(leader).read_and_wait(unknown).recv_timeout(WAIT).unwrap();
+    assert_eq!(answer, Err(StoreError::RegionNotFound(77)));
+}
+
+#[test]
+fn a_read_wakes_a_resting_region() {
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    assert!(wait_until(WAIT, || (1..=3).all(|id| cluster.store(id).ticking_regions_len() == 0)));
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    assert_eq!(
+        read_at(&cluster, leader, 1, get(&key_in_region(1, "a"))).unwrap(),
+        ReadResponse::Value(Some(b"1".to_vec()))
+    );
+}
+
+/// ReadIndex's point: a leader that lost its quorum must not answer from its own state,
+/// which a new leader may already have overwritten.
+#[test]
+fn a_leader_cut_off_from_its_quorum_answers_no_read() {
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.must_put(1, &key_in_region(1, "a"), b"old");
+    let old_leader = cluster.leader_store(1, WAIT).unwrap();
+    let epoch = cluster.region(1, WAIT).unwrap().epoch;
+    cluster.network.isolate(old_leader);
+    let answer = cluster.store(old_leader).read_and_wait(ReadRequest {
+        region_id: 1,
+        region_epoch: epoch,
+        query: get(&key_in_region(1, "a")),
+    });
+    // The others elect a leader and overwrite the value.
+    let new_leader_elected = wait_until(WAIT, || {
+        (1..=3)
+            .filter(|id| *id != old_leader)
+            .any(|id| cluster.store(id).peer_status(1, WAIT).is_some_and(|s| s.is_leader))
+    });
+    assert!(new_leader_elected);
+    cluster.must_put(1, &key_in_region(1, "a"), b"new");
+    match answer.recv_timeout(WAIT).expect("the cut-off leader answers once it steps down") {
+        Err(StoreError::NotLeader { .. }) => {}
+        other => panic!("a cut-off leader must not serve the read: {other:?}"),
+    }
+}
+
+/// The heartbeat round of a read (and its answers) leaves with the poll round, not with the
+/// tick that carries the coalesced heartbeats: with a 2 s tick, reads still take far less
+/// than a tick.
+#[test]
+fn a_read_does_not_wait_for_the_tick() {
+    let tick = Duration::from_secs(2);
+    let mut cluster = Cluster::new(3, 1, 3, |config| config.raft_tick_interval = tick);
+    cluster.start_all();
+    cluster.store(1).campaign(1).unwrap();
+    assert!(wait_until(WAIT, || cluster.store(1).peer_status(1, WAIT).is_some_and(|s| s.is_leader)));
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            read_at(&cluster, 1, 1, get(&key_in_region(1, "a"))).unwrap(),
+            ReadResponse::Value(Some(b"1".to_vec()))
+        );
+        assert!(started.elapsed() < tick / 2, "a read took {:?}, a tick is {tick:?}", started.elapsed());
+    }
+}
