@@ -8,9 +8,11 @@
 //!
 //! Two networks implement the seam: [`InMemoryNetwork`] connects the stores of one process
 //! (the multi-store test harness, benchmarks) and injects faults (partitions, isolation,
-//! drops, delays, filters); the gRPC transport comes later. The region mailboxes and the
-//! batch system stay in `tessera-store` until per-store outbound queues and heartbeat
-//! coalescing arrive here.
+//! drops, delays, filters); `tessera-transport` carries it over gRPC. Under both, the
+//! [`Outbound`] queues batch a store's messages per destination store and coalesce the
+//! heartbeats of all regions into records ([`coalesce`]). The [`batch`] system holds the
+//! mailboxes: region id to mailbox, the store's control mailbox, and the poller threads
+//! that drive the FSMs behind them.
 //!
 //! ```
 //! use std::sync::{Arc, Mutex};
@@ -46,6 +48,7 @@
 //! assert_eq!(transport.send(to_store_2(8)), Err(TransportError::Unreachable(2)));
 //! ```
 
+pub mod batch;
 pub mod coalesce;
 pub mod memory;
 pub mod outbound;

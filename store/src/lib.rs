@@ -38,7 +38,9 @@
 //! ```
 
 mod apply;
-pub mod batch;
+// The batch system lives in the router crate (mailboxes and their routing); re-exported so
+// that `crate::batch` keeps naming it here.
+pub use tessera_router::batch;
 pub mod cluster;
 pub mod config;
 mod context;

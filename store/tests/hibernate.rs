@@ -52,11 +52,13 @@ fn regions_len() -> u64 {
 fn idle_regions_rest_a_write_wakes_its_region_and_a_dead_store_wakes_only_what_it_led() {
     let regions = regions_len();
     let started = Instant::now();
+    // A slow tick: 30,000 peers share two cores with the rest of the suite, and a tick that
+    // outpaces them would measure elections lost to a busy machine, not hibernation.
     let mut cluster = Cluster::new(3, regions, 3, |config| {
-        config.raft_tick_interval = Duration::from_millis(100);
+        config.raft_tick_interval = Duration::from_millis(200);
     });
     cluster.start_all();
-    assert!(all_resting(&cluster, Duration::from_secs(120)), "every region comes to rest");
+    assert!(all_resting(&cluster, Duration::from_secs(240)), "every region comes to rest");
     eprintln!("{regions} regions on 3 stores at rest after {:?}", started.elapsed());
     // The first store up tends to win every first election; spread the leaders (region r
     // to store r % 3 + 1) so that killing a store later leaves regions it did not lead.
@@ -69,7 +71,7 @@ fn idle_regions_rest_a_write_wakes_its_region_and_a_dead_store_wakes_only_what_i
             }
         }
     }
-    assert!(all_resting(&cluster, Duration::from_secs(120)), "every region rests after the transfers");
+    assert!(all_resting(&cluster, Duration::from_secs(240)), "every region rests after the transfers");
     eprintln!("leaders spread and at rest again after {:?}", started.elapsed());
 
     // At rest: no peer ticks, no heartbeats, over several election timeouts.
