@@ -23,7 +23,7 @@
 //! to the `metrics` crate labelled with the system's name (`BatchSystem::with_name`).
 //!
 //! ```
-//! use tessera_store::batch::{BatchConfig, BatchSystem, Fsm, HandleResult, Inbox, PollHandler};
+//! use tessera_router::batch::{BatchConfig, BatchSystem, Fsm, HandleResult, Inbox, PollHandler};
 //!
 //! struct Counter { total: u64 }
 //! impl Fsm for Counter { type Message = u64; }
