@@ -45,7 +45,9 @@ pub async fn connect(endpoints: &[String], client_count: usize) -> Result<Vec<Et
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|error| KvError::Unavailable(format!("endpoint {endpoint}: {error}")))?;
+            .map_err(|error| {
+                KvError::Unavailable(format!("endpoint {endpoint}: {}", with_sources(&error)))
+            })?;
         let mut member = EtcdClient { kv: KvClient::new(channel) };
         member
             .get(Bytes::from_static(b"tessera-bench-probe"))
@@ -66,6 +68,23 @@ impl KvTarget for EtcdClient {
         let response = self.kv.range(request).await.map_err(error_from_status)?;
         Ok(response.into_inner().kvs.into_iter().next().map(|kv| kv.value))
     }
+}
+
+/// An error and its causes, joined: tonic's transport error alone only says "transport error",
+/// and the cause (connection refused, no route) is what the operator needs.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        // hyper's and tonic's layers sometimes wrap an error in one with the same message.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Sorts etcd's gRPC statuses into the report's kinds. etcd answers "no leader", "leader

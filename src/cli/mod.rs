@@ -29,7 +29,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(args) => match args.into_config() {
             Ok(config) => bench::run(config),
-            Err(error) => Cli::command().error(ErrorKind::ValueValidation, format!("bench: {error}")).exit(),
+            Err(error) => usage_error("bench", error),
         },
     };
     match result {
@@ -39,4 +39,14 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exits as clap does for arguments it refuses itself (message, the subcommand's usage,
+/// status 2), for the checks that need more than one argument or more than a type.
+fn usage_error(subcommand: &str, error: impl std::fmt::Display) -> ! {
+    let mut command = Cli::command();
+    // Building fills in the subcommand's full usage line (`tessera bench ...`).
+    command.build();
+    let subcommand = command.find_subcommand_mut(subcommand).expect("the subcommand is defined");
+    subcommand.error(ErrorKind::ValueValidation, error).exit()
 }
