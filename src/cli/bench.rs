@@ -16,6 +16,14 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a client pauses after a failed request (see `Workload::error_backoff`).
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
+/// Far above the concurrency that saturates one store; past it, a typo would mostly measure
+/// the load generator's own scheduling.
+const CONCURRENCY_MAX: usize = 10_000;
+
+/// One value buffer is allocated for the run; far above any store's request limit (etcd's is
+/// 1.5 MiB by default), and low enough that a typo cannot abort the process on allocation.
+const VALUE_BYTES_MAX: usize = 64 << 20;
+
 /// The arguments as typed. `into_config` checks them; nothing else reads them.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -87,6 +95,10 @@ pub struct BenchConfig {
 pub enum ConfigError {
     #[error("--concurrency must be at least 1")]
     ZeroConcurrency,
+    #[error("--concurrency must be at most {CONCURRENCY_MAX}, got {0}")]
+    TooManyClients(usize),
+    #[error("--value-bytes must be at most {VALUE_BYTES_MAX} (64 MiB), got {0}")]
+    ValueTooLarge(usize),
     #[error("--key-space must be at least 1")]
     ZeroKeySpace,
     #[error("--read-ratio must be between 0.0 and 1.0, got {0}")]
@@ -111,6 +123,12 @@ impl BenchArgs {
     pub fn into_config(self) -> Result<BenchConfig, ConfigError> {
         if self.concurrency == 0 {
             return Err(ConfigError::ZeroConcurrency);
+        }
+        if self.concurrency > CONCURRENCY_MAX {
+            return Err(ConfigError::TooManyClients(self.concurrency));
+        }
+        if self.value_bytes > VALUE_BYTES_MAX {
+            return Err(ConfigError::ValueTooLarge(self.value_bytes));
         }
         if self.key_space == 0 {
             return Err(ConfigError::ZeroKeySpace);
@@ -314,6 +332,15 @@ mod tests {
     #[test]
     fn bad_numbers_are_errors() {
         assert_eq!(config(&with(&["--concurrency", "0"])).unwrap_err(), ConfigError::ZeroConcurrency);
+        assert_eq!(
+            config(&with(&["--concurrency", "10001"])).unwrap_err(),
+            ConfigError::TooManyClients(10_001)
+        );
+        assert_eq!(
+            config(&with(&["--value-bytes", "67108865"])).unwrap_err(),
+            ConfigError::ValueTooLarge(67_108_865)
+        );
+        assert!(config(&with(&["--value-bytes", "0"])).is_ok(), "empty values are values");
         assert_eq!(config(&with(&["--key-space", "0"])).unwrap_err(), ConfigError::ZeroKeySpace);
         for ratio in ["1.01", "-0.1", "inf"] {
             let error = config(&with(&["--read-ratio", ratio])).unwrap_err();
