@@ -20,6 +20,11 @@ use etcdserverpb::{PutRequest, RangeRequest};
 /// How long to wait for the TCP connection to an endpoint before giving up on the run.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the read that checks an endpoint before the run may take. etcd gives up on a
+/// linearizable read by itself after about seven seconds without a leader; this is a bound
+/// for a member that accepts connections and never answers.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One closed-loop client's handle on an etcd cluster: a generated client on the shared
 /// connection to one member.
 #[derive(Debug, Clone)]
@@ -49,10 +54,17 @@ pub async fn connect(endpoints: &[String], client_count: usize) -> Result<Vec<Et
                 KvError::Unavailable(format!("endpoint {endpoint}: {}", with_sources(&error)))
             })?;
         let mut member = EtcdClient { kv: KvClient::new(channel) };
-        member
-            .get(Bytes::from_static(b"tessera-bench-probe"))
-            .await
-            .map_err(|error| KvError::Unavailable(format!("endpoint {endpoint}: {error}")))?;
+        let probe = member.get(Bytes::from_static(b"tessera-bench-probe"));
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => return Err(KvError::Unavailable(format!("endpoint {endpoint}: {error}"))),
+            Err(_) => {
+                return Err(KvError::Timeout(format!(
+                    "endpoint {endpoint}: no answer to a read within {} s",
+                    PROBE_TIMEOUT.as_secs()
+                )))
+            }
+        }
         members.push(member);
     }
     Ok((0..client_count).map(|client_index| members[client_index % members.len()].clone()).collect())

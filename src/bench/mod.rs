@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! BenchArgs --validate--> Workload + endpoints
-//!     target::connect(endpoints) -> one KvTarget per client (etcd today, Tessera later)
+//!     etcd::connect(endpoints, concurrency) -> one KvTarget per client (Tessera's: later)
 //!     closed_loop::run(clients, workload) -> Outcome (HDR histograms, errors by kind)
 //!     Report::new(run, outcome) -> text or one JSON object
 //! ```
