@@ -1,0 +1,52 @@
+//! The command line: one clap subcommand per thing the binary does. A subcommand's arguments
+//! and their validation live in a file of their own here; its work lives elsewhere, so that
+//! this module stays about parsing and reporting errors.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+
+pub mod bench;
+
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about = "Tessera, a multi-Raft storage engine.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load a key-value store with closed-loop clients and report throughput and latency.
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the command line and runs the subcommand. Invalid arguments exit with clap's usage
+/// error (status 2); a failure while running prints its cause chain and exits with status 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => match args.into_config() {
+            Ok(config) => bench::run(config),
+            Err(error) => usage_error("bench", error),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Exits as clap does for arguments it refuses itself (message, the subcommand's usage,
+/// status 2), for the checks that need more than one argument or more than a type.
+fn usage_error(subcommand: &str, error: impl std::fmt::Display) -> ! {
+    let mut command = Cli::command();
+    // Building fills in the subcommand's full usage line (`tessera bench ...`).
+    command.build();
+    let subcommand = command.find_subcommand_mut(subcommand).expect("the subcommand is defined");
+    subcommand.error(ErrorKind::ValueValidation, error).exit()
+}
