@@ -238,6 +238,23 @@ impl Store {
         ids
     }
 
+    /// The region hosted here whose range holds `key`, as this store knows it (its epoch
+    /// and peers as of its last apply): where a service routes a client's key. None if no
+    /// initialized region here covers the key.
+    pub fn region_for_key(&self, key: &[u8]) -> Option<Region> {
+        let meta = self.ctx.meta();
+        // The first region ending after the key holds it, if it starts at or before it.
+        let (_, id) = meta
+            .ranges
+            .range((
+                std::ops::Bound::Excluded(crate::context::EndKey::Key(key.to_vec())),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()?;
+        let region = meta.regions.get(id)?;
+        (region.start_key.as_slice() <= key).then(|| region.clone())
+    }
+
     /// Reads a user key from this store's data as applied here: not linearizable (a
     /// follower may lag); for tests and tools. Linearizable reads go through the leader.
     pub fn get_local(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {

@@ -175,3 +175,16 @@ fn a_read_does_not_wait_for_the_tick() {
         assert!(started.elapsed() < tick / 2, "a read took {:?}, a tick is {tick:?}", started.elapsed());
     }
 }
+
+#[test]
+fn region_for_key_finds_the_hosting_region() {
+    let mut cluster = Cluster::new(3, 3, 3, |_| {});
+    cluster.start_all();
+    let store = cluster.store(1);
+    for region_id in 1..=3 {
+        let found = store.region_for_key(&key_in_region(region_id, "k")).map(|r| r.id);
+        assert_eq!(found, Some(region_id));
+    }
+    assert_eq!(store.region_for_key(b"").map(|r| r.id), Some(1), "the first region starts at the empty key");
+    assert_eq!(store.region_for_key(&[0xff; 8]).map(|r| r.id), Some(3), "the last region is open-ended");
+}
