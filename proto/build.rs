@@ -8,6 +8,7 @@ fn main() {
     println!("cargo:rerun-if-changed=proto/raftpb.proto");
     println!("cargo:rerun-if-changed=proto/storepb.proto");
     println!("cargo:rerun-if-changed=proto/serverpb.proto");
+    println!("cargo:rerun-if-changed=proto/kvpb.proto");
     prost_build::Config::new()
         // Entry payloads are cloned at every step of their way (to the Ready, into storage,
         // into each follower's append, into the apply batch). Reference-counted bytes make
@@ -23,6 +24,9 @@ fn main() {
         .boxed(".raftpb.Message.snapshot")
         // The same for the Ready, which holds a snapshot inline and moves on every call.
         .boxed(".raftpb.Snapshot.metadata")
-        .compile_protos(&["proto/raftpb.proto", "proto/storepb.proto", "proto/serverpb.proto"], &["proto"])
+        .compile_protos(
+            &["proto/raftpb.proto", "proto/storepb.proto", "proto/serverpb.proto", "proto/kvpb.proto"],
+            &["proto"],
+        )
         .expect("the .proto files compile");
 }

@@ -3,7 +3,8 @@
 //! `raftpb` holds what the consensus core exchanges and persists: entries, messages, hard
 //! state, configurations and snapshots. `storepb` holds what a store persists about its
 //! regions beside their logs; `serverpb` what stores send each other and what clients
-//! propose. Small helpers that every crate needs live here too.
+//! propose; `kvpb` what clients send a node's KV service. Small helpers that every crate
+//! needs live here too.
 //!
 //! ```
 //! use tessera_proto::raftpb::{Entry, EntryType};
@@ -20,6 +21,12 @@ pub mod raftpb {
 #[allow(missing_debug_implementations, clippy::all)]
 pub mod storepb {
     include!(concat!(env!("OUT_DIR"), "/storepb.rs"));
+}
+
+/// What clients and a node's KV service exchange: requests, answers and typed errors.
+#[allow(missing_debug_implementations, clippy::all)]
+pub mod kvpb {
+    include!(concat!(env!("OUT_DIR"), "/kvpb.rs"));
 }
 
 /// What stores send each other (Raft messages, snapshot chunks) and what clients propose
