@@ -74,8 +74,13 @@ impl TestCluster {
             config.kv.value_bytes_max = 1024;
             configs.insert(store_id, config);
         }
-        let client_runtime =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        // A worker thread of its own, so that client connections are served between calls
+        // and close promptly when a node shuts down (a node waits for them, bounded).
+        let client_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
         let mut cluster = TestCluster {
             configs,
             nodes: BTreeMap::new(),
