@@ -23,6 +23,8 @@ pub(crate) struct PendingRead {
     request: ReadRequest,
     callback: Callback<ReadResponse>,
     index: Option<u64>,
+    /// When the peer took it: read latency is measured from here.
+    asked_at: std::time::Instant,
 }
 
 /// A peer's reads in flight.
@@ -60,7 +62,9 @@ impl Peer {
             return callback.invoke(Err(StoreError::ProposalDropped(format!("read refused: {e}"))));
         }
         let term = self.raw.raft().term();
-        self.reads.pending.push_back(PendingRead { id, term, request, callback, index: None });
+        let asked_at = std::time::Instant::now();
+        self.reads.pending.push_back(PendingRead { id, term, request, callback, index: None, asked_at });
+        metrics::gauge!("tessera_store_reads_pending").increment(1.0);
     }
 
     fn check_read(&self, ctx: &PollContext<'_>, request: &ReadRequest) -> StoreResult<()> {
@@ -132,9 +136,14 @@ impl Peer {
             match read.index {
                 Some(index) if index <= applied => {
                     let result = self.run_read(ctx, &read.request.query);
+                    metrics::histogram!("tessera_store_read_duration_seconds")
+                        .record(read.asked_at.elapsed());
+                    metrics::gauge!("tessera_store_reads_pending").decrement(1.0);
                     read.callback.invoke(result);
                 }
                 None if !leading || read.term != term => {
+                    metrics::counter!("tessera_store_reads_lost_leadership_total").increment(1);
+                    metrics::gauge!("tessera_store_reads_pending").decrement(1.0);
                     read.callback.invoke(Err(StoreError::NotLeader {
                         region_id: self.region_id,
                         leader: self.leader(),
@@ -149,6 +158,7 @@ impl Peer {
     /// The peer is going away: its reads are answered.
     pub(crate) fn drop_reads(&mut self) {
         for read in self.reads.pending.drain(..) {
+            metrics::gauge!("tessera_store_reads_pending").decrement(1.0);
             read.callback.invoke(Err(StoreError::RegionNotFound(self.region_id)));
         }
     }
