@@ -33,6 +33,17 @@ impl<T> Callback<T> {
     }
 }
 
+impl<T: Send + 'static> Callback<T> {
+    /// A callback that sends its answer to the returned channel.
+    pub fn channel() -> (Self, crossbeam_channel::Receiver<StoreResult<T>>) {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let callback = Callback::new(move |result| {
+            let _ = sender.send(result);
+        });
+        (callback, receiver)
+    }
+}
+
 impl<T> Drop for Callback<T> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {

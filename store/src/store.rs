@@ -154,56 +154,46 @@ impl Store {
     /// Proposes a command to its region's peer here; `callback` hears the outcome.
     pub fn propose(&self, request: RaftCmdRequest, callback: Callback) {
         let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
-        if self.ctx.is_stopped() {
-            return callback.invoke(Err(StoreError::StoreStopped));
-        }
-        if let Err(e) =
-            self.ctx.raft_router.send(region_id, PeerMsg::Command { request: Box::new(request), callback })
-        {
-            let error = refusal(region_id, &e);
-            if let PeerMsg::Command { callback, .. } = e.into_message() {
-                callback.invoke(Err(error));
-            }
-        }
+        self.send_client_message(region_id, PeerMsg::Command { request: Box::new(request), callback });
     }
 
     /// `propose`, answered on a channel.
     pub fn propose_and_wait(&self, request: RaftCmdRequest) -> Receiver<StoreResult<CmdResponse>> {
-        let (sender, receiver) = crossbeam_channel::bounded(1);
-        self.propose(
-            request,
-            Callback::new(move |result| {
-                let _ = sender.send(result);
-            }),
-        );
+        let (callback, receiver) = Callback::channel();
+        self.propose(request, callback);
         receiver
     }
 
     /// Reads from a region's leader here, linearizably; `callback` hears the answer.
     pub fn read(&self, request: ReadRequest, callback: Callback<ReadResponse>) {
         let region_id = request.region_id;
-        if self.ctx.is_stopped() {
-            return callback.invoke(Err(StoreError::StoreStopped));
-        }
-        let msg = PeerMsg::Read { request: Box::new(request), callback };
-        if let Err(e) = self.ctx.raft_router.send(region_id, msg) {
-            let error = refusal(region_id, &e);
-            if let PeerMsg::Read { callback, .. } = e.into_message() {
-                callback.invoke(Err(error));
-            }
-        }
+        self.send_client_message(region_id, PeerMsg::Read { request: Box::new(request), callback });
     }
 
     /// `read`, answered on a channel.
     pub fn read_and_wait(&self, request: ReadRequest) -> Receiver<StoreResult<ReadResponse>> {
-        let (sender, receiver) = crossbeam_channel::bounded(1);
-        self.read(
-            request,
-            Callback::new(move |result| {
-                let _ = sender.send(result);
-            }),
-        );
+        let (callback, receiver) = Callback::channel();
+        self.read(request, callback);
         receiver
+    }
+
+    /// Delivers a client's command or read to its region's peer, or answers its callback
+    /// with why it could not be delivered.
+    fn send_client_message(&self, region_id: u64, msg: PeerMsg) {
+        let refused = if self.ctx.is_stopped() {
+            Some((StoreError::StoreStopped, msg))
+        } else {
+            self.ctx
+                .raft_router
+                .send(region_id, msg)
+                .err()
+                .map(|e| (refusal(region_id, &e), e.into_message()))
+        };
+        match refused {
+            Some((error, PeerMsg::Command { callback, .. })) => callback.invoke(Err(error)),
+            Some((error, PeerMsg::Read { callback, .. })) => callback.invoke(Err(error)),
+            _ => {}
+        }
     }
 
     /// Asks a region's peer to campaign now (an election without waiting for a timeout).

@@ -100,15 +100,24 @@ fn a_store_that_missed_compacted_entries_catches_up_by_snapshot() {
     // The log was compacted past what the stopped store has.
     let compacted = wait_until(WAIT, || cluster.store(leader).peer_status(1, WAIT).unwrap().first_index > 30);
     assert!(compacted, "the leader compacts its log");
-    let applied_before = cluster.store(leader).stats().snapshots_sent.load(Ordering::Relaxed);
+    // Counted over both live stores: leadership may move while the third one is away.
+    let others: Vec<u64> = (1..=3).filter(|id| *id != lagging).collect();
+    let sent = |cluster: &Cluster| -> u64 {
+        others.iter().map(|id| cluster.store(*id).stats().snapshots_sent.load(Ordering::Relaxed)).sum()
+    };
+    let sent_before = sent(&cluster);
     cluster.start_store(lagging);
     for i in 0..100 {
         let key = key_in_region(1, &format!("k{i:03}"));
         assert!(cluster.wait_for_value(lagging, &key, Some(b"v"), WAIT), "k{i:03} arrives");
     }
     assert!(cluster.wait_for_value(lagging, &key_in_region(1, "first"), Some(b"x"), WAIT));
-    assert!(cluster.store(leader).stats().snapshots_sent.load(Ordering::Relaxed) > applied_before);
-    assert!(cluster.store(lagging).stats().snapshots_applied.load(Ordering::Relaxed) >= 1);
+    // The data becomes visible with the install's write; the counters move just after it
+    // (the sender's once its send returns, the receiver's after the write).
+    assert!(wait_until(WAIT, || sent(&cluster) > sent_before), "a snapshot was sent");
+    let counted =
+        wait_until(WAIT, || cluster.store(lagging).stats().snapshots_applied.load(Ordering::Relaxed) >= 1);
+    assert!(counted, "the lagging store installed a snapshot");
     // It keeps replicating by log after the snapshot.
     cluster.must_put(1, &key_in_region(1, "after"), b"y");
     assert!(cluster.wait_for_value(lagging, &key_in_region(1, "after"), Some(b"y"), WAIT));
