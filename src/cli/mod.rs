@@ -8,6 +8,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod bench;
+pub mod local;
 
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about = "Tessera, a multi-Raft storage engine.")]
@@ -20,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Load a key-value store with closed-loop clients and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Run a three-node cluster in this process on loopback, write and read back a few keys,
+    /// and serve until Ctrl-C, SIGTERM or `--duration`.
+    Local(local::LocalArgs),
 }
 
 /// Parses the command line and runs the subcommand. Invalid arguments exit with clap's usage
@@ -30,6 +34,10 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => match args.into_config() {
             Ok(config) => bench::run(config),
             Err(error) => usage_error("bench", error),
+        },
+        Command::Local(args) => match args.into_config() {
+            Ok(config) => crate::local::run(config),
+            Err(error) => usage_error("local", error),
         },
     };
     match result {
