@@ -140,14 +140,14 @@ fn start_cluster(dir: &Path, regions_len: u64) -> anyhow::Result<BTreeMap<u64, N
 
 /// Ctrl-C and SIGTERM, listened for from creation on.
 #[derive(Debug)]
-struct StopSignals {
+pub struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
     /// Must run inside the runtime that later waits on the signals.
-    fn listen() -> anyhow::Result<StopSignals> {
+    pub fn listen() -> anyhow::Result<StopSignals> {
         use tokio::signal::unix::{signal, SignalKind};
         Ok(StopSignals {
             interrupt: signal(SignalKind::interrupt()).context("listening for Ctrl-C")?,
@@ -156,7 +156,7 @@ impl StopSignals {
     }
 
     /// Waits for a signal, or for `duration` when given; says which came.
-    async fn wait(&mut self, duration: Option<Duration>) -> &'static str {
+    pub async fn wait(&mut self, duration: Option<Duration>) -> &'static str {
         let elapsed = async {
             match duration {
                 Some(duration) => tokio::time::sleep(duration).await,
