@@ -273,7 +273,7 @@ mod tests {
     fn config(args: &[&str]) -> Result<BenchConfig, ConfigError> {
         let cli = Cli::try_parse_from(["tessera", "bench"].iter().chain(args))
             .unwrap_or_else(|error| panic!("clap refused {args:?}: {error}"));
-        let Command::Bench(bench_args) = cli.command;
+        let Command::Bench(bench_args) = cli.command else { panic!("`tessera bench` parsed as {cli:?}") };
         bench_args.into_config()
     }
 

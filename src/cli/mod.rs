@@ -8,6 +8,8 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
 
 pub mod bench;
+pub mod local;
+pub mod node;
 
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about = "Tessera, a multi-Raft storage engine.")]
@@ -20,6 +22,11 @@ pub struct Cli {
 pub enum Command {
     /// Load a key-value store with closed-loop clients and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Run a three-node cluster in this process on loopback, write and read back a few keys,
+    /// and serve until Ctrl-C, SIGTERM or `--duration`.
+    Local(local::LocalArgs),
+    /// Run one node of a static cluster from a TOML config file, until Ctrl-C or SIGTERM.
+    Node(node::NodeArgs),
 }
 
 /// Parses the command line and runs the subcommand. Invalid arguments exit with clap's usage
@@ -31,6 +38,18 @@ pub fn main() -> ExitCode {
             Ok(config) => bench::run(config),
             Err(error) => usage_error("bench", error),
         },
+        Command::Local(args) => match args.into_config() {
+            Ok(config) => crate::local::run(config),
+            Err(error) => usage_error("local", error),
+        },
+        Command::Node(args) => args.effective_file().and_then(|file| {
+            if args.print_config {
+                print!("{}", file.to_toml());
+                Ok(())
+            } else {
+                crate::serve_node::run(file)
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
