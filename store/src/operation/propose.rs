@@ -10,25 +10,58 @@ use super::PollContext;
 use crate::error::{StoreError, StoreResult};
 use crate::msg::{Callback, Proposal};
 use crate::peer::{Life, Peer};
-use tessera_proto::storepb::Region;
+use tessera_proto::storepb::{Region, RegionEpoch};
 
 /// Whether `key` lies in the region's range.
 pub(crate) fn key_in_region(key: &[u8], region: &Region) -> bool {
     key >= region.start_key.as_slice() && (region.end_key.is_empty() || key < region.end_key.as_slice())
 }
 
-/// Checks a command's epoch against the region: data commands against the range's
-/// version, membership changes against both parts (ARCHITECTURE.md invariant 6).
-pub(crate) fn check_epoch(request: &RaftCmdRequest, region: &Region) -> StoreResult<()> {
-    let theirs = request.header.as_ref().and_then(|h| h.region_epoch).unwrap_or_default();
+/// Checks that `key` lies in the region's range.
+pub(crate) fn check_key_in_region(key: &[u8], region: &Region) -> StoreResult<()> {
+    if key_in_region(key, region) {
+        return Ok(());
+    }
+    Err(StoreError::KeyNotInRegion {
+        key: key.to_vec(),
+        region_id: region.id,
+        start_key: region.start_key.clone(),
+        end_key: region.end_key.clone(),
+    })
+}
+
+/// Checks a client's epoch against the region: data commands and reads against the
+/// range's version, membership changes against both parts (ARCHITECTURE.md invariant 6).
+pub(crate) fn check_region_epoch(
+    theirs: Option<RegionEpoch>,
+    region: &Region,
+    is_change_peer: bool,
+) -> StoreResult<()> {
+    let theirs = theirs.unwrap_or_default();
     let ours = region.epoch.unwrap_or_default();
+    let stale = theirs.version != ours.version || (is_change_peer && theirs.conf_ver != ours.conf_ver);
+    if stale {
+        return Err(StoreError::EpochNotMatch { current: Box::new(region.clone()) });
+    }
+    Ok(())
+}
+
+/// Checks a command's epoch (see `check_region_epoch`).
+pub(crate) fn check_epoch(request: &RaftCmdRequest, region: &Region) -> StoreResult<()> {
     let is_change_peer = matches!(
         request.admin.as_ref().and_then(|a| a.cmd.as_ref()),
         Some(admin_request::Cmd::ChangePeer(_))
     );
-    let stale = theirs.version != ours.version || (is_change_peer && theirs.conf_ver != ours.conf_ver);
-    if stale {
-        return Err(StoreError::EpochNotMatch { current: Box::new(region.clone()) });
+    check_region_epoch(request.header.as_ref().and_then(|h| h.region_epoch), region, is_change_peer)
+}
+
+/// Refuses a client request at a peer that is not the region's live leader.
+pub(crate) fn check_leader(peer: &Peer) -> StoreResult<()> {
+    if peer.life != Life::Alive {
+        return Err(StoreError::RegionNotFound(peer.region_id));
+    }
+    if !peer.is_leader() {
+        return Err(StoreError::NotLeader { region_id: peer.region_id, leader: peer.leader() });
     }
     Ok(())
 }
@@ -55,14 +88,7 @@ pub(crate) fn check_requests(request: &RaftCmdRequest, region: &Region) -> Store
             }
         }
         for key in keys {
-            if !key_in_region(key, region) {
-                return Err(StoreError::KeyNotInRegion {
-                    key: key.to_vec(),
-                    region_id: region.id,
-                    start_key: region.start_key.clone(),
-                    end_key: region.end_key.clone(),
-                });
-            }
+            check_key_in_region(key, region)?;
         }
     }
     Ok(())
@@ -128,12 +154,7 @@ impl Peer {
     }
 
     fn try_propose(&mut self, ctx: &mut PollContext<'_>, request: RaftCmdRequest) -> StoreResult<(u64, u64)> {
-        if self.life != Life::Alive {
-            return Err(StoreError::RegionNotFound(self.region_id));
-        }
-        if !self.is_leader() {
-            return Err(StoreError::NotLeader { region_id: self.region_id, leader: self.leader() });
-        }
+        check_leader(self)?;
         check_epoch(&request, &self.region)?;
         if self.proposals.len() >= ctx.store.config.proposals_per_peer_max {
             metrics::counter!("tessera_store_server_busy_total").increment(1);

@@ -10,7 +10,7 @@ use super::PollContext;
 use crate::error::{StoreError, StoreResult};
 use crate::keys::{self, CF_DEFAULT};
 use crate::msg::{Callback, ReadQuery, ReadRequest, ReadResponse};
-use crate::operation::propose::key_in_region;
+use crate::operation::propose::{check_key_in_region, check_leader, check_region_epoch};
 use crate::peer::Peer;
 
 /// A read waiting for its read index, then for the apply of that index.
@@ -68,27 +68,14 @@ impl Peer {
     }
 
     fn check_read(&self, ctx: &PollContext<'_>, request: &ReadRequest) -> StoreResult<()> {
-        if !self.is_leader() {
-            return Err(StoreError::NotLeader { region_id: self.region_id, leader: self.leader() });
-        }
-        let theirs = request.region_epoch.unwrap_or_default();
-        if theirs.version != self.region.epoch.unwrap_or_default().version {
-            return Err(StoreError::EpochNotMatch { current: Box::new(self.region.clone()) });
-        }
-        let outside = |key: &[u8]| StoreError::KeyNotInRegion {
-            key: key.to_vec(),
-            region_id: self.region_id,
-            start_key: self.region.start_key.clone(),
-            end_key: self.region.end_key.clone(),
-        };
+        check_leader(self)?;
+        check_region_epoch(request.region_epoch, &self.region, false)?;
         match &request.query {
             ReadQuery::Get { key } => {
                 if key.is_empty() {
                     return Err(StoreError::InvalidCommand("empty key".into()));
                 }
-                if !key_in_region(key, &self.region) {
-                    return Err(outside(key));
-                }
+                check_key_in_region(key, &self.region)?;
             }
             ReadQuery::Scan { start_key, end_key, limit } => {
                 if *limit == 0 {
@@ -97,13 +84,11 @@ impl Peer {
                 if !end_key.is_empty() && end_key <= start_key {
                     return Err(StoreError::InvalidCommand("a scan needs start < end".into()));
                 }
-                if !key_in_region(start_key, &self.region) {
-                    return Err(outside(start_key));
-                }
+                check_key_in_region(start_key, &self.region)?;
             }
         }
         if self.reads.pending.len() >= ctx.store.config.proposals_per_peer_max {
-            metrics::counter!("tessera_store_busy_total").increment(1);
+            metrics::counter!("tessera_store_server_busy_total").increment(1);
             return Err(StoreError::ServerIsBusy(format!(
                 "region {} has too many reads in flight",
                 self.region_id
