@@ -43,20 +43,37 @@ pub enum StartError {
     Thread(#[from] std::io::Error),
 }
 
-/// Writes the initial records of `regions` that have a peer on this store, unless the
-/// store already has a record of them: bootstrapping is idempotent, so a restarted node may
-/// run it again. Every store of the initial cluster bootstraps the same regions.
+/// Writes the initial records of `regions` that have a peer on this store, if the store
+/// holds no region yet. A store is bootstrapped once: on a store that holds regions (live
+/// or tombstoned) this writes nothing, so a restarted node may run it again, even with a
+/// different list (the regions it holds have moved on since, and writing others beside them
+/// could overlap them). Every store of the initial cluster bootstraps the same regions;
+/// regions of the list that overlap each other are refused.
 pub fn bootstrap(config: &StoreConfig, regions: &[Region]) -> Result<(), StartError> {
     config.validate()?;
     let engine = Arc::new(Engine::open(&config.data_dir.join("db"), &config.engine)?);
+    let range = keys::region_meta_range();
+    let mut holds_regions = false;
+    engine.scan(CF_META, &range.start, &range.end, |_, _| {
+        holds_regions = true;
+        Ok(false)
+    })?;
+    if holds_regions {
+        return Ok(());
+    }
+    let mut meta = StoreMeta::default();
     let mut batch = engine.write_batch();
     for region in regions {
         let Some(peer) = region.peers.iter().find(|p| p.store_id == config.store_id) else {
             continue;
         };
-        if engine.get(CF_META, &keys::region_state_key(region.id))?.is_some() {
-            continue;
+        if let Some(other) = meta.overlapping(region, region.id).first() {
+            return Err(StartError::Region {
+                region_id: region.id,
+                reason: format!("its range overlaps region {other} of the same bootstrap"),
+            });
         }
+        meta.set_region(region.clone());
         let conf_state = ConfState {
             voters: region.peers.iter().filter(|p| p.role == 0).map(|p| p.id).collect(),
             learners: region.peers.iter().filter(|p| p.role != 0).map(|p| p.id).collect(),

@@ -59,3 +59,39 @@ fn a_removed_peer_whose_destruction_was_interrupted_is_destroyed_at_start() {
     store.stop();
     network.shutdown();
 }
+
+fn one_store_region(id: u64, start: &[u8], end: &[u8]) -> Region {
+    Region {
+        id,
+        start_key: start.to_vec(),
+        end_key: end.to_vec(),
+        epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+        peers: vec![Peer { id: id * 1000 + 1, store_id: 1, ..Default::default() }],
+    }
+}
+
+/// A store is bootstrapped once: a restart with another initial split (a node whose config
+/// changed) writes nothing beside the regions the store holds, which would overlap them.
+#[test]
+fn bootstrapping_a_store_that_holds_regions_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(1, dir.path());
+    bootstrap(&config, &[one_store_region(1, b"", b"")]).unwrap();
+    let split = [one_store_region(1, b"", b"m"), one_store_region(2, b"m", b"")];
+    bootstrap(&config, &split).unwrap();
+    let network = InMemoryNetwork::new();
+    let store =
+        Store::start(config, Arc::new(network.transport(1))).expect("the store starts as first bootstrapped");
+    assert_eq!(store.region_ids(), vec![1]);
+    assert_eq!(store.region_record(1).unwrap().unwrap().region.unwrap().end_key, Vec::<u8>::new());
+    store.stop();
+}
+
+#[test]
+fn bootstrap_refuses_regions_that_overlap_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::new(1, dir.path());
+    let overlapping = [one_store_region(1, b"", b"m"), one_store_region(2, b"k", b"")];
+    let error = bootstrap(&config, &overlapping).unwrap_err();
+    assert!(error.to_string().contains("overlaps region 1"), "{error}");
+}
