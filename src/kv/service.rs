@@ -176,9 +176,9 @@ impl KvService {
         route: &Route,
         start_key: &[u8],
         end_key: &[u8],
-        limit: usize,
         pairs: &[(Vec<u8>, Vec<u8>)],
         reached_region_end: bool,
+        reached_limit: bool,
     ) -> Result<Option<Vec<u8>>, KvError> {
         if reached_region_end {
             // The read answers only whether it reached the region's end; where that end is
@@ -195,7 +195,9 @@ impl KvService {
                 !region_end.is_empty() && (end_key.is_empty() || region_end.as_slice() < end_key);
             return Ok(range_goes_on.then_some(region_end));
         }
-        if pairs.len() >= limit {
+        // The store says so rather than the count being compared with our limit: it may
+        // have capped the scan lower, at its own `scan_limit_max`.
+        if reached_limit {
             // The smallest key after the last one returned.
             let mut next = pairs.last().map(|(key, _)| key.clone()).unwrap_or_default();
             next.push(0);
@@ -300,8 +302,15 @@ impl Kv for KvService {
             query: ReadQuery::Scan { start_key: start_key.clone(), end_key: end_key.clone(), limit },
         };
         let response = match self.read(read).await {
-            Ok(ReadResponse::Pairs { pairs, reached_region_end }) => {
-                match self.next_start_key(&route, &start_key, &end_key, limit, &pairs, reached_region_end) {
+            Ok(ReadResponse::Pairs { pairs, reached_region_end, reached_limit }) => {
+                match self.next_start_key(
+                    &route,
+                    &start_key,
+                    &end_key,
+                    &pairs,
+                    reached_region_end,
+                    reached_limit,
+                ) {
                     Ok(next_start_key) => ScanResponse {
                         error: None,
                         pairs: pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect(),

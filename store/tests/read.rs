@@ -63,19 +63,19 @@ fn scans_are_ordered_limited_and_stop_at_the_region_end() {
         )
         .unwrap()
     };
-    let ReadResponse::Pairs { pairs, reached_region_end } = scan(&key_in_region(1, "s"), &[], 4) else {
+    let ReadResponse::Pairs { pairs, reached_region_end, .. } = scan(&key_in_region(1, "s"), &[], 4) else {
         panic!("a scan answers pairs")
     };
     let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.clone()).collect();
     let expected: Vec<Vec<u8>> = (0..4).map(|i| key_in_region(1, &format!("s{i}"))).collect();
     assert_eq!((keys, reached_region_end), (expected, false), "the first 4, in order");
     // An open end stops at the region's end: region 2's key is not returned.
-    let ReadResponse::Pairs { pairs, reached_region_end } = scan(&region.start_key, &[], 100) else {
+    let ReadResponse::Pairs { pairs, reached_region_end, .. } = scan(&region.start_key, &[], 100) else {
         panic!()
     };
     assert_eq!(pairs.len(), 10);
     assert!(reached_region_end, "the client goes on in the next region");
-    let ReadResponse::Pairs { pairs, reached_region_end } =
+    let ReadResponse::Pairs { pairs, reached_region_end, .. } =
         scan(&key_in_region(1, "s3"), &key_in_region(1, "s6"), 100)
     else {
         panic!()
@@ -187,4 +187,29 @@ fn region_for_key_finds_the_hosting_region() {
     }
     assert_eq!(store.region_for_key(b"").map(|r| r.id), Some(1), "the first region starts at the empty key");
     assert_eq!(store.region_for_key(&[0xff; 8]).map(|r| r.id), Some(3), "the last region is open-ended");
+}
+
+/// A scan asking for more than the store's `scan_limit_max` gets that many pairs and says it
+/// stopped at the limit, so that a client does not take the range for exhausted.
+#[test]
+fn a_scan_capped_by_the_store_says_it_stopped_at_the_limit() {
+    let mut cluster = Cluster::new(3, 1, 3, |config| config.scan_limit_max = 3);
+    cluster.start_all();
+    for i in 0..5 {
+        cluster.must_put(1, &key_in_region(1, &format!("c{i}")), b"1");
+    }
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let query = ReadQuery::Scan { start_key: key_in_region(1, "c"), end_key: Vec::new(), limit: 100 };
+    let ReadResponse::Pairs { pairs, reached_region_end, reached_limit } =
+        read_at(&cluster, leader, 1, query).unwrap()
+    else {
+        panic!("a scan answers pairs")
+    };
+    assert_eq!((pairs.len(), reached_limit, reached_region_end), (3, true, false));
+    let query = ReadQuery::Scan { start_key: key_in_region(1, "c3"), end_key: Vec::new(), limit: 100 };
+    let ReadResponse::Pairs { pairs, reached_limit, .. } = read_at(&cluster, leader, 1, query).unwrap()
+    else {
+        panic!("a scan answers pairs")
+    };
+    assert_eq!((pairs.len(), reached_limit), (2, false), "the rest, and no more");
 }

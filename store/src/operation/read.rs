@@ -176,8 +176,9 @@ impl Peer {
                 if let Err(e) = scanned {
                     read_failed(e);
                 }
-                let reached_region_end = stops_at_region_end && pairs.len() < limit;
-                Ok(ReadResponse::Pairs { pairs, reached_region_end })
+                let reached_limit = pairs.len() >= limit;
+                let reached_region_end = stops_at_region_end && !reached_limit;
+                Ok(ReadResponse::Pairs { pairs, reached_region_end, reached_limit })
             }
         }
     }
