@@ -286,7 +286,12 @@ impl DemoClient {
                         }
                         _ => None,
                     };
-                    if let Some(leader) = leader.filter(|id| self.clients.contains_key(id)) {
+                    // A hint to another node is followed at once; one back to this node (a
+                    // leader that just lost its term) or past the deadline is not, so that
+                    // hints bouncing between nodes cannot spin without pause or end.
+                    let follow =
+                        leader.filter(|id| self.clients.contains_key(id) && *id != self.current_store_id);
+                    if let Some(leader) = follow.filter(|_| Instant::now() < deadline) {
                         self.current_store_id = leader;
                         self.redirects += 1;
                         continue;
