@@ -231,11 +231,24 @@ impl Store {
     /// the peer's own view), within `timeout`.
     pub fn peer_status(&self, region_id: u64, timeout: Duration) -> Option<PeerStatus> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
-        let query = PeerMsg::Query(crate::msg::PeerQuery(Box::new(move |peer: &Peer| {
-            let _ = sender.send(status_of(peer));
-        })));
-        self.ctx.raft_router.send(region_id, query).ok()?;
+        self.ask_peer_status(region_id, move |status| {
+            let _ = sender.send(status);
+        })
+        .ok()?;
         receiver.recv_timeout(timeout).ok()
+    }
+
+    /// Asks a region's peer for its state; `answer` runs on the poller that owns the peer,
+    /// so it must not block. For callers that must not block either (an async service).
+    /// `answer` is dropped unrun if the peer goes away first.
+    pub fn ask_peer_status(
+        &self,
+        region_id: u64,
+        answer: impl FnOnce(PeerStatus) + Send + 'static,
+    ) -> StoreResult<()> {
+        let query =
+            PeerMsg::Query(crate::msg::PeerQuery(Box::new(move |peer: &Peer| answer(status_of(peer)))));
+        self.send_peer(region_id, query)
     }
 
     /// The ids of the regions this store hosts (initialized or not).
