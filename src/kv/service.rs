@@ -5,8 +5,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tessera_proto::kvpb::{
-    BatchPutRequest, BatchPutResponse, DeleteRequest, DeleteResponse, FailedPart, GetRequest, GetResponse,
-    KvError, KvPair, PutRequest, PutResponse, RegionContext, ScanRequest, ScanResponse,
+    BatchPutRequest, BatchPutResponse, DeleteRequest, DeleteResponse, FailedPart, GetRegionRequest,
+    GetRegionResponse, GetRequest, GetResponse, KvError, KvPair, PutRequest, PutResponse, RegionContext,
+    ScanRequest, ScanResponse, StatusRequest, StatusResponse,
 };
 use tessera_proto::serverpb::{CmdType, RaftCmdRequest};
 use tessera_proto::storepb::{Region, RegionEpoch};
@@ -384,5 +385,50 @@ impl Kv for KvService {
         }
         observe("batch_put", started, failed.first().and_then(|part| part.error.as_ref()));
         Ok(Response::new(BatchPutResponse { failed }))
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let status = self
+            .store
+            .with(|store| StatusResponse {
+                store_id: store.store_id(),
+                regions_len: store.region_ids().len() as u64,
+            })
+            .ok_or_else(|| Status::unavailable("the store is stopped"))?;
+        Ok(Response::new(status))
+    }
+
+    async fn get_region(
+        &self,
+        request: Request<GetRegionRequest>,
+    ) -> Result<Response<GetRegionResponse>, Status> {
+        let started = Instant::now();
+        let GetRegionRequest { key } = request.into_inner();
+        if key.len() > self.config.key_bytes_max {
+            return Err(Status::invalid_argument("the key is longer than key_bytes_max"));
+        }
+        let Some(region) = self.region_for_key(&key) else {
+            let error = no_region_for_key();
+            observe("get_region", started, Some(&error));
+            return Ok(Response::new(GetRegionResponse { error: Some(error), ..Default::default() }));
+        };
+        // The leader as the peer here knows it, asked through its mailbox. A peer that does
+        // not answer in time (a full mailbox, a peer going away) leaves the leader unknown:
+        // the region alone is still an answer the client can route with.
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let asked = self.store.with(|store| {
+            store.ask_peer_status(region.id, move |status| {
+                let _ = sender.send(status.leader_id);
+            })
+        });
+        let leader_id = match asked {
+            Some(Ok(())) => {
+                tokio::time::timeout(self.config.request_timeout, receiver).await.ok().and_then(Result::ok)
+            }
+            _ => None,
+        };
+        let leader = leader_id.and_then(|id| region.peers.iter().find(|peer| peer.id == id).cloned());
+        observe("get_region", started, None);
+        Ok(Response::new(GetRegionResponse { error: None, region: Some(region), leader }))
     }
 }
