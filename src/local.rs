@@ -2,8 +2,8 @@
 //! through the KV service, then serving until told to stop.
 //!
 //! Every listener is bound (port 0) before any node starts, so that each node's config can
-//! name the real Raft addresses of all three. The demo is an ordinary gRPC client: it knows
-//! nothing of regions and follows `NotLeader` answers to whichever node leads a key.
+//! name the real Raft addresses of all three. The demo is an ordinary client
+//! ([`tessera::Client`]) given the three KV addresses.
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use tessera::kv::kvservicepb::kv_client::KvClient;
-use tessera::proto::kvpb::{kv_error, GetRequest, KvError, PutRequest};
-use tessera::{Node, NodeConfig};
-use tonic::transport::Channel;
+use tessera::{Client, ClientConfig, Node, NodeConfig};
 
 /// The cluster's size: the smallest that survives the loss of a node.
 const STORE_IDS: [u64; 3] = [1, 2, 3];
@@ -22,9 +19,6 @@ const STORE_IDS: [u64; 3] = [1, 2, 3];
 /// How long the demo keeps retrying one key (elections after a start take a moment) before
 /// it calls the cluster unhealthy.
 const KEY_DEADLINE: Duration = Duration::from_secs(20);
-
-/// The pause before retrying a key when no node is known to lead its region.
-const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// The demo prints a progress line every this many percent of its keys.
 const PROGRESS_PERCENT_STEP: u64 = 20;
@@ -187,47 +181,35 @@ fn demo_value(i: u64) -> Vec<u8> {
 /// Writes `keys_len` keys, reads every one back, and returns a one-line summary; an error
 /// when a key cannot be written or reads back wrong.
 async fn run_demo(kv_addresses: &BTreeMap<u64, SocketAddr>, keys_len: u64) -> anyhow::Result<String> {
-    let mut client = DemoClient::connect(kv_addresses).await?;
+    let endpoints: Vec<String> = kv_addresses.values().map(ToString::to_string).collect();
+    // Elections right after the start take a moment; the client waits them out.
+    let config = ClientConfig { operation_timeout: KEY_DEADLINE, ..ClientConfig::default() };
+    let client = Client::connect(&endpoints, config).await.context("connecting to the nodes")?;
     let started = Instant::now();
     println!("demo: writing {keys_len} keys");
     for i in 0..keys_len {
-        let (key, value) = (demo_key(i, keys_len), demo_value(i));
         client
-            .call(&key, |mut kv, key| {
-                let request = PutRequest { context: None, key: key.to_vec(), value: value.clone() };
-                async move {
-                    kv.put(request).await.map(|response| response.into_inner().error.map_or(Ok(()), Err))
-                }
-            })
+            .put(&demo_key(i, keys_len), &demo_value(i))
             .await
             .with_context(|| format!("writing demo key {i}"))?;
         print_progress("put", i + 1, keys_len);
     }
     println!("demo: reading {keys_len} keys back");
     for i in 0..keys_len {
-        let key = demo_key(i, keys_len);
-        let value = client
-            .call(&key, |mut kv, key| {
-                let request = GetRequest { context: None, key: key.to_vec() };
-                async move {
-                    kv.get(request).await.map(|response| {
-                        let response = response.into_inner();
-                        response.error.map_or(Ok(response.value), Err)
-                    })
-                }
-            })
-            .await
-            .with_context(|| format!("reading demo key {i}"))?;
+        let value =
+            client.get(&demo_key(i, keys_len)).await.with_context(|| format!("reading demo key {i}"))?;
         if value.as_deref() != Some(&demo_value(i)[..]) {
             bail!("demo key {i} read back {value:?}, not what was written");
         }
         print_progress("get", i + 1, keys_len);
     }
+    let stats = client.stats();
     Ok(format!(
-        "demo: ok: wrote {keys_len} keys and read all {keys_len} back in {:.2} s ({} redirects to a leader, {} retries)",
+        "demo: ok: wrote {keys_len} keys and read all {keys_len} back in {:.2} s ({} region lookups, {} redirects to a leader, {} retries)",
         started.elapsed().as_secs_f64(),
-        client.redirects,
-        client.retries,
+        stats.region_lookups,
+        stats.redirects,
+        stats.retries,
     ))
 }
 
@@ -235,85 +217,5 @@ fn print_progress(operation: &str, done: u64, total: u64) {
     let step = (total * PROGRESS_PERCENT_STEP / 100).max(1);
     if done.is_multiple_of(step) || done == total {
         println!("demo: {operation} {done}/{total}");
-    }
-}
-
-/// A client of every node that follows `NotLeader` hints. Consecutive demo keys mostly share
-/// a region, so it keeps talking to the node that answered last.
-struct DemoClient {
-    clients: BTreeMap<u64, KvClient<Channel>>,
-    current_store_id: u64,
-    redirects: u64,
-    retries: u64,
-}
-
-impl std::fmt::Debug for DemoClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DemoClient").field("current_store_id", &self.current_store_id).finish_non_exhaustive()
-    }
-}
-
-impl DemoClient {
-    async fn connect(kv_addresses: &BTreeMap<u64, SocketAddr>) -> anyhow::Result<DemoClient> {
-        let mut clients = BTreeMap::new();
-        for (&store_id, address) in kv_addresses {
-            let client = KvClient::connect(format!("http://{address}"))
-                .await
-                .with_context(|| format!("connecting to node {store_id} at {address}"))?;
-            clients.insert(store_id, client);
-        }
-        let current_store_id = *clients.keys().next().context("a cluster without nodes")?;
-        Ok(DemoClient { clients, current_store_id, redirects: 0, retries: 0 })
-    }
-
-    /// Runs `call` until a node answers it without a KV error: at the leader a `NotLeader`
-    /// names, else at the next node after a pause (an election, a busy store, a dropped
-    /// proposal). Gives up after `KEY_DEADLINE`.
-    async fn call<T, F, Fut>(&mut self, key: &[u8], mut call: F) -> anyhow::Result<T>
-    where
-        F: FnMut(KvClient<Channel>, &[u8]) -> Fut,
-        Fut: std::future::Future<Output = Result<Result<T, KvError>, tonic::Status>>,
-    {
-        let deadline = Instant::now() + KEY_DEADLINE;
-        loop {
-            let client = self.clients[&self.current_store_id].clone();
-            let last_error = match call(client, key).await {
-                Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(error)) => {
-                    let leader = match &error.kind {
-                        Some(kv_error::Kind::NotLeader(not_leader)) => {
-                            not_leader.leader.as_ref().map(|p| p.store_id)
-                        }
-                        _ => None,
-                    };
-                    // A hint to another node is followed at once; one back to this node (a
-                    // leader that just lost its term) or past the deadline is not, so that
-                    // hints bouncing between nodes cannot spin without pause or end.
-                    let follow =
-                        leader.filter(|id| self.clients.contains_key(id) && *id != self.current_store_id);
-                    if let Some(leader) = follow.filter(|_| Instant::now() < deadline) {
-                        self.current_store_id = leader;
-                        self.redirects += 1;
-                        continue;
-                    }
-                    format!("{error:?}")
-                }
-                Err(status) => status.to_string(),
-            };
-            if Instant::now() >= deadline {
-                bail!(
-                    "no node served the key within {KEY_DEADLINE:?}; last error from node {}: {last_error}",
-                    self.current_store_id
-                );
-            }
-            self.retries += 1;
-            self.current_store_id = self.next_store_id();
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
-    }
-
-    fn next_store_id(&self) -> u64 {
-        let mut after = self.clients.range(self.current_store_id + 1..).map(|(&id, _)| id);
-        after.next().unwrap_or_else(|| *self.clients.keys().next().expect("clients of every node"))
     }
 }

@@ -2,18 +2,22 @@
 //! typed errors, and a whole-cluster restart on the same data directories.
 
 use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf as _, BufMut as _};
 use tempfile::TempDir;
 use tessera::kv::kvservicepb::kv_client::KvClient;
 use tessera::proto::kvpb::{
-    kv_error, BatchPutRequest, DeleteRequest, GetRequest, KvError, KvPair, PutRequest, RegionContext,
-    ScanRequest,
+    kv_error, BatchPutRequest, DeleteRequest, GetRegionRequest, GetRequest, KvError, KvPair, PutRequest,
+    RegionContext, ScanRequest, StatusRequest,
 };
 use tessera::proto::storepb::RegionEpoch;
-use tessera::{Node, NodeConfig};
+use tessera::{Client, ClientConfig, ClientError, Node, NodeConfig};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -349,4 +353,186 @@ fn a_restarted_cluster_keeps_its_data() {
     // And it takes writes again.
     cluster.put(&key(1, "after"), b"restart");
     assert_eq!(cluster.get(&key(1, "after")).1.as_deref(), Some(&b"restart"[..]));
+}
+
+/// The leader of `region_id` as node 1 sees it, once one is known.
+fn leader_store(cluster: &TestCluster, region_id: u64) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status =
+            cluster.nodes[&1].with_store(|store| store.peer_status(region_id, Duration::from_secs(1)));
+        if let Some(Some(status)) = status {
+            if let Some(leader) = status.region.peers.iter().find(|peer| peer.id == status.leader_id) {
+                return leader.store_id;
+            }
+        }
+        assert!(Instant::now() < deadline, "region {region_id} elects no leader");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn connect_client(cluster: &TestCluster) -> Client {
+    let endpoints: Vec<String> = cluster.kv_addresses.values().map(ToString::to_string).collect();
+    cluster.run(Client::connect(&endpoints, ClientConfig::default())).expect("the client connects")
+}
+
+#[test]
+fn the_client_routes_by_region_follows_the_leader_and_scans_across_regions() {
+    let cluster = TestCluster::start();
+    let client = connect_client(&cluster);
+    assert_eq!(client.store_ids(), vec![1, 2, 3]);
+
+    for region in 1..=3u8 {
+        for i in 0..4 {
+            cluster.run(client.put(&key(region, &format!("k{i}")), &[region, i])).expect("a put succeeds");
+        }
+    }
+    let lookups = client.stats().region_lookups;
+    assert!(lookups <= 3, "one lookup per region, then the cache: {lookups}");
+    assert_eq!(cluster.run(client.get(&key(2, "k1"))).unwrap(), Some(vec![2, 1]));
+    assert_eq!(cluster.run(client.get(&key(2, "absent"))).unwrap(), None);
+    assert_eq!(client.stats().region_lookups, lookups, "cached regions are not looked up again");
+
+    // A scan from region 1 into region 3, limited to stop inside region 3.
+    let pairs = cluster.run(client.scan(&key(1, "k2"), &[], 8)).expect("a scan succeeds");
+    let keys: Vec<Vec<u8>> = pairs.iter().map(|(key, _)| key.clone()).collect();
+    let expected: Vec<Vec<u8>> = [(1, 2), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3), (3, 0), (3, 1)]
+        .iter()
+        .map(|&(region, i)| key(region, &format!("k{i}")))
+        .collect();
+    assert_eq!(keys, expected);
+    let everything = cluster.run(client.scan(b"", &[], 100)).expect("a full scan succeeds");
+    assert_eq!(everything.len(), 12);
+
+    // A batch over every region, then a delete.
+    let batch: Vec<(Vec<u8>, Vec<u8>)> =
+        (1..=3u8).map(|region| (key(region, "batch"), vec![region; 3])).collect();
+    cluster.run(client.batch_put(batch.clone())).expect("a batch succeeds");
+    for (key, value) in &batch {
+        assert_eq!(cluster.run(client.get(key)).unwrap().as_ref(), Some(value));
+    }
+    cluster.run(client.delete(&key(3, "batch"))).expect("a delete succeeds");
+    assert_eq!(cluster.run(client.get(&key(3, "batch"))).unwrap(), None);
+
+    // Leadership moves: the cached leader answers NotLeader and the client follows.
+    let old_leader = leader_store(&cluster, 1);
+    let new_leader = if old_leader == 1 { 2 } else { 1 };
+    let deadline = Instant::now() + WAIT;
+    while leader_store(&cluster, 1) != new_leader {
+        cluster.nodes[&old_leader].with_store(|store| store.transfer_leader(1, 1000 + new_leader));
+        assert!(Instant::now() < deadline, "leadership of region 1 does not move");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let redirects = client.stats().redirects;
+    cluster.run(client.put(&key(1, "moved"), b"m")).expect("a put after the transfer succeeds");
+    assert!(client.stats().redirects > redirects, "the old leader's NotLeader was followed");
+    assert_eq!(cluster.run(client.get(&key(1, "moved"))).unwrap().as_deref(), Some(&b"m"[..]));
+}
+
+#[test]
+fn the_client_rides_out_a_stopped_leader_and_refuses_what_no_retry_fixes() {
+    let mut cluster = TestCluster::start();
+    let client = connect_client(&cluster);
+    cluster.run(client.put(&key(2, "before"), b"1")).expect("a put succeeds");
+    let leader = leader_store(&cluster, 2);
+    cluster.nodes.remove(&leader).expect("the leader's node").shutdown();
+    // The cached leader is gone: the client tries the other peers until one is elected.
+    cluster.run(client.put(&key(2, "after"), b"2")).expect("a put with the leader stopped succeeds");
+    assert_eq!(cluster.run(client.get(&key(2, "before"))).unwrap().as_deref(), Some(&b"1"[..]));
+    assert!(client.stats().retries > 0, "the stopped node cost at least one retry");
+
+    let invalid = |error: ClientError| matches!(error, ClientError::InvalidArgument(_));
+    assert!(invalid(cluster.run(client.put(b"", b"v")).unwrap_err()), "an empty key");
+    assert!(invalid(cluster.run(client.put(&key(1, "big"), &[0; 1025])).unwrap_err()), "an oversized value");
+    assert!(invalid(cluster.run(client.scan(&key(2, ""), &key(1, ""), 1)).unwrap_err()), "a backwards scan");
+
+    // Nobody at all: connecting fails with the reason.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let config = ClientConfig { connect_timeout: Duration::from_millis(200), ..ClientConfig::default() };
+    let error = cluster.run(Client::connect(&[closed], config)).unwrap_err();
+    assert!(matches!(error, ClientError::NoEndpoint(_)), "{error}");
+}
+
+#[test]
+fn status_and_get_region_describe_the_store_and_the_region_of_a_key() {
+    let cluster = TestCluster::start();
+    let mut kv = cluster.client(2);
+    let status = cluster.run(kv.status(StatusRequest {})).expect("status is answered").into_inner();
+    assert_eq!((status.store_id, status.regions_len), (2, 3));
+    let leader = leader_store(&cluster, 3);
+    let answer = cluster
+        .run(kv.get_region(GetRegionRequest { key: key(3, "x") }))
+        .expect("get_region is answered")
+        .into_inner();
+    assert_eq!(answer.error, None);
+    let region = answer.region.expect("the region");
+    assert_eq!((region.id, region.start_key, region.end_key), (3, vec![0xaa, 0xaa], vec![]));
+    assert_eq!(region.peers.len(), 3);
+    assert_eq!(answer.leader.map(|peer| peer.store_id), Some(leader));
+}
+
+/// Sends raw bytes as a request's message, the way a confused client might.
+#[derive(Debug, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = ();
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+#[test]
+fn garbage_on_the_kv_port_is_refused_and_the_node_keeps_serving() {
+    let cluster = TestCluster::start();
+    let address = cluster.kv_addresses[&1];
+    // Bytes that are not HTTP/2 at all: the connection is closed.
+    let mut stream = std::net::TcpStream::connect(address).expect("a connection");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(&[0xde; 4096]).expect("the bytes are sent");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    // A well-formed call whose message is not a PutRequest: refused with a status.
+    let endpoint = format!("http://{address}");
+    let channel = cluster.run(Channel::from_shared(endpoint).unwrap().connect()).expect("a channel");
+    let outcome = cluster.run(async move {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("the channel is ready");
+        // 0xff is field 31 with wire type 7, which does not exist.
+        let path = PathAndQuery::from_static("/kvservicepb.Kv/Put");
+        grpc.unary(tonic::Request::new(vec![0xff; 32]), path, RawCodec).await
+    });
+    let status = outcome.expect_err("garbage is refused");
+    assert_eq!(status.code(), Code::Internal, "tonic answers an undecodable message so: {status:?}");
+    // And the node still serves.
+    cluster.put(&key(1, "after-garbage"), b"ok");
+    assert_eq!(cluster.get(&key(1, "after-garbage")).1.as_deref(), Some(&b"ok"[..]));
 }
