@@ -226,10 +226,15 @@ pub fn new_latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 
-/// The key with index `key_index`: fixed width, so that keys sort in index order and all
-/// have the same size whatever the key space.
+/// The key with index `key_index`: two bytes that scatter the keys evenly over the key
+/// space (a sharded store splits it into ranges, and a workload of keys sharing one prefix
+/// would all land in one of them), then a readable fixed-width name, so that every key has
+/// the same size whatever the key space.
 pub fn key_for_index(key_index: u64) -> Bytes {
-    Bytes::from(format!("bench-{key_index:016x}"))
+    let scatter = (SplitMix64::new(key_index).next_u64() >> 48) as u16;
+    let mut key = scatter.to_be_bytes().to_vec();
+    key.extend_from_slice(format!("bench-{key_index:016x}").as_bytes());
+    Bytes::from(key)
 }
 
 /// SplitMix64 (Steele, Lea and Flood, 2014): a tiny, fast generator that is plenty for
@@ -422,6 +427,17 @@ mod tests {
             assert_eq!(unit, second.unit());
             assert!((0.0..1.0).contains(&unit));
         }
-        assert_eq!(key_for_index(255), Bytes::from_static(b"bench-00000000000000ff"));
+        assert!(key_for_index(255).ends_with(b"bench-00000000000000ff"));
+        assert_eq!(key_for_index(255), key_for_index(255), "a key index always names the same key");
+    }
+
+    #[test]
+    fn keys_scatter_over_the_key_space() {
+        // A thousand keys over four quarters of the key space (as four regions split it).
+        let mut quarters = [0u32; 4];
+        for key_index in 0..1_000 {
+            quarters[usize::from(key_for_index(key_index)[0] >> 6)] += 1;
+        }
+        assert!(quarters.iter().all(|&count| (200..300).contains(&count)), "{quarters:?}");
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! BenchArgs --validate--> Workload + endpoints
-//!     etcd::connect(endpoints, concurrency) -> one KvTarget per client (Tessera's: later)
+//!     etcd::connect / tessera::connect(endpoints, concurrency) -> one KvTarget per client
 //!     closed_loop::run(clients, workload) -> Outcome (HDR histograms, errors by kind)
 //!     Report::new(run, outcome) -> text or one JSON object
 //! ```
@@ -14,5 +14,6 @@ pub mod closed_loop;
 pub mod etcd;
 pub mod report;
 pub mod target;
+pub mod tessera;
 
 pub use target::KvTarget;

@@ -67,6 +67,8 @@ pub struct BenchArgs {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TargetKind {
+    /// Tessera, through its client (puts and linearizable gets routed by region).
+    Tessera,
     /// etcd v3, through its gRPC KV API (Put and linearizable Range).
     Etcd,
 }
@@ -74,6 +76,7 @@ pub enum TargetKind {
 impl TargetKind {
     fn name(self) -> &'static str {
         match self {
+            TargetKind::Tessera => "tessera",
             TargetKind::Etcd => "etcd",
         }
     }
@@ -224,6 +227,12 @@ pub fn run(config: BenchConfig) -> anyhow::Result<()> {
                 let clients = etcd::connect(&config.endpoints, config.concurrency)
                     .await
                     .context("connecting to etcd")?;
+                anyhow::Ok(run_clients(clients, &config).await)
+            }
+            TargetKind::Tessera => {
+                let clients = crate::bench::tessera::connect(&config.endpoints, config.concurrency)
+                    .await
+                    .context("connecting to Tessera")?;
                 anyhow::Ok(run_clients(clients, &config).await)
             }
         }
