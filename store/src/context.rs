@@ -184,6 +184,7 @@ impl StoreContext {
         self.stopped.store(true, Ordering::Release);
         *self.fatal.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
         metrics::counter!("tessera_store_fatal_errors_total").increment(1);
+        tracing::error!(store_id = self.store_id, %reason, "store stopped for good on a failed write");
         panic!("store {} stopped: {reason}", self.store_id);
     }
 }

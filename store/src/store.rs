@@ -155,6 +155,7 @@ impl Store {
             apply_system.spawn(&format!("apply-{store_id}"), move |_| ApplyPoller::new(Arc::clone(&ctx)))?;
         }
         let ticker = start_ticker(&ctx)?;
+        tracing::info!(store_id, regions = ctx.meta().regions.len(), "store started");
         Ok(Store { ctx, raft_system, apply_system, ticker: Some(ticker) })
     }
 
@@ -323,6 +324,8 @@ impl Store {
     }
 
     fn shutdown(&mut self) {
+        // `stop` and then `drop` both come here; only the first has a ticker to stop.
+        let first_shutdown = self.ticker.is_some();
         if let Some((stop, handle)) = self.ticker.take() {
             drop(stop);
             let _ = handle.join();
@@ -343,6 +346,9 @@ impl Store {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Arc::strong_count(&self.ctx) > 1 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
+        }
+        if first_shutdown {
+            tracing::info!(store_id = self.ctx.store_id, "store stopped");
         }
     }
 }

@@ -203,6 +203,13 @@ impl StoreFsmState {
         ctx.meta().set_uninitialized(region);
         StoreStats::add(&ctx.stats.peers_created, 1);
         metrics::counter!("tessera_store_peers_created_total").increment(1);
+        tracing::info!(
+            store_id = ctx.store_id,
+            region_id,
+            peer_id = to_peer.id,
+            from_peer_id = from_id,
+            "peer created from a message of its region"
+        );
         metrics::gauge!("tessera_store_regions").set(ctx.raft_router.len() as f64);
         true
     }

@@ -316,17 +316,30 @@ impl Connection {
         // The link dropped its end of the queue: nobody sends here any more.
         while !queue.is_closed() {
             let address = self.resolver.resolve(self.to_store_id);
-            let channel = match address {
-                Some(address) => connect(&self.config, &address).await.ok(),
+            let channel = match &address {
+                Some(address) => connect(&self.config, address).await.ok(),
                 None => None,
             };
             metrics::connects(channel.is_some()).increment(1);
+            if channel.is_none() {
+                tracing::debug!(
+                    to_store_id = self.to_store_id,
+                    address = address.as_deref().unwrap_or("unresolved"),
+                    "cannot connect to store"
+                );
+            }
             if let Some(channel) = channel {
+                tracing::info!(
+                    to_store_id = self.to_store_id,
+                    address = address.as_deref().unwrap_or("unresolved"),
+                    "connected to store"
+                );
                 self.state.store(STATE_CONNECTED, Ordering::Release);
                 metrics::connections().increment(1.0);
                 let connected_at = Instant::now();
                 self.stream_batches(channel, &mut queue).await;
                 metrics::connections().decrement(1.0);
+                tracing::warn!(to_store_id = self.to_store_id, "connection to store lost; reconnecting");
                 // A connection that held for a while was healthy: its loss starts a new
                 // series of quick retries. One that broke at once (a server that refuses
                 // the stream) keeps backing off.

@@ -64,5 +64,11 @@ impl Peer {
         ctx.store.raft_router.close(self.region_id);
         StoreStats::add(&ctx.store.stats.peers_destroyed, 1);
         metrics::counter!("tessera_store_peers_destroyed_total").increment(1);
+        tracing::info!(
+            store_id = ctx.store.store_id,
+            region_id = self.region_id,
+            peer_id = self.meta.id,
+            "peer destroyed"
+        );
     }
 }

@@ -45,6 +45,17 @@ impl Peer {
             return;
         }
         let mut rd = self.raw.ready();
+        if let Some(soft_state) = &rd.soft_state {
+            // Debug, not info: a store with thousands of regions sees many of these at start.
+            tracing::debug!(
+                store_id = ctx.store.store_id,
+                region_id = self.region_id,
+                role = ?soft_state.role,
+                leader_id = soft_state.leader_id,
+                term = self.raw.raft().term(),
+                "raft role or leader changed"
+            );
+        }
         for m in rd.messages.drain(..) {
             match m.to {
                 LOCAL_APPEND_THREAD => self.persist_append(ctx, m),
@@ -60,6 +71,13 @@ impl Peer {
         if let Some(snapshot) = m.snapshot {
             let snapshot = *snapshot;
             let metadata = snapshot.metadata.clone().unwrap_or_default();
+            tracing::info!(
+                store_id = ctx.store.store_id,
+                region_id = self.region_id,
+                index = metadata.index,
+                term = metadata.term,
+                "installing a snapshot"
+            );
             let descriptor = match ctx.store.snapshots.apply_to_batch(ctx.batch, &snapshot) {
                 Ok(descriptor) => descriptor,
                 // The file was checked when the message arrived; losing it since then is a
