@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod kv;
+pub mod metrics_http;
 pub mod node;
 
 pub use client::{Client, ClientConfig, ClientError};

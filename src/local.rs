@@ -71,6 +71,9 @@ pub fn run(config: LocalConfig) -> anyhow::Result<()> {
     for node in nodes.values() {
         println!("  node {}: kv {}  raft {}", node.store_id(), node.kv_address(), node.raft_address());
     }
+    if let Some(address) = nodes.values().find_map(Node::metrics_address) {
+        println!("  metrics (all three nodes): http://{address}/metrics");
+    }
 
     let kv_addresses: BTreeMap<u64, SocketAddr> =
         nodes.iter().map(|(&store_id, node)| (store_id, node.kv_address())).collect();
@@ -125,6 +128,10 @@ fn start_cluster(dir: &Path, regions_len: u64) -> anyhow::Result<BTreeMap<u64, N
         config.raft_pool_size = 1;
         config.apply_pool_size = 1;
         config.runtime_worker_threads = 1;
+        // The nodes share this process and so its metrics: one page serves them all.
+        if store_id == STORE_IDS[0] {
+            config.metrics_address = Some("127.0.0.1:0".to_string());
+        }
         let node = Node::start_on(config, raft_listener, kv_listener)
             .with_context(|| format!("starting node {store_id}"))?;
         nodes.insert(store_id, node);

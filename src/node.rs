@@ -35,6 +35,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::kv::kvservicepb::kv_server::KvServer;
 use crate::kv::{KvService, KvServiceConfig, SharedStore};
+use crate::metrics_http::MetricsServer;
 
 /// Peer ids are `region_id * 1000 + store_id`, so store ids stay below this.
 const STORE_ID_LIMIT: u64 = 1_000;
@@ -74,6 +75,10 @@ pub struct NodeConfig {
     pub raft_tick_interval: Duration,
     pub raft_election_ticks: usize,
     pub raft_heartbeat_ticks: usize,
+    /// Where `GET /metrics` serves every metric of the process in Prometheus text format;
+    /// none when absent. Serving installs the process's metrics recorder (see
+    /// [`crate::metrics_http`]).
+    pub metrics_address: Option<String>,
     pub kv: KvServiceConfig,
     pub transport: TransportConfig,
 }
@@ -101,6 +106,7 @@ impl NodeConfig {
             raft_tick_interval: store_defaults.raft_tick_interval,
             raft_election_ticks: store_defaults.raft_election_ticks,
             raft_heartbeat_ticks: store_defaults.raft_heartbeat_ticks,
+            metrics_address: None,
             kv: KvServiceConfig::default(),
             transport: TransportConfig::default(),
         }
@@ -185,6 +191,8 @@ pub enum NodeError {
     Server(#[from] tessera_transport::ServerError),
     #[error("transport: {0}")]
     Transport(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
 }
 
 /// A running node. Stop it with [`Node::shutdown`]; dropping it stops it too, without
@@ -199,6 +207,7 @@ pub struct Node {
     outbound: Arc<Outbound<GrpcLink>>,
     raft_server: Option<RaftServer>,
     kv_server: Option<KvServerTask>,
+    metrics_server: Option<MetricsServer>,
     // Dropped last: the servers and the link run on it.
     runtime: TransportRuntime,
 }
@@ -235,8 +244,23 @@ impl Node {
         let store_config = config.store_config();
         bootstrap(&store_config, &config.initial_regions())?;
         let kv_address = kv_listener.local_addr().map_err(NodeError::Runtime)?;
+        let metrics_listener = match &config.metrics_address {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .map_err(|source| NodeError::Bind { address: address.clone(), source })?,
+            ),
+            None => None,
+        };
         let runtime = TransportRuntime::new(&store_id.to_string(), config.runtime_worker_threads)
             .map_err(NodeError::Runtime)?;
+        // Before the store starts, so that its first figures are recorded.
+        let metrics_server = match metrics_listener {
+            Some(listener) => {
+                let handle = crate::metrics_http::prometheus_handle().map_err(NodeError::Metrics)?;
+                Some(MetricsServer::start(listener, handle, &runtime.handle()).map_err(NodeError::Runtime)?)
+            }
+            None => None,
+        };
         let slot = ReceiverSlot::new();
         let raft_server =
             RaftServer::start(&config.transport, store_id, raft_listener, slot.clone(), runtime.handle())?;
@@ -262,6 +286,7 @@ impl Node {
             outbound,
             raft_server: Some(raft_server),
             kv_server: Some(kv_server),
+            metrics_server,
             runtime,
         })
     }
@@ -276,6 +301,11 @@ impl Node {
 
     pub fn kv_address(&self) -> SocketAddr {
         self.kv_address
+    }
+
+    /// Where `GET /metrics` is served, if the config asked for it.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(MetricsServer::local_addr)
     }
 
     /// Runs `f` with the node's store (for status pages, tools and tests).
@@ -304,6 +334,7 @@ impl Node {
     /// Everything after the KV server, in the order that lets each part wind down: the
     /// store stops before the transport it sends through.
     fn stop_rest(&mut self) {
+        self.metrics_server = None;
         self.slot.clear();
         if let Some(store) = self.store.take() {
             store.stop();

@@ -5,6 +5,7 @@
 //! data_dir = "/var/lib/tessera/1"
 //! raft_address = "10.0.0.1:20160"
 //! kv_address = "0.0.0.0:20170"
+//! metrics_address = "0.0.0.0:20180"
 //! regions_len = 3
 //!
 //! [[peers]]
@@ -37,6 +38,10 @@ pub struct NodeFile {
     pub raft_address: String,
     /// The address clients reach the KV service on.
     pub kv_address: String,
+    /// Where `GET /metrics` serves Prometheus text format (for instance "0.0.0.0:20180");
+    /// not served when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
     /// How many regions the cluster starts with, the key space split evenly. Every node of
     /// the cluster must have the same number. One when absent.
     #[serde(default = "default_regions_len")]
@@ -93,6 +98,7 @@ impl NodeFile {
             peers,
         );
         config.regions_len = self.regions_len;
+        config.metrics_address = self.metrics_address.clone();
         if let Some(tick_interval_ms) = self.raft_tick_interval_ms {
             config.raft_tick_interval = Duration::from_millis(tick_interval_ms);
         }
@@ -109,6 +115,7 @@ store_id = 2
 data_dir = "/var/lib/tessera/2"
 raft_address = "10.0.0.2:20160"
 kv_address = "0.0.0.0:20170"
+metrics_address = "127.0.0.1:20180"
 regions_len = 3
 
 [[peers]]
@@ -131,6 +138,7 @@ raft_address = "10.0.0.2:20160"
             ("10.0.0.2:20160", "0.0.0.0:20170")
         );
         assert_eq!(config.peers.get(&1).map(String::as_str), Some("10.0.0.1:20160"));
+        assert_eq!(config.metrics_address.as_deref(), Some("127.0.0.1:20180"));
         // What --print-config prints reads back as the same file.
         assert_eq!(NodeFile::parse(&file.to_toml()), Ok(file));
     }

@@ -48,6 +48,11 @@ struct TestCluster {
 
 impl TestCluster {
     fn start() -> TestCluster {
+        TestCluster::start_with(|_| {})
+    }
+
+    /// Starts the cluster with `adjust` applied to each node's config.
+    fn start_with(adjust: impl Fn(&mut NodeConfig)) -> TestCluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let bind = || TcpListener::bind("127.0.0.1:0").expect("a free loopback port");
         let mut listeners = BTreeMap::new();
@@ -76,6 +81,7 @@ impl TestCluster {
             // miss heartbeats.
             config.raft_tick_interval = Duration::from_millis(30);
             config.kv.value_bytes_max = 1024;
+            adjust(&mut config);
             configs.insert(store_id, config);
         }
         // A worker thread of its own, so that client connections are served between calls
@@ -535,4 +541,73 @@ fn garbage_on_the_kv_port_is_refused_and_the_node_keeps_serving() {
     // And the node still serves.
     cluster.put(&key(1, "after-garbage"), b"ok");
     assert_eq!(cluster.get(&key(1, "after-garbage")).1.as_deref(), Some(&b"ok"[..]));
+}
+
+/// One HTTP/1.1 request on a fresh connection; the status line and the body.
+fn http(address: SocketAddr, request: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(address).expect("a connection to /metrics");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    stream.write_all(request.as_bytes()).expect("the request is sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+#[test]
+fn metrics_are_served_in_prometheus_text_format() {
+    let cluster = TestCluster::start_with(|config| {
+        if config.store_id == 1 {
+            config.metrics_address = Some("127.0.0.1:0".to_string());
+        }
+    });
+    let address = cluster.nodes[&1].metrics_address().expect("node 1 serves metrics");
+    assert_eq!(cluster.nodes[&2].metrics_address(), None);
+    let client = connect_client(&cluster);
+    for i in 0..20u8 {
+        cluster.run(client.put(&key(1, &format!("m{i}")), &[i])).expect("a put succeeds");
+    }
+
+    let (status, body) = http(address, "GET /metrics HTTP/1.1\r\nHost: tessera\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let lines = body.lines().map(|line| Ok(line.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the page parses as Prometheus text");
+    let samples = |name: &str| scrape.samples.iter().filter(|s| s.metric == name).collect::<Vec<_>>();
+
+    // Every layer reports, under tessera_ names.
+    for prefix in ["tessera_store_", "tessera_router_", "tessera_transport_", "tessera_kv_"] {
+        assert!(scrape.samples.iter().any(|s| s.metric.starts_with(prefix)), "no {prefix} metric");
+    }
+    let foreign: Vec<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).filter(|m| !m.starts_with("tessera_")).collect();
+    assert!(foreign.is_empty(), "metrics outside the tessera_ namespace: {foreign:?}");
+    let puts: f64 = samples("tessera_kv_requests_total")
+        .iter()
+        .filter(|s| s.labels.get("method") == Some("put") && s.labels.get("result") == Some("ok"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(value) => value,
+            ref other => panic!("tessera_kv_requests_total is not a counter: {other:?}"),
+        })
+        .sum();
+    assert!(puts >= 20.0, "20 puts counted, saw {puts}");
+    // Counters are typed as such and end in _total.
+    for sample in &scrape.samples {
+        if let prometheus_parse::Value::Counter(_) = sample.value {
+            assert!(sample.metric.ends_with("_total"), "counter {} lacks _total", sample.metric);
+        }
+    }
+    // Durations are histograms in seconds, with buckets.
+    let durations = samples("tessera_kv_request_duration_seconds");
+    assert!(
+        durations
+            .iter()
+            .any(|s| matches!(&s.value, prometheus_parse::Value::Histogram(buckets) if buckets.len() > 5)),
+        "the request duration is a histogram with buckets"
+    );
+
+    // Anything but GET /metrics is refused, and the page is still served afterwards.
+    assert_eq!(http(address, "GET / HTTP/1.1\r\n\r\n").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(http(address, "POST /metrics HTTP/1.1\r\n\r\n").0, "HTTP/1.1 405 Method Not Allowed");
+    assert_eq!(http(address, "garbage\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
+    assert_eq!(http(address, "GET /metrics HTTP/1.0\r\n\r\n").0, "HTTP/1.1 200 OK");
 }

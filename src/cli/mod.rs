@@ -14,6 +14,11 @@ pub mod node;
 #[derive(Debug, Parser)]
 #[command(name = "tessera", version, about = "Tessera, a multi-Raft storage engine.")]
 pub struct Cli {
+    /// What to log to stderr, one line per event: a level (error, warn, info, debug, trace)
+    /// or per-module directives such as `info,tessera_store=debug`. The TESSERA_LOG
+    /// environment variable says the same when this flag is absent; the default is `info`.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,6 +38,10 @@ pub enum Command {
 /// error (status 2); a failure while running prints its cause chain and exits with status 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(error) = init_logging(cli.log_level.as_deref()) {
+        let mut command = Cli::command();
+        command.error(ErrorKind::ValueValidation, error).exit();
+    }
     let result = match cli.command {
         Command::Bench(args) => match args.into_config() {
             Ok(config) => bench::run(config),
@@ -58,6 +67,23 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Installs the log subscriber: events as single lines on stderr, filtered by `--log-level`,
+/// else by `TESSERA_LOG`, else at `info`.
+fn init_logging(flag: Option<&str>) -> Result<(), String> {
+    let directives = match flag {
+        Some(directives) => directives.to_string(),
+        None => std::env::var("TESSERA_LOG").unwrap_or_else(|_| "info".to_string()),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .map_err(|error| format!("log level {directives:?}: {error}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init()
+        .map_err(|error| error.to_string())
 }
 
 /// Exits as clap does for arguments it refuses itself (message, the subcommand's usage,

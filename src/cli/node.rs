@@ -24,6 +24,9 @@ pub struct NodeArgs {
     /// Overrides the file's `kv_address`.
     #[arg(long)]
     pub kv_address: Option<String>,
+    /// Overrides the file's `metrics_address` (where GET /metrics is served).
+    #[arg(long)]
+    pub metrics_address: Option<String>,
     /// Print the effective config (the file with the flags applied) as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -47,6 +50,9 @@ impl NodeArgs {
         }
         if let Some(kv_address) = &self.kv_address {
             file.kv_address = kv_address.clone();
+        }
+        if let Some(metrics_address) = &self.metrics_address {
+            file.metrics_address = Some(metrics_address.clone());
         }
         Ok(file)
     }

@@ -381,10 +381,8 @@ impl Client {
                         Next::Retry
                     }
                     Some((store_id, kv)) => {
-                        let context = RegionContext {
-                            region_id: region.region.id,
-                            region_epoch: region.region.epoch,
-                        };
+                        let context =
+                            RegionContext { region_id: region.region.id, region_epoch: region.region.epoch };
                         match tokio::time::timeout(self.rpc_timeout(deadline), call(kv, context)).await {
                             Ok(Ok(Ok(answer))) => return Ok(answer),
                             Ok(Ok(Err(error))) => {
