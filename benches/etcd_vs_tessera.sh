@@ -3,7 +3,8 @@
 #
 # Starts a three-member etcd cluster on loopback (free ports, data in a temporary directory,
 # fsync on as etcd does by default), runs `tessera bench --target etcd` with 1, 16 and 128
-# clients writing 128 B values, and prints a table. The processes and the directory are
+# clients writing 128 B values, stops it, then does the same with three `tessera node`
+# processes and `--target tessera`, and prints one table. The processes and the directory are
 # removed however the script ends.
 #
 # Everything runs on one machine: the load generator, all three members and their disks share
@@ -16,6 +17,7 @@
 #   BENCH_VALUE_BYTES value size (default 128)
 #   BENCH_READ_RATIO  share of reads, 0.0 to 1.0 (default 0.0: writes only, the fsync path)
 #   BENCH_KEY_SPACE   distinct keys (default 100000)
+#   BENCH_TESSERA_REGIONS  regions the Tessera cluster starts with (default 3)
 #   BENCH_DIR         where the temporary directory goes (default $TMPDIR or /tmp); it
 #                     must be on the disk you mean to measure, not on tmpfs
 set -euo pipefail
@@ -150,32 +152,79 @@ echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $member_count memb
   "$duration per run, ${value_bytes} B values, read ratio $read_ratio, $key_space keys"
 
 results=()
-bench_etcd() {
-  local clients="$1"
-  local output="$scratch/etcd-$clients.json"
-  # In the background and waited for, because bash runs a trap only after the foreground
-  # command ends, while `wait` returns at once on a signal: Ctrl-C then cleans up right away.
-  "$tessera" bench --target etcd --endpoints "$etcd_endpoints" --concurrency "$clients" \
-    --duration "$duration" --value-bytes "$value_bytes" --read-ratio "$read_ratio" \
-    --key-space "$key_space" --json >"$output" 2>"$scratch/etcd-$clients.progress" &
-  bench_pid=$!
-  if ! wait "$bench_pid"; then
-    cat "$scratch/etcd-$clients.progress" >&2
-    exit 1
-  fi
-  bench_pid=""
-  results+=("$(table_row etcd "$clients" "$output")")
-}
 
 # --- Tessera -------------------------------------------------------------------------------
 
-# TESSERA GOES HERE. Once `tessera local` (a local cluster) or `tessera node` exists:
-# start a three-store cluster on loopback in "$scratch" the way etcd is started above (free
-# ports, its pids appended to `pids` so that cleanup stops it, a health wait), then bench it
-# with `--target tessera` and the same flags as bench_etcd, and add its rows to `results`.
-# Until then this prints nothing for Tessera: no figures are better than made-up ones.
-bench_tessera() {
-  :
+tessera_regions="${BENCH_TESSERA_REGIONS:-3}"
+tessera_endpoints=""
+tessera_pids=()
+
+# Three `tessera node` processes on loopback, the way etcd is started above: free ports,
+# data in the scratch directory, fsync on (Tessera has no way to turn it off).
+start_tessera() {
+  local raft_ports=() kv_ports=() peers="" node
+  for node in 1 2 3; do
+    raft_ports+=("$(free_port)")
+    kv_ports+=("$(free_port)")
+    peers+=$'\n[[peers]]\n'"store_id = $node"$'\n'"raft_address = \"127.0.0.1:${raft_ports[-1]}\""$'\n'
+  done
+  for node in 1 2 3; do
+    cat >"$scratch/tessera-$node.toml" <<TOML
+store_id = $node
+data_dir = "$scratch/tessera-$node"
+raft_address = "127.0.0.1:${raft_ports[node - 1]}"
+kv_address = "127.0.0.1:${kv_ports[node - 1]}"
+regions_len = $tessera_regions
+$peers
+TOML
+    "$tessera" --log-level warn node --config "$scratch/tessera-$node.toml" \
+      >"$scratch/tessera-$node.log" 2>&1 &
+    pids+=($!)
+    tessera_pids+=($!)
+  done
+  tessera_endpoints="$(printf '127.0.0.1:%s,' "${kv_ports[@]}")"
+  tessera_endpoints="${tessera_endpoints%,}"
+  # One write that succeeds means the nodes are up and its region has a leader; the client
+  # waits out the first elections by itself.
+  for attempt in $(seq 1 60); do
+    if "$tessera" bench --target tessera --endpoints "$tessera_endpoints" --ops 1 --concurrency 1 \
+      >/dev/null 2>&1; then
+      return
+    fi
+    if [[ "$attempt" == 60 ]]; then
+      echo "Tessera did not become healthy in 30 s; its logs:" >&2
+      tail -n 20 "$scratch"/tessera-*.log >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+}
+
+stop_tessera() {
+  local pid
+  for pid in "${tessera_pids[@]}"; do
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  tessera_pids=()
+}
+
+# One run against either system, with the same flags.
+bench_run() {
+  local system="$1" endpoints="$2" clients="$3"
+  local output="$scratch/$system-$clients.json"
+  # In the background and waited for, because bash runs a trap only after the foreground
+  # command ends, while `wait` returns at once on a signal: Ctrl-C then cleans up right away.
+  "$tessera" bench --target "$system" --endpoints "$endpoints" --concurrency "$clients" \
+    --duration "$duration" --value-bytes "$value_bytes" --read-ratio "$read_ratio" \
+    --key-space "$key_space" --json >"$output" 2>"$scratch/$system-$clients.progress" &
+  bench_pid=$!
+  if ! wait "$bench_pid"; then
+    cat "$scratch/$system-$clients.progress" >&2
+    exit 1
+  fi
+  bench_pid=""
+  results+=("$(table_row "$system" "$clients" "$output")")
 }
 
 # --- Runs and table ------------------------------------------------------------------------
@@ -196,11 +245,24 @@ table_row() {
   printf '%b' "$row"
 }
 
+# etcd runs alone, then stops; Tessera then runs alone, so neither shares the machine with
+# the other's idle cluster.
 for clients in "${client_counts[@]}"; do
   echo "etcd, $clients clients..." >&2
-  bench_etcd "$clients"
+  bench_run etcd "$etcd_endpoints" "$clients"
 done
-bench_tessera
+for pid in "${pids[@]}"; do
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+done
+pids=()
+start_tessera
+echo "tessera, 3 nodes ($tessera_endpoints), $tessera_regions regions" >&2
+for clients in "${client_counts[@]}"; do
+  echo "tessera, $clients clients..." >&2
+  bench_run tessera "$tessera_endpoints" "$clients"
+done
+stop_tessera
 
 echo
 printf '| %-7s | %7s | %10s | %8s | %8s | %8s | %6s |\n' \
@@ -211,4 +273,3 @@ for row in "${results[@]}"; do
   printf '| %-7s | %7s | %10s | %8s | %8s | %8s | %6s |\n' \
     "$system" "$clients" "$throughput" "$p50" "$p99" "$p999" "$errors"
 done
-echo "Tessera: not benchmarked yet (needs \`tessera local\` or \`tessera node\`)."
