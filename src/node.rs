@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use tessera_proto::storepb::{Peer, PeerRole, Region, RegionEpoch};
 use tessera_router::{Outbound, OutboundConfig};
-use tessera_store::cluster::initial_peer_id;
-use tessera_store::{bootstrap, Store, StoreConfig};
+use tessera_store::{bootstrap, initial_peer_id, Store, StoreConfig};
 use tessera_transport::{
     GrpcLink, RaftServer, ReceiverSlot, StaticResolver, TransportConfig, TransportRuntime,
 };
@@ -196,7 +195,8 @@ pub enum NodeError {
 }
 
 /// A running node. Stop it with [`Node::shutdown`]; dropping it stops it too, without
-/// letting in-flight KV requests finish.
+/// letting in-flight KV requests finish. Both block until the store and the transport have
+/// stopped, so call them outside any tokio runtime: blocking inside one makes tokio panic.
 #[derive(Debug)]
 pub struct Node {
     store_id: u64,

@@ -11,7 +11,6 @@ use tessera_proto::kvpb::{
 };
 use tessera_proto::serverpb::{CmdType, RaftCmdRequest};
 use tessera_proto::storepb::{Region, RegionEpoch};
-use tessera_store::cluster;
 use tessera_store::{Callback, ReadQuery, ReadRequest, ReadResponse, Store, StoreResult};
 use tonic::{Request, Response, Status};
 
@@ -225,8 +224,8 @@ impl Kv for KvService {
         self.check_value(&value)?;
         let outcome = match self.route(context, &key) {
             Ok(route) => {
-                let requests = vec![cluster::request(CmdType::Put, &key, &value, b"")];
-                self.execute(cluster::command(route.region_id, route.epoch, requests)).await
+                let requests = vec![tessera_store::request(CmdType::Put, &key, &value, b"")];
+                self.execute(tessera_store::command(route.region_id, route.epoch, requests)).await
             }
             Err(e) => Err(e),
         };
@@ -267,8 +266,8 @@ impl Kv for KvService {
         self.check_key(&key)?;
         let outcome = match self.route(context, &key) {
             Ok(route) => {
-                let requests = vec![cluster::request(CmdType::Delete, &key, b"", b"")];
-                self.execute(cluster::command(route.region_id, route.epoch, requests)).await
+                let requests = vec![tessera_store::request(CmdType::Delete, &key, b"", b"")];
+                self.execute(tessera_store::command(route.region_id, route.epoch, requests)).await
             }
             Err(e) => Err(e),
         };
@@ -365,13 +364,15 @@ impl Kv for KvService {
         let deadline = self.deadline();
         let mut waiting = Vec::with_capacity(parts.len());
         for (region_id, (region, part)) in parts {
-            let requests =
-                part.iter().map(|pair| cluster::request(CmdType::Put, &pair.key, &pair.value, b"")).collect();
+            let requests = part
+                .iter()
+                .map(|pair| tessera_store::request(CmdType::Put, &pair.key, &pair.value, b""))
+                .collect();
             let (sender, receiver) = tokio::sync::oneshot::channel();
             let callback = Callback::new(move |result: StoreResult<_>| {
                 let _ = sender.send(result.map(|_| ()));
             });
-            let cmd = cluster::command(region_id, region.epoch, requests);
+            let cmd = tessera_store::command(region_id, region.epoch, requests);
             self.store.with(move |store| store.propose(cmd, callback));
             waiting.push((part, receiver));
         }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tessera_proto::raftpb::ConfChangeType;
 use tessera_proto::serverpb::{
-    admin_request, AdminRequest, ChangePeer, ChangePeerRequest, CmdType, RaftCmdRequest, Request,
-    RequestHeader,
+    admin_request, AdminRequest, ChangePeer, ChangePeerRequest, CmdType, RaftCmdRequest, RequestHeader,
 };
 use tessera_proto::storepb::{Peer, PeerRole, Region, RegionEpoch};
 use tessera_router::InMemoryNetwork;
@@ -20,6 +19,8 @@ use tessera_router::InMemoryNetwork;
 use crate::config::StoreConfig;
 use crate::error::{StoreError, StoreResult};
 use crate::msg::CmdResponse;
+pub use crate::msg::{command, request};
+pub use crate::store::initial_peer_id;
 use crate::store::{bootstrap, PeerStatus, Store};
 
 /// How long one status query may take before the harness counts the peer as silent.
@@ -33,11 +34,6 @@ fn boundary(i: u64) -> Vec<u8> {
 /// A key inside initial region `region_id` (1-based).
 pub fn key_in_region(region_id: u64, suffix: &str) -> Vec<u8> {
     format!("k{:08}{suffix}", region_id - 1).into_bytes()
-}
-
-/// The peer id of initial region `region_id` on store `store_id`.
-pub fn initial_peer_id(region_id: u64, store_id: u64) -> u64 {
-    region_id * 1_000 + store_id
 }
 
 /// Polls `condition` every 10 ms until it holds (true) or `timeout` passes (false).
@@ -57,21 +53,6 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 /// A command that writes `value` under `key` in region `region_id`, routed with `epoch`.
 pub fn put_command(region_id: u64, epoch: Option<RegionEpoch>, key: &[u8], value: &[u8]) -> RaftCmdRequest {
     command(region_id, epoch, vec![request(CmdType::Put, key, value, b"")])
-}
-
-/// A command of several requests to region `region_id`, routed with `epoch`.
-pub fn command(region_id: u64, epoch: Option<RegionEpoch>, requests: Vec<Request>) -> RaftCmdRequest {
-    RaftCmdRequest { header: Some(RequestHeader { region_id, region_epoch: epoch }), requests, admin: None }
-}
-
-/// One request of a command; `end_key` is for delete-range only.
-pub fn request(cmd_type: CmdType, key: &[u8], value: &[u8], end_key: &[u8]) -> Request {
-    Request {
-        cmd_type: cmd_type as i32,
-        key: key.to_vec(),
-        value: value.to_vec().into(),
-        end_key: end_key.to_vec(),
-    }
 }
 
 pub struct Cluster {

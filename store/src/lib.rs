@@ -59,7 +59,7 @@ mod store_fsm;
 pub use config::StoreConfig;
 pub use context::StoreStats;
 pub use error::{StoreError, StoreResult};
-pub use msg::{Callback, CmdResponse, ReadQuery, ReadRequest, ReadResponse};
-pub use store::{bootstrap, PeerStatus, StartError, Store};
+pub use msg::{command, request, Callback, CmdResponse, ReadQuery, ReadRequest, ReadResponse};
+pub use store::{bootstrap, initial_peer_id, PeerStatus, StartError, Store};
 
 pub use tessera_proto as proto;

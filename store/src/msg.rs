@@ -3,10 +3,26 @@
 use std::fmt;
 
 use tessera_proto::raftpb::{ConfChangeV2, ConfState, Entry, Message, Snapshot};
-use tessera_proto::serverpb::{RaftCmdRequest, RaftMessage};
-use tessera_proto::storepb::{ApplyState, Region};
+use tessera_proto::serverpb::{CmdType, RaftCmdRequest, RaftMessage, Request, RequestHeader};
+use tessera_proto::storepb::{ApplyState, Region, RegionEpoch};
 
 use crate::error::StoreResult;
+
+/// A command of several requests to region `region_id`, routed with `epoch` (the region's
+/// epoch as the proposer knows it; a stale one is refused with the current region).
+pub fn command(region_id: u64, epoch: Option<RegionEpoch>, requests: Vec<Request>) -> RaftCmdRequest {
+    RaftCmdRequest { header: Some(RequestHeader { region_id, region_epoch: epoch }), requests, admin: None }
+}
+
+/// One request of a command; `end_key` is for delete-range only.
+pub fn request(cmd_type: CmdType, key: &[u8], value: &[u8], end_key: &[u8]) -> Request {
+    Request {
+        cmd_type: cmd_type as i32,
+        key: key.to_vec(),
+        value: value.to_vec().into(),
+        end_key: end_key.to_vec(),
+    }
+}
 
 /// What a successful command returns: where it landed in the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -43,6 +43,13 @@ pub enum StartError {
     Thread(#[from] std::io::Error),
 }
 
+/// The peer id of initial region `region_id` on store `store_id` in a statically
+/// bootstrapped cluster: every store computes the same ids without talking to the others.
+/// Store ids stay below 1,000 for the ids to be unique.
+pub fn initial_peer_id(region_id: u64, store_id: u64) -> u64 {
+    region_id * 1_000 + store_id
+}
+
 /// Writes the initial records of `regions` that have a peer on this store, if the store
 /// holds no region yet. A store is bootstrapped once: on a store that holds regions (live
 /// or tombstoned) this writes nothing, so a restarted node may run it again, even with a
