@@ -132,20 +132,27 @@ done
 etcd_endpoints="$(printf '127.0.0.1:%s,' "${client_ports[@]}")"
 etcd_endpoints="${etcd_endpoints%,}"
 
-# The bench's connect step makes a linearizable read on every endpoint, so one request that
-# succeeds means every member is up and the cluster has a leader.
-for attempt in $(seq 1 60); do
-  if "$tessera" bench --target etcd --endpoints "$etcd_endpoints" --ops 1 --concurrency 1 \
-    >/dev/null 2>&1; then
-    break
-  fi
-  if [[ "$attempt" == 60 ]]; then
-    echo "etcd did not become healthy in 30 s; its logs:" >&2
-    tail -n 20 "$scratch"/m*.log >&2
-    exit 1
-  fi
-  sleep 0.5
-done
+# Waits until one request through `tessera bench` succeeds against a cluster, or fails the
+# script with the cluster's logs after 30 s. For etcd, the bench's connect step makes a
+# linearizable read on every endpoint, so success means every member is up and there is a
+# leader; Tessera's client waits out the first elections by itself.
+wait_healthy() {
+  local system="$1" endpoints="$2" logs="$3" attempt
+  for attempt in $(seq 1 60); do
+    if "$tessera" bench --target "$system" --endpoints "$endpoints" --ops 1 --concurrency 1 \
+      >/dev/null 2>&1; then
+      return
+    fi
+    sleep 0.5
+  done
+  echo "$system did not become healthy in 30 s; its logs:" >&2
+  # The glob is meant to expand here.
+  # shellcheck disable=SC2086
+  tail -n 20 $logs >&2
+  exit 1
+}
+
+wait_healthy etcd "$etcd_endpoints" "$scratch/m*.log"
 
 echo "etcd $(etcd --version | sed -n 's/^etcd Version: //p'), $member_count members on" \
   "127.0.0.1 ($etcd_endpoints), data on $filesystem, $(nproc) cores;" \
@@ -184,20 +191,7 @@ TOML
   done
   tessera_endpoints="$(printf '127.0.0.1:%s,' "${kv_ports[@]}")"
   tessera_endpoints="${tessera_endpoints%,}"
-  # One write that succeeds means the nodes are up and its region has a leader; the client
-  # waits out the first elections by itself.
-  for attempt in $(seq 1 60); do
-    if "$tessera" bench --target tessera --endpoints "$tessera_endpoints" --ops 1 --concurrency 1 \
-      >/dev/null 2>&1; then
-      return
-    fi
-    if [[ "$attempt" == 60 ]]; then
-      echo "Tessera did not become healthy in 30 s; its logs:" >&2
-      tail -n 20 "$scratch"/tessera-*.log >&2
-      exit 1
-    fi
-    sleep 0.5
-  done
+  wait_healthy tessera "$tessera_endpoints" "$scratch/tessera-*.log"
 }
 
 stop_tessera() {

@@ -7,7 +7,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf as _, BufMut as _};
 use tempfile::TempDir;
 use tessera::kv::kvservicepb::kv_client::KvClient;
 use tessera::proto::kvpb::{
@@ -16,7 +15,7 @@ use tessera::proto::kvpb::{
 };
 use tessera::proto::storepb::RegionEpoch;
 use tessera::{Client, ClientConfig, ClientError, Node, NodeConfig};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tessera_transport::raw_codec::RawCodec;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -475,45 +474,6 @@ fn status_and_get_region_describe_the_store_and_the_region_of_a_key() {
     assert_eq!((region.id, region.start_key, region.end_key), (3, vec![0xaa, 0xaa], vec![]));
     assert_eq!(region.peers.len(), 3);
     assert_eq!(answer.leader.map(|peer| peer.store_id), Some(leader));
-}
-
-/// Sends raw bytes as a request's message, the way a confused client might.
-#[derive(Debug, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = ();
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = ();
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, tonic::Status> {
-        src.advance(src.remaining());
-        Ok(Some(()))
-    }
 }
 
 #[test]

@@ -47,6 +47,7 @@ mod codec;
 pub mod config;
 mod link;
 pub mod metrics;
+pub mod raw_codec;
 mod receiver_slot;
 mod resolver;
 mod runtime;

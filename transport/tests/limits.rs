@@ -10,20 +10,20 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use tessera_proto::serverpb::{RaftMessage, RaftMessageBatch};
 use tessera_proto::storepb::Peer;
 use tessera_router::{RaftReceiver, SnapshotChunks, StoreLink, TransportError};
 use tessera_store::cluster::wait_until;
+use tessera_transport::raw_codec::RawCodec;
 use tessera_transport::transportpb::raft_transport_client::RaftTransportClient;
 use tessera_transport::{
     GrpcLink, RaftServer, StaticResolver, StoreResolver, TransportConfig, TransportRuntime,
 };
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status};
+use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SERVER_STORE_ID: u64 = 2;
@@ -170,45 +170,6 @@ impl Drop for Fixture {
         if let Some(server) = self.server.take() {
             server.shutdown();
         }
-    }
-}
-
-/// Sends raw bytes as the messages of a `Raft` stream, the way a confused peer might.
-#[derive(Debug, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = ();
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = Status;
-
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = ();
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
-        src.advance(src.remaining());
-        Ok(Some(()))
     }
 }
 

@@ -192,14 +192,7 @@ impl Peer {
 
     /// Stops ticking: the store timer skips this region until it wakes.
     fn rest(&mut self, ctx: &mut PollContext<'_>) {
-        if self.hibernation.asleep {
-            return;
-        }
-        self.hibernation.asleep = true;
-        self.raw.expire_lease();
-        ctx.store.set_ticking(self.region_id, false);
-        StoreStats::add(&ctx.store.stats.hibernations, 1);
-        metrics::counter!("tessera_store_region_hibernations_total").increment(1);
+        self.set_asleep(ctx, true);
     }
 
     /// Ticks again. Called for anything that may need the region's clock.
@@ -207,14 +200,25 @@ impl Peer {
         self.hibernation.idle_ticks = 0;
         self.hibernation.asked = None;
         self.hibernation.agreed.clear();
-        if !self.hibernation.asleep {
+        self.set_asleep(ctx, false);
+    }
+
+    /// Going to rest and waking are the same change both ways: the lease expires (see the
+    /// module docs), the store timer skips or ticks the region, and the change is counted.
+    fn set_asleep(&mut self, ctx: &mut PollContext<'_>, asleep: bool) {
+        if self.hibernation.asleep == asleep {
             return;
         }
-        self.hibernation.asleep = false;
+        self.hibernation.asleep = asleep;
         self.raw.expire_lease();
-        ctx.store.set_ticking(self.region_id, true);
-        StoreStats::add(&ctx.store.stats.wakeups, 1);
-        metrics::counter!("tessera_store_region_wakeups_total").increment(1);
+        ctx.store.set_ticking(self.region_id, !asleep);
+        if asleep {
+            StoreStats::add(&ctx.store.stats.hibernations, 1);
+            metrics::counter!("tessera_store_region_hibernations_total").increment(1);
+        } else {
+            StoreStats::add(&ctx.store.stats.wakeups, 1);
+            metrics::counter!("tessera_store_region_wakeups_total").increment(1);
+        }
     }
 
     /// Whether a message to a resting peer needs its clock. The heartbeats of an awake
