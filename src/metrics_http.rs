@@ -122,7 +122,20 @@ async fn serve(
     mut stopped: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-    let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
+    // Upkeep on a task of its own, so that it goes on while every connection slot is busy.
+    let upkeep = {
+        let (handle, mut stopped) = (handle.clone(), stopped.clone());
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => handle.run_upkeep(),
+                    _ = stopped.wait_for(|stop| *stop) => return,
+                }
+            }
+        })
+    };
+    let _stop_upkeep = AbortOnDrop(upkeep);
     loop {
         // A permit first, so that at most CONNECTIONS_MAX connections are open at once.
         let permit = tokio::select! {
@@ -131,10 +144,6 @@ async fn serve(
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = upkeep.tick() => {
-                handle.run_upkeep();
-                continue;
-            }
             _ = stopped.wait_for(|stop| *stop) => return,
         };
         let Ok((stream, _)) = accepted else { continue };
@@ -143,6 +152,15 @@ async fn serve(
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &handle)).await;
             drop(permit);
         });
+    }
+}
+
+/// Aborts a task when dropped: the upkeep task ends with the server's, however that ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tessera::kv::kvservicepb::kv_client::KvClient;
 use tessera::proto::kvpb::{
-    kv_error, BatchPutRequest, DeleteRequest, GetRegionRequest, GetRequest, KvError, KvPair, PutRequest,
+    kv_error, BatchPutRequest, DeleteRequest, GetRequest, KvError, KvPair, LocateKeyRequest, PutRequest,
     RegionContext, ScanRequest, StatusRequest,
 };
 use tessera::proto::storepb::RegionEpoch;
@@ -459,16 +459,25 @@ fn the_client_rides_out_a_stopped_leader_and_refuses_what_no_retry_fixes() {
 }
 
 #[test]
-fn status_and_get_region_describe_the_store_and_the_region_of_a_key() {
+fn status_and_locate_key_describe_the_store_and_the_region_of_a_key() {
     let cluster = TestCluster::start();
     let mut kv = cluster.client(2);
     let status = cluster.run(kv.status(StatusRequest {})).expect("status is answered").into_inner();
     assert_eq!((status.store_id, status.regions_len), (2, 3));
+    // Node 2's peer may learn of the leader a moment after node 1's: ask until it knows
+    // the leader node 1 knows.
     let leader = leader_store(&cluster, 3);
-    let answer = cluster
-        .run(kv.get_region(GetRegionRequest { key: key(3, "x") }))
-        .expect("get_region is answered")
-        .into_inner();
+    let deadline = Instant::now() + WAIT;
+    let answer = loop {
+        let answer = cluster
+            .run(kv.locate_key(LocateKeyRequest { key: key(3, "x") }))
+            .expect("locate_key is answered")
+            .into_inner();
+        if answer.leader.is_some_and(|peer| peer.store_id == leader) || Instant::now() >= deadline {
+            break answer;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(answer.error, None);
     let region = answer.region.expect("the region");
     assert_eq!((region.id, region.start_key, region.end_key), (3, vec![0xaa, 0xaa], vec![]));
@@ -485,7 +494,12 @@ fn garbage_on_the_kv_port_is_refused_and_the_node_keeps_serving() {
     stream.set_read_timeout(Some(WAIT)).unwrap();
     stream.write_all(&[0xde; 4096]).expect("the bytes are sent");
     let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
+    // Closed, either cleanly or with a reset (the node hangs up with our bytes unread); a
+    // read timeout would mean it kept the connection open on garbage.
+    match stream.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}"),
+    }
     // A well-formed call whose message is not a PutRequest: refused with a status.
     let endpoint = format!("http://{address}");
     let channel = cluster.run(Channel::from_shared(endpoint).unwrap().connect()).expect("a channel");
@@ -570,4 +584,26 @@ fn metrics_are_served_in_prometheus_text_format() {
     assert_eq!(http(address, "POST /metrics HTTP/1.1\r\n\r\n").0, "HTTP/1.1 405 Method Not Allowed");
     assert_eq!(http(address, "garbage\r\n\r\n").0, "HTTP/1.1 400 Bad Request");
     assert_eq!(http(address, "GET /metrics HTTP/1.0\r\n\r\n").0, "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn a_store_down_when_the_client_connected_is_learned_when_a_leader_hint_names_it() {
+    let mut cluster = TestCluster::start();
+    cluster.nodes.remove(&3).expect("node 3").shutdown();
+    let client = connect_client(&cluster);
+    assert_eq!(client.store_ids(), vec![1, 2], "node 3 did not answer");
+    cluster.run(client.put(&key(1, "before"), b"1")).expect("a put succeeds without node 3");
+
+    // Node 3 comes back and takes the lead of region 1; only it can serve the region's writes.
+    let (raft, kv) = (rebind(cluster.raft_addresses[&3]), rebind(cluster.kv_addresses[&3]));
+    cluster.start_node(3, raft, kv);
+    let deadline = Instant::now() + WAIT;
+    while leader_store(&cluster, 1) != 3 {
+        let leader = leader_store(&cluster, 1);
+        cluster.nodes[&leader].with_store(|store| store.transfer_leader(1, 1003));
+        assert!(Instant::now() < deadline, "leadership of region 1 does not move to node 3");
+        thread::sleep(Duration::from_millis(50));
+    }
+    cluster.run(client.put(&key(1, "after"), b"2")).expect("a put led by the returned node succeeds");
+    assert_eq!(client.store_ids(), vec![1, 2, 3], "the hint naming store 3 made the client ask again");
 }

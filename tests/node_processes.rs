@@ -2,6 +2,11 @@
 //! being acknowledged while a follower and then a leader are killed with SIGKILL, and every
 //! acknowledged write is readable after the restarts and after killing all three at once.
 //! Also: SIGTERM stops a node cleanly (exit 0) while a client writes to it.
+//!
+//! SIGKILL ends the process but not the machine: the page cache survives, so these tests
+//! would pass even if the store acknowledged writes it had not fsynced. That the Raft write
+//! is synced before acknowledgements leave is tested in the store (`store/tests/crash.rs`
+//! and the ordering tests of `store/tests/cluster.rs`, with writes that fail).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
@@ -12,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tessera::proto::kvpb::GetRegionRequest;
+use tessera::proto::kvpb::LocateKeyRequest;
 use tessera::{Client, ClientConfig};
 
 const STORE_IDS: [u64; 3] = [1, 2, 3];
@@ -143,9 +148,12 @@ impl ProcessCluster {
                 }
                 let endpoint = format!("http://{address}");
                 let answer = self.runtime.block_on(async {
-                    let mut kv =
-                        tessera::kv::kvservicepb::kv_client::KvClient::connect(endpoint).await.ok()?;
-                    kv.get_region(GetRegionRequest { key: key.to_vec() }).await.ok()
+                    let ask = async {
+                        let mut kv =
+                            tessera::kv::kvservicepb::kv_client::KvClient::connect(endpoint).await.ok()?;
+                        kv.locate_key(LocateKeyRequest { key: key.to_vec() }).await.ok()
+                    };
+                    tokio::time::timeout(Duration::from_secs(2), ask).await.ok().flatten()
                 });
                 if let Some(leader) = answer.and_then(|answer| answer.into_inner().leader) {
                     if self.children.contains_key(&leader.store_id) {
@@ -165,15 +173,19 @@ impl Drop for ProcessCluster {
     }
 }
 
-/// Reads the child's stdout until a line starting with `prefix`; false if it ends first.
-/// The rest of its output is drained on a thread, so that the child never blocks on a full
-/// pipe.
+/// Reads the child's stdout until a line starting with `prefix`; false if it ends first or
+/// `WAIT` passes (the caller then kills it). The output is read on a thread that drains it
+/// to the end, so that the child never blocks on a full pipe.
 fn wait_for_line(child: &mut Child, prefix: &str) -> bool {
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let found = lines.by_ref().map_while(Result::ok).any(|line| line.starts_with(prefix));
-    std::thread::spawn(move || lines.for_each(drop));
-    found
+    let (found_sender, found) = std::sync::mpsc::channel();
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let _ = found_sender.send(lines.by_ref().any(|line| line.starts_with(&prefix)));
+        lines.for_each(drop);
+    });
+    found.recv_timeout(WAIT).unwrap_or(false)
 }
 
 /// A key and its value.
@@ -281,8 +293,6 @@ fn acknowledged_writes_survive_kill_9_of_a_follower_a_leader_and_then_every_node
     let leader = cluster.leader_of(&probe_key);
     cluster.kill(leader);
     writers.wait_for_progress_below(&region_1_end, 20, "in region 1 with its leader killed");
-    let new_leader = cluster.leader_of(&probe_key);
-    assert_ne!(new_leader, leader, "region 1 elected a leader among the living");
     cluster.restart(leader);
     writers.wait_for_progress(20, "after the old leader restarted");
 

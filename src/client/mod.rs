@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! Client::connect(endpoints) --Status--> store id of each endpoint
-//! put/get/delete(key):  region cache --miss--> GetRegion at any store
+//! put/get/delete(key):  region cache --miss--> LocateKey at any store
 //!                       --request with the region's id and epoch--> the leader's store
 //!                       NotLeader(leader)   -> remember the leader, resend at once
 //!                       EpochNotMatch(now)  -> cache the region as it is now, resend
@@ -22,18 +22,21 @@
 //!
 //! The client must be given the KV address of every store it is to reach: leader hints
 //! name stores, not addresses. A store whose endpoint did not answer at connect time is
-//! asked again when a request needs it.
+//! asked again when a leader hint names it (at most once a second).
+//!
+//! Hints are followed at once, but only three in a row: hints going round in circles
+//! (nodes naming each other during an election) then wait like any retry.
 
 mod cache;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use tessera_proto::kvpb::{
-    kv_error, BatchPutRequest, DeleteRequest, GetRegionRequest, GetRequest, KvError, KvPair, OtherErrorKind,
+    kv_error, BatchPutRequest, DeleteRequest, GetRequest, KvError, KvPair, LocateKeyRequest, OtherErrorKind,
     PutRequest, RegionContext, ScanRequest, StatusRequest,
 };
 use tessera_proto::storepb::Region;
@@ -59,6 +62,11 @@ pub struct ClientConfig {
     /// The pause before a retry: the first one, and the most it doubles to.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Most pairs, and most key and value bytes, in one BatchPut command; a region's pairs
+    /// beyond either go in more commands. At most the nodes' own limits (`batch_pairs_max`
+    /// of the KV service, and gRPC's 4 MiB message limit).
+    pub batch_pairs_max: usize,
+    pub batch_bytes_max: usize,
 }
 
 impl Default for ClientConfig {
@@ -69,6 +77,8 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(10),
             backoff_max: Duration::from_millis(500),
+            batch_pairs_max: 1_024,
+            batch_bytes_max: 2 << 20,
         }
     }
 }
@@ -100,7 +110,7 @@ pub struct ClientStats {
     pub redirects: u64,
     /// Requests resent after a pause (no leader known, busy, connection lost, ...).
     pub retries: u64,
-    /// Regions looked up with `GetRegion` (cache misses).
+    /// Regions looked up with `LocateKey` (cache misses).
     pub region_lookups: u64,
 }
 
@@ -118,6 +128,15 @@ struct Inner {
     /// The client of each store whose id is known.
     stores: RwLock<BTreeMap<u64, KvClient<Channel>>>,
     cache: RwLock<RegionCache>,
+    /// A leader hint named a store the client does not know: ask the endpoints again.
+    stores_wanted: AtomicBool,
+    stores_refreshed_at: Mutex<Option<Instant>>,
+    counters: Counters,
+}
+
+/// What `ClientStats` reports.
+#[derive(Debug, Default)]
+struct Counters {
     redirects: AtomicU64,
     retries: AtomicU64,
     region_lookups: AtomicU64,
@@ -166,12 +185,12 @@ impl Client {
                 endpoints: Mutex::new(states),
                 stores: RwLock::new(BTreeMap::new()),
                 cache: RwLock::new(RegionCache::default()),
-                redirects: AtomicU64::new(0),
-                retries: AtomicU64::new(0),
-                region_lookups: AtomicU64::new(0),
+                stores_wanted: AtomicBool::new(false),
+                stores_refreshed_at: Mutex::new(None),
+                counters: Counters::default(),
             }),
         };
-        if let Err(errors) = client.learn_store_ids().await {
+        if let Err(errors) = client.learn_store_ids(client.inner.config.rpc_timeout).await {
             if client.inner.stores.read().unwrap_or_else(PoisonError::into_inner).is_empty() {
                 return Err(ClientError::NoEndpoint(errors));
             }
@@ -181,9 +200,9 @@ impl Client {
 
     pub fn stats(&self) -> ClientStats {
         ClientStats {
-            redirects: self.inner.redirects.load(Ordering::Relaxed),
-            retries: self.inner.retries.load(Ordering::Relaxed),
-            region_lookups: self.inner.region_lookups.load(Ordering::Relaxed),
+            redirects: self.inner.counters.redirects.load(Ordering::Relaxed),
+            retries: self.inner.counters.retries.load(Ordering::Relaxed),
+            region_lookups: self.inner.counters.region_lookups.load(Ordering::Relaxed),
         }
     }
 
@@ -194,7 +213,7 @@ impl Client {
 
     /// Writes `value` under `key`, once a quorum has it durably and the leader applied it.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
-        self.on_region(key, |mut kv, context| {
+        self.on_region(key, self.deadline(), |mut kv, context| {
             let request = PutRequest { context: Some(context), key: key.to_vec(), value: value.to_vec() };
             async move { kv.put(request).await.map(|answer| answer.into_inner().error.map_or(Ok(()), Err)) }
         })
@@ -203,7 +222,7 @@ impl Client {
 
     /// Reads `key` linearizably; `None` when it has no value.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
-        self.on_region(key, |mut kv, context| {
+        self.on_region(key, self.deadline(), |mut kv, context| {
             let request = GetRequest { context: Some(context), key: key.to_vec() };
             async move {
                 kv.get(request).await.map(|answer| {
@@ -217,7 +236,7 @@ impl Client {
 
     /// Deletes `key` (a key without a value is not an error).
     pub async fn delete(&self, key: &[u8]) -> Result<(), ClientError> {
-        self.on_region(key, |mut kv, context| {
+        self.on_region(key, self.deadline(), |mut kv, context| {
             let request = DeleteRequest { context: Some(context), key: key.to_vec() };
             async move { kv.delete(request).await.map(|answer| answer.into_inner().error.map_or(Ok(()), Err)) }
         })
@@ -226,7 +245,7 @@ impl Client {
 
     /// The first `limit` pairs of `[start_key, end_key)` in key order, across regions (an
     /// empty `end_key` is the end of the key space). Each region's part is a linearizable
-    /// read of its own; the parts are not one snapshot.
+    /// read of its own; the parts are not one snapshot. The whole scan shares one deadline.
     pub async fn scan(
         &self,
         start_key: &[u8],
@@ -238,15 +257,16 @@ impl Client {
                 "a scan needs start_key < end_key (or an empty end_key)".into(),
             ));
         }
+        let deadline = self.deadline();
         let mut pairs = Vec::new();
         let mut next = Some(start_key.to_vec());
         while let Some(from) = next.take() {
-            let wanted = limit - pairs.len();
+            let wanted = limit.saturating_sub(pairs.len());
             if wanted == 0 {
                 break;
             }
             let (part, next_start_key) = self
-                .on_region(&from, |mut kv, context| {
+                .on_region(&from, deadline, |mut kv, context| {
                     let request = ScanRequest {
                         context: Some(context),
                         start_key: from.clone(),
@@ -261,6 +281,13 @@ impl Client {
                     }
                 })
                 .await?;
+            // Each step must move forward, or a confused node could keep the scan going
+            // round in place until the deadline.
+            if next_start_key.as_ref().is_some_and(|next| next.as_slice() <= from.as_slice()) {
+                return Err(ClientError::Refused(format!(
+                    "a node answered a scan from {from:?} with a continuation that does not move forward"
+                )));
+            }
             pairs.extend(part.into_iter().map(|pair| (pair.key, pair.value)));
             next = next_start_key;
         }
@@ -269,132 +296,141 @@ impl Client {
     }
 
     /// Writes every pair, each region's pairs as one atomic command (pairs of different
-    /// regions are not atomic together). A part that fails is sent again until the
-    /// operation's deadline.
+    /// regions are not atomic together; a region's pairs beyond `batch_pairs_max` or
+    /// `batch_bytes_max` go in more than one command). A part that fails is sent again
+    /// until the operation's deadline.
     pub async fn batch_put(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClientError> {
-        let deadline = self.deadline();
-        let mut backoff = self.inner.config.backoff_min;
+        let mut attempts = Attempts::new(&self.inner.config, self.deadline());
         let mut pending: Vec<KvPair> = pairs.into_iter().map(|(key, value)| KvPair { key, value }).collect();
-        let mut last_error = String::new();
         while !pending.is_empty() {
-            // One group per region the cache knows, sent to its leader (or a peer).
+            self.refresh_stores_if_due(&attempts).await;
+            // One group per region the cache knows. A lookup that fails leaves the rest of
+            // the pairs for the next round rather than failing once per pair.
             let mut groups: BTreeMap<u64, (CachedRegion, Vec<KvPair>)> = BTreeMap::new();
-            let mut paused = false;
+            let mut next = Next::Redirect;
+            let mut unlocated = Vec::new();
             for pair in std::mem::take(&mut pending) {
-                match self.locate(&pair.key).await {
+                if !unlocated.is_empty() {
+                    unlocated.push(pair);
+                    continue;
+                }
+                match self.locate(&pair.key, &attempts).await {
                     Ok(region) => {
                         groups.entry(region.region.id).or_insert_with(|| (region, Vec::new())).1.push(pair)
                     }
                     Err(error) => {
-                        last_error = error;
-                        pending.push(pair);
-                        paused = true;
+                        attempts.last_error = error;
+                        next = Next::Retry;
+                        unlocated.push(pair);
                     }
                 }
             }
+            pending = unlocated;
             for (_, (region, part)) in groups {
-                let Some((store_id, mut kv)) = self.store_for(&region, 0) else {
-                    last_error = format!("no known store hosts region {}", region.region.id);
-                    self.forget_region(region.region.id);
-                    pending.extend(part);
-                    paused = true;
-                    continue;
-                };
-                let request = BatchPutRequest { pairs: part.clone() };
-                let answer = tokio::time::timeout(self.rpc_timeout(deadline), kv.batch_put(request)).await;
-                match answer {
-                    Ok(Ok(answer)) => {
-                        // Failed parts name their keys; send those again.
-                        let failed = answer.into_inner().failed;
-                        let by_key: BTreeMap<Vec<u8>, Vec<u8>> =
-                            part.into_iter().map(|pair| (pair.key, pair.value)).collect();
-                        for failed_part in failed {
-                            let error = failed_part.error.unwrap_or_default();
-                            last_error = format!("store {store_id}: {error:?}");
-                            match self.after_kv_error(&region, store_id, &error) {
-                                Next::Redirect => {}
-                                Next::Retry => paused = true,
-                                Next::Fail(error) => return Err(error),
-                            }
-                            for key in failed_part.keys {
-                                if let Some(value) = by_key.get(&key) {
-                                    pending.push(KvPair { key, value: value.clone() });
-                                }
-                            }
-                        }
-                    }
-                    Ok(Err(status)) => {
-                        last_error = format!("store {store_id}: {status}");
-                        match self.after_status(&region, &status) {
-                            Next::Fail(error) => return Err(error),
-                            _ => paused = true,
-                        }
-                        pending.extend(part);
-                    }
-                    Err(_) => {
-                        last_error = format!("store {store_id}: no answer within the rpc timeout");
-                        self.set_leader(region.region.id, None);
-                        pending.extend(part);
-                        paused = true;
-                    }
+                let config = &self.inner.config;
+                for chunk in chunks(part, config.batch_pairs_max, config.batch_bytes_max) {
+                    let (outcome, failed) = self.put_chunk(&region, chunk, &mut attempts).await;
+                    next = next.worse(outcome);
+                    pending.extend(failed);
                 }
             }
             if pending.is_empty() {
                 break;
             }
-            if Instant::now() >= deadline {
-                return Err(self.timeout(last_error));
-            }
-            if paused {
-                self.inner.retries.fetch_add(1, Ordering::Relaxed);
-                sleep_until_or(deadline, backoff).await;
-                backoff = (backoff * 2).min(self.inner.config.backoff_max);
-            } else {
-                self.inner.redirects.fetch_add(1, Ordering::Relaxed);
-            }
+            attempts.after(&self.inner.counters, next).await?;
         }
         Ok(())
     }
 
+    /// Sends one BatchPut for `region`; says what to do next and returns the pairs to send
+    /// again.
+    async fn put_chunk(
+        &self,
+        region: &CachedRegion,
+        chunk: Vec<KvPair>,
+        attempts: &mut Attempts,
+    ) -> (Next, Vec<KvPair>) {
+        let Some((store_id, mut kv)) = self.store_for(region, attempts.peer_turn) else {
+            attempts.last_error = format!("no known store hosts region {}", region.region.id);
+            self.forget_region(region.region.id);
+            return (Next::Retry, chunk);
+        };
+        let request = BatchPutRequest { pairs: chunk.clone() };
+        let answer =
+            match tokio::time::timeout(attempts.rpc_timeout(&self.inner.config), kv.batch_put(request)).await
+            {
+                Ok(Ok(answer)) => answer.into_inner(),
+                Ok(Err(status)) => {
+                    attempts.last_error = format!("store {store_id}: {status}");
+                    return (self.after_status(region, &status), chunk);
+                }
+                Err(_) => {
+                    attempts.last_error = format!("store {store_id}: no answer within the rpc timeout");
+                    self.set_leader(region.region.id, None);
+                    return (Next::Retry, chunk);
+                }
+            };
+        // The node grouped the keys by its own view of the regions: each failed part is
+        // judged against the region the client now holds for its keys, not the group's.
+        let mut by_key: BTreeMap<Vec<u8>, Vec<u8>> =
+            chunk.into_iter().map(|pair| (pair.key, pair.value)).collect();
+        let mut next = Next::Redirect;
+        let mut again = Vec::new();
+        for failed_part in answer.failed {
+            let error = failed_part.error.unwrap_or_default();
+            attempts.last_error = format!("store {store_id}: {error:?}");
+            let cached = failed_part.keys.first().and_then(|key| self.cached(key));
+            next = next.worse(match &cached {
+                Some(cached) => self.after_kv_error(cached, store_id, &error),
+                None => Next::Retry,
+            });
+            for key in failed_part.keys {
+                if let Some(value) = by_key.remove(&key) {
+                    again.push(KvPair { key, value });
+                }
+            }
+        }
+        (next, again)
+    }
+
     /// Runs `call` against the region holding `key` until it succeeds, fails for good, or
-    /// the operation's deadline passes.
-    async fn on_region<T, F, Fut>(&self, key: &[u8], mut call: F) -> Result<T, ClientError>
+    /// `deadline` passes.
+    async fn on_region<T, F, Fut>(&self, key: &[u8], deadline: Instant, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(KvClient<Channel>, RegionContext) -> Fut,
         Fut: Future<Output = Result<Result<T, KvError>, Status>>,
     {
-        let deadline = self.deadline();
-        let mut backoff = self.inner.config.backoff_min;
-        // Counts the peers tried since the leader was last known, to go round them in turn.
-        let mut peer_turn = 0;
-        let mut last_error;
+        let mut attempts = Attempts::new(&self.inner.config, deadline);
         loop {
-            let next = match self.locate(key).await {
+            self.refresh_stores_if_due(&attempts).await;
+            let next = match self.locate(key, &attempts).await {
                 Err(error) => {
-                    last_error = error;
+                    attempts.last_error = error;
                     Next::Retry
                 }
-                Ok(region) => match self.store_for(&region, peer_turn) {
+                Ok(region) => match self.store_for(&region, attempts.peer_turn) {
                     None => {
-                        last_error = format!("no known store hosts region {}", region.region.id);
+                        attempts.last_error = format!("no known store hosts region {}", region.region.id);
                         self.forget_region(region.region.id);
                         Next::Retry
                     }
                     Some((store_id, kv)) => {
                         let context =
                             RegionContext { region_id: region.region.id, region_epoch: region.region.epoch };
-                        match tokio::time::timeout(self.rpc_timeout(deadline), call(kv, context)).await {
+                        let rpc_timeout = attempts.rpc_timeout(&self.inner.config);
+                        match tokio::time::timeout(rpc_timeout, call(kv, context)).await {
                             Ok(Ok(Ok(answer))) => return Ok(answer),
                             Ok(Ok(Err(error))) => {
-                                last_error = format!("store {store_id}: {error:?}");
+                                attempts.last_error = format!("store {store_id}: {error:?}");
                                 self.after_kv_error(&region, store_id, &error)
                             }
                             Ok(Err(status)) => {
-                                last_error = format!("store {store_id}: {status}");
+                                attempts.last_error = format!("store {store_id}: {status}");
                                 self.after_status(&region, &status)
                             }
                             Err(_) => {
-                                last_error = format!("store {store_id}: no answer within the rpc timeout");
+                                attempts.last_error =
+                                    format!("store {store_id}: no answer within the rpc timeout");
                                 self.set_leader(region.region.id, None);
                                 Next::Retry
                             }
@@ -402,25 +438,7 @@ impl Client {
                     }
                 },
             };
-            if Instant::now() >= deadline {
-                return Err(self.timeout(last_error));
-            }
-            match next {
-                Next::Redirect => {
-                    self.inner.redirects.fetch_add(1, Ordering::Relaxed);
-                    // A redirect goes where it was told; should the hints go round in
-                    // circles, the deadline still ends it, and so does the pause below
-                    // once they keep coming.
-                    backoff = self.inner.config.backoff_min;
-                }
-                Next::Retry => {
-                    self.inner.retries.fetch_add(1, Ordering::Relaxed);
-                    peer_turn += 1;
-                    sleep_until_or(deadline, backoff).await;
-                    backoff = (backoff * 2).min(self.inner.config.backoff_max);
-                }
-                Next::Fail(error) => return Err(error),
-            }
+            attempts.after(&self.inner.counters, next).await?;
         }
     }
 
@@ -434,18 +452,31 @@ impl Client {
                     self.set_leader(region_id, Some(leader.store_id));
                     Next::Redirect
                 }
+                Some(leader) if leader.store_id != store_id => {
+                    // A store whose endpoint has not answered yet: ask the endpoints again
+                    // (`refresh_stores_if_due`) and meanwhile try the peers we know.
+                    self.inner.stores_wanted.store(true, Ordering::Relaxed);
+                    self.set_leader(region_id, None);
+                    Next::Retry
+                }
                 _ => {
                     self.set_leader(region_id, None);
                     Next::Retry
                 }
             },
-            Some(kv_error::Kind::EpochNotMatch(stale)) => {
-                match &stale.current {
-                    Some(current) => self.cache_region(current.clone(), None),
-                    None => self.forget_region(region_id),
+            Some(kv_error::Kind::EpochNotMatch(stale)) => match &stale.current {
+                // Newer than what the request carried: follow it at once.
+                Some(current) if current.id != region_id || epoch_of(current) > epoch_of(&region.region) => {
+                    self.cache_region(current.clone(), None);
+                    Next::Redirect
                 }
-                Next::Redirect
-            }
+                // The node's own view is not newer (it lags behind whoever answered the
+                // lookup): look the region up again after a pause.
+                _ => {
+                    self.forget_region(region_id);
+                    Next::Retry
+                }
+            },
             Some(kv_error::Kind::RegionNotFound(_)) | Some(kv_error::Kind::KeyNotInRegion(_)) => {
                 self.forget_region(region_id);
                 Next::Retry
@@ -485,30 +516,28 @@ impl Client {
         }
     }
 
-    /// The region holding `key`: from the cache, else asked of the stores in turn.
-    async fn locate(&self, key: &[u8]) -> Result<CachedRegion, String> {
-        if let Some(region) = self.inner.cache.read().unwrap_or_else(PoisonError::into_inner).find(key) {
+    /// The region holding `key`: from the cache, else asked of the stores in turn within the
+    /// attempt's deadline.
+    async fn locate(&self, key: &[u8], attempts: &Attempts) -> Result<CachedRegion, String> {
+        if let Some(region) = self.cached(key) {
             return Ok(region);
         }
-        self.inner.region_lookups.fetch_add(1, Ordering::Relaxed);
-        let stores: Vec<(u64, KvClient<Channel>)> = self.known_stores();
+        self.inner.counters.region_lookups.fetch_add(1, Ordering::Relaxed);
         let mut errors = Vec::new();
-        if stores.is_empty() {
-            // Perhaps every endpoint was down at connect; ask again.
-            let _ = self.learn_store_ids().await;
-        }
-        for (store_id, mut kv) in stores {
-            let request = GetRegionRequest { key: key.to_vec() };
-            match tokio::time::timeout(self.inner.config.rpc_timeout, kv.get_region(request)).await {
+        for (store_id, mut kv) in self.known_stores() {
+            if Instant::now() >= attempts.deadline {
+                break;
+            }
+            let request = LocateKeyRequest { key: key.to_vec() };
+            match tokio::time::timeout(attempts.rpc_timeout(&self.inner.config), kv.locate_key(request)).await
+            {
                 Ok(Ok(answer)) => {
                     let answer = answer.into_inner();
                     match (answer.error, answer.region) {
                         (None, Some(region)) => {
                             let leader = answer.leader.map(|peer| peer.store_id);
                             self.cache_region(region, leader);
-                            if let Some(found) =
-                                self.inner.cache.read().unwrap_or_else(PoisonError::into_inner).find(key)
-                            {
+                            if let Some(found) = self.cached(key) {
                                 return Ok(found);
                             }
                             errors.push(format!("store {store_id}: its region does not hold the key"));
@@ -552,9 +581,29 @@ impl Client {
         self.inner.stores.read().unwrap_or_else(PoisonError::into_inner).contains_key(&store_id)
     }
 
-    /// Asks every endpoint whose store id is unknown for it. The error lists the endpoints
-    /// that did not answer.
-    async fn learn_store_ids(&self) -> Result<(), String> {
+    /// Asks the endpoints whose store is unknown again, when a request needs a store the
+    /// client does not know (a leader hint named one, or none is known at all), at most
+    /// once per `STORES_REFRESH_INTERVAL`.
+    async fn refresh_stores_if_due(&self, attempts: &Attempts) {
+        let wanted = self.inner.stores_wanted.load(Ordering::Relaxed)
+            || self.inner.stores.read().unwrap_or_else(PoisonError::into_inner).is_empty();
+        if !wanted {
+            return;
+        }
+        {
+            let mut last = self.inner.stores_refreshed_at.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < STORES_REFRESH_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        self.inner.stores_wanted.store(false, Ordering::Relaxed);
+        let _ = self.learn_store_ids(attempts.rpc_timeout(&self.inner.config)).await;
+    }
+
+    /// Asks every endpoint whose store id is unknown for it, each within `rpc_timeout`. The
+    /// error lists the endpoints that did not answer.
+    async fn learn_store_ids(&self, rpc_timeout: Duration) -> Result<(), String> {
         let unknown: Vec<(usize, String, KvClient<Channel>)> = {
             let endpoints = self.inner.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
             endpoints
@@ -564,7 +613,6 @@ impl Client {
                 .map(|(i, state)| (i, state.address.clone(), state.client.clone()))
                 .collect()
         };
-        let rpc_timeout = self.inner.config.rpc_timeout;
         let mut asked = tokio::task::JoinSet::new();
         for (i, address, mut kv) in unknown {
             asked.spawn(async move {
@@ -596,6 +644,10 @@ impl Client {
         }
     }
 
+    fn cached(&self, key: &[u8]) -> Option<CachedRegion> {
+        self.inner.cache.read().unwrap_or_else(PoisonError::into_inner).find(key)
+    }
+
     fn cache_region(&self, region: Region, leader_store_id: Option<u64>) {
         self.inner.cache.write().unwrap_or_else(PoisonError::into_inner).insert(region, leader_store_id);
     }
@@ -615,18 +667,154 @@ impl Client {
     fn deadline(&self) -> Instant {
         Instant::now() + self.inner.config.operation_timeout
     }
+}
 
-    /// One RPC's time: the configured bound, or what is left of the operation if less.
-    fn rpc_timeout(&self, deadline: Instant) -> Duration {
-        self.inner.config.rpc_timeout.min(deadline.saturating_duration_since(Instant::now()))
+/// Redirects in a row sent without a pause. Past this the next one waits like a retry, so
+/// that hints going round in circles (two nodes naming each other during an election)
+/// cannot spin.
+const REDIRECTS_IN_ROW_MAX: u32 = 3;
+
+/// How often, at most, the client asks the endpoints whose store it does not know.
+const STORES_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Splits a region's pairs into commands of at most `pairs_max` pairs and `bytes_max` key
+/// and value bytes (a single larger pair goes alone).
+fn chunks(part: Vec<KvPair>, pairs_max: usize, bytes_max: usize) -> Vec<Vec<KvPair>> {
+    let mut chunks = vec![Vec::new()];
+    let mut chunk_bytes = 0;
+    for pair in part {
+        let pair_bytes = pair.key.len() + pair.value.len();
+        let last = chunks.last_mut().expect("never empty");
+        if !last.is_empty() && (last.len() >= pairs_max.max(1) || chunk_bytes + pair_bytes > bytes_max) {
+            chunks.push(Vec::new());
+            chunk_bytes = 0;
+        }
+        chunk_bytes += pair_bytes;
+        chunks.last_mut().expect("never empty").push(pair);
     }
+    chunks
+}
 
-    fn timeout(&self, last_error: String) -> ClientError {
-        ClientError::Timeout { timeout: self.inner.config.operation_timeout, last_error }
+/// `(version, conf_ver)` of a region's epoch: larger is newer.
+fn epoch_of(region: &Region) -> (u64, u64) {
+    region.epoch.map_or((0, 0), |epoch| (epoch.version, epoch.conf_ver))
+}
+
+impl Next {
+    /// Of two outcomes for parts of one round, the one that decides the round: a failure
+    /// over a pause over an immediate resend.
+    fn worse(self, other: Next) -> Next {
+        match (self, other) {
+            (Next::Fail(error), _) | (_, Next::Fail(error)) => Next::Fail(error),
+            (Next::Retry, _) | (_, Next::Retry) => Next::Retry,
+            _ => Next::Redirect,
+        }
     }
 }
 
-/// Sleeps `pause`, or until `deadline` if that comes first.
-async fn sleep_until_or(deadline: Instant, pause: Duration) {
-    tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+/// The retry state of one operation: its deadline, the pause before the next retry, how
+/// many redirects came in a row, which peer to try next, and the last error for the report.
+struct Attempts {
+    deadline: Instant,
+    backoff: Duration,
+    backoff_max: Duration,
+    redirects_in_row: u32,
+    peer_turn: usize,
+    last_error: String,
+    timeout: Duration,
+}
+
+impl Attempts {
+    fn new(config: &ClientConfig, deadline: Instant) -> Attempts {
+        Attempts {
+            deadline,
+            backoff: config.backoff_min,
+            backoff_max: config.backoff_max,
+            redirects_in_row: 0,
+            peer_turn: 0,
+            last_error: String::new(),
+            timeout: config.operation_timeout,
+        }
+    }
+
+    /// One RPC's time: the configured bound, or what is left of the operation if less.
+    fn rpc_timeout(&self, config: &ClientConfig) -> Duration {
+        config.rpc_timeout.min(self.deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// After an attempt that did not succeed: gives up (a failure, or the deadline passed),
+    /// or waits as `next` says before the next attempt.
+    async fn after(&mut self, counters: &Counters, next: Next) -> Result<(), ClientError> {
+        // A failure no retry fixes is reported as itself, even at the deadline.
+        if let Next::Fail(error) = next {
+            return Err(error);
+        }
+        if Instant::now() >= self.deadline {
+            return Err(ClientError::Timeout {
+                timeout: self.timeout,
+                last_error: std::mem::take(&mut self.last_error),
+            });
+        }
+        if matches!(next, Next::Redirect) && self.redirects_in_row < REDIRECTS_IN_ROW_MAX {
+            self.redirects_in_row += 1;
+            counters.redirects.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.redirects_in_row = 0;
+        self.peer_turn += 1;
+        counters.retries.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep_until(self.deadline.min(Instant::now() + self.backoff)).await;
+        self.backoff = (self.backoff * 2).min(self.backoff_max);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(key: &str, value_bytes: usize) -> KvPair {
+        KvPair { key: key.as_bytes().to_vec(), value: vec![0; value_bytes] }
+    }
+
+    #[test]
+    fn batches_split_by_pairs_and_by_bytes() {
+        let sizes = |chunks: Vec<Vec<KvPair>>| chunks.iter().map(Vec::len).collect::<Vec<_>>();
+        let part: Vec<KvPair> = (0..5).map(|i| pair(&format!("k{i}"), 8)).collect();
+        assert_eq!(sizes(chunks(part.clone(), 2, 1 << 20)), vec![2, 2, 1]);
+        // Each pair is 10 bytes: three fit in 30, the fourth starts a new command.
+        assert_eq!(sizes(chunks(part, 100, 30)), vec![3, 2]);
+        // A pair larger than the byte budget still goes, alone.
+        assert_eq!(sizes(chunks(vec![pair("a", 1), pair("big", 100), pair("b", 1)], 100, 10)), vec![1, 1, 1]);
+        assert_eq!(sizes(chunks(Vec::new(), 10, 10)), vec![0]);
+    }
+
+    #[tokio::test]
+    async fn redirects_in_a_row_turn_into_paused_retries_and_the_deadline_ends_them() {
+        let pause = Duration::from_millis(20);
+        let config = ClientConfig { backoff_min: pause, backoff_max: pause * 2, ..ClientConfig::default() };
+        let counters = Counters::default();
+        let started = Instant::now();
+        let mut attempts = Attempts::new(&config, started + Duration::from_millis(300));
+        for _ in 0..REDIRECTS_IN_ROW_MAX {
+            attempts.after(&counters, Next::Redirect).await.unwrap();
+        }
+        assert!(started.elapsed() < pause, "redirects go at once");
+        attempts.after(&counters, Next::Redirect).await.unwrap();
+        assert!(started.elapsed() >= pause, "one redirect too many waits like a retry");
+        assert_eq!(counters.redirects.load(Ordering::Relaxed), u64::from(REDIRECTS_IN_ROW_MAX));
+        assert_eq!(counters.retries.load(Ordering::Relaxed), 1);
+        // Retries pause, and the deadline ends them.
+        let mut outcome = Ok(());
+        while outcome.is_ok() {
+            outcome = attempts.after(&counters, Next::Retry).await;
+        }
+        assert!(matches!(outcome, Err(ClientError::Timeout { .. })), "{outcome:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        let retries = counters.retries.load(Ordering::Relaxed);
+        assert!((3..=20).contains(&retries), "paused retries, not a spin: {retries}");
+        // A failure is reported as itself, deadline or not.
+        let refused = attempts.after(&counters, Next::Fail(ClientError::Refused("no".into()))).await;
+        assert_eq!(refused, Err(ClientError::Refused("no".into())));
+    }
 }

@@ -5,8 +5,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tessera_proto::kvpb::{
-    BatchPutRequest, BatchPutResponse, DeleteRequest, DeleteResponse, FailedPart, GetRegionRequest,
-    GetRegionResponse, GetRequest, GetResponse, KvError, KvPair, PutRequest, PutResponse, RegionContext,
+    BatchPutRequest, BatchPutResponse, DeleteRequest, DeleteResponse, FailedPart, GetRequest, GetResponse,
+    KvError, KvPair, LocateKeyRequest, LocateKeyResponse, PutRequest, PutResponse, RegionContext,
     ScanRequest, ScanResponse, StatusRequest, StatusResponse,
 };
 use tessera_proto::serverpb::{CmdType, RaftCmdRequest};
@@ -16,6 +16,10 @@ use tonic::{Request, Response, Status};
 
 use super::errors::{kv_error_of, no_region_for_key, timeout_error};
 use super::kvservicepb::kv_server::Kv;
+
+/// How long `LocateKey` waits for the peer to say who leads; past it the answer goes out
+/// without a leader (the region alone routes a client well enough).
+const LEADER_QUERY_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The limits of what one client request may carry, and how long the service waits for the
 /// store. Every field bounds memory or time a single client can make the node spend.
@@ -399,19 +403,19 @@ impl Kv for KvService {
         Ok(Response::new(status))
     }
 
-    async fn get_region(
+    async fn locate_key(
         &self,
-        request: Request<GetRegionRequest>,
-    ) -> Result<Response<GetRegionResponse>, Status> {
+        request: Request<LocateKeyRequest>,
+    ) -> Result<Response<LocateKeyResponse>, Status> {
         let started = Instant::now();
-        let GetRegionRequest { key } = request.into_inner();
+        let LocateKeyRequest { key } = request.into_inner();
         if key.len() > self.config.key_bytes_max {
             return Err(Status::invalid_argument("the key is longer than key_bytes_max"));
         }
         let Some(region) = self.region_for_key(&key) else {
             let error = no_region_for_key();
-            observe("get_region", started, Some(&error));
-            return Ok(Response::new(GetRegionResponse { error: Some(error), ..Default::default() }));
+            observe("locate_key", started, Some(&error));
+            return Ok(Response::new(LocateKeyResponse { error: Some(error), ..Default::default() }));
         };
         // The leader as the peer here knows it, asked through its mailbox. A peer that does
         // not answer in time (a full mailbox, a peer going away) leaves the leader unknown:
@@ -424,12 +428,12 @@ impl Kv for KvService {
         });
         let leader_id = match asked {
             Some(Ok(())) => {
-                tokio::time::timeout(self.config.request_timeout, receiver).await.ok().and_then(Result::ok)
+                tokio::time::timeout(LEADER_QUERY_TIMEOUT, receiver).await.ok().and_then(Result::ok)
             }
             _ => None,
         };
         let leader = leader_id.and_then(|id| region.peers.iter().find(|peer| peer.id == id).cloned());
-        observe("get_region", started, None);
-        Ok(Response::new(GetRegionResponse { error: None, region: Some(region), leader }))
+        observe("locate_key", started, None);
+        Ok(Response::new(LocateKeyResponse { error: None, region: Some(region), leader }))
     }
 }
