@@ -129,6 +129,9 @@ impl NodeConfig {
             }
             None => return invalid(format!("peers does not list this store ({})", self.store_id)),
         }
+        if self.runtime_worker_threads == 0 {
+            return invalid("runtime_worker_threads must be at least 1".to_string());
+        }
         if self.regions_len == 0 || self.regions_len > REGIONS_LEN_MAX {
             return invalid(format!("regions_len {} is not in 1..={REGIONS_LEN_MAX}", self.regions_len));
         }
@@ -414,6 +417,9 @@ mod tests {
         let mut no_regions = valid.clone();
         no_regions.regions_len = 0;
         assert!(matches!(no_regions.validate(), Err(NodeError::Config(_))));
+        let mut no_threads = valid.clone();
+        no_threads.runtime_worker_threads = 0;
+        assert!(matches!(no_threads.validate(), Err(NodeError::Config(_))));
         let big_id = NodeConfig::new(1_000, "/nonexistent", "127.0.0.1:1", "127.0.0.1:0", peers);
         assert!(matches!(big_id.validate(), Err(NodeError::Config(_))));
     }

@@ -50,6 +50,23 @@ pub struct NodeFile {
     /// store's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raft_tick_interval_ms: Option<u64>,
+    /// Ticks without a leader before a follower campaigns, and between a leader's
+    /// heartbeats. The store's defaults (10 and 2) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_election_ticks: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_heartbeat_ticks: Option<usize>,
+    /// Threads stepping Raft peers (and fsyncing their writes); the store's default (2)
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_pool_size: Option<usize>,
+    /// Threads applying committed entries; the store's default (1) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_pool_size: Option<usize>,
+    /// Threads of the async runtime under the gRPC servers and the outbound links; 2 when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_worker_threads: Option<usize>,
     /// Every store of the cluster with its Raft address, this one included. Every node of the
     /// cluster must list the same stores.
     pub peers: Vec<PeerEntry>,
@@ -102,6 +119,12 @@ impl NodeFile {
         if let Some(tick_interval_ms) = self.raft_tick_interval_ms {
             config.raft_tick_interval = Duration::from_millis(tick_interval_ms);
         }
+        let keep_default = |value: Option<usize>, default: &mut usize| *default = value.unwrap_or(*default);
+        keep_default(self.raft_election_ticks, &mut config.raft_election_ticks);
+        keep_default(self.raft_heartbeat_ticks, &mut config.raft_heartbeat_ticks);
+        keep_default(self.raft_pool_size, &mut config.raft_pool_size);
+        keep_default(self.apply_pool_size, &mut config.apply_pool_size);
+        keep_default(self.runtime_worker_threads, &mut config.runtime_worker_threads);
         config
     }
 }
@@ -117,6 +140,8 @@ raft_address = "10.0.0.2:20160"
 kv_address = "0.0.0.0:20170"
 metrics_address = "127.0.0.1:20180"
 regions_len = 3
+raft_pool_size = 1
+raft_election_ticks = 20
 
 [[peers]]
 store_id = 1
@@ -139,6 +164,13 @@ raft_address = "10.0.0.2:20160"
         );
         assert_eq!(config.peers.get(&1).map(String::as_str), Some("10.0.0.1:20160"));
         assert_eq!(config.metrics_address.as_deref(), Some("127.0.0.1:20180"));
+        assert_eq!((config.raft_pool_size, config.raft_election_ticks), (1, 20));
+        let defaults = NodeConfig::new(2, "/x", "a:1", "a:2", BTreeMap::new());
+        assert_eq!(
+            (config.apply_pool_size, config.raft_heartbeat_ticks, config.runtime_worker_threads),
+            (defaults.apply_pool_size, defaults.raft_heartbeat_ticks, defaults.runtime_worker_threads),
+            "keys left out keep the defaults"
+        );
         // What --print-config prints reads back as the same file.
         assert_eq!(NodeFile::parse(&file.to_toml()), Ok(file));
     }
