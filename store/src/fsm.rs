@@ -40,13 +40,15 @@ impl Fsm for StoreFsm {
 pub(crate) struct RaftPoller {
     ctx: Arc<StoreContext>,
     batch: WriteBatch,
+    /// See `PollContext::unsynced_ops`.
+    unsynced_ops: usize,
     ticks_of_round: usize,
 }
 
 impl RaftPoller {
     pub fn new(ctx: Arc<StoreContext>) -> Self {
         let batch = ctx.engine.write_batch();
-        RaftPoller { ctx, batch, ticks_of_round: 0 }
+        RaftPoller { ctx, batch, unsynced_ops: 0, ticks_of_round: 0 }
     }
 }
 
@@ -70,7 +72,8 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm, inbox: &mut Inbox<'_, PeerMsg>) -> HandleResult {
         let peer = &mut fsm.peer;
-        let mut ctx = PollContext { store: &self.ctx, batch: &mut self.batch };
+        let mut ctx =
+            PollContext { store: &self.ctx, batch: &mut self.batch, unsynced_ops: &mut self.unsynced_ops };
         for msg in inbox {
             if self.ctx.is_stopped() {
                 // After a fatal error nothing is stepped or answered but refusals.
@@ -127,7 +130,18 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         // Messages that do not wait for this store's disk leave first, so followers write
         // in parallel with the leader.
         self.ctx.transport.flush();
-        let synced = !self.batch.is_empty();
+        let written = !self.batch.is_empty();
+        let synced = self.batch.len() > self.unsynced_ops;
+        self.unsynced_ops = 0;
+        if written && !synced {
+            // Only commit indexes: written for a restart to find, but not worth an fsync.
+            let batch = std::mem::replace(&mut self.batch, self.ctx.engine.write_batch());
+            if let Err(e) = self.ctx.engine.write(batch, false) {
+                self.ctx.stop_fatally(format!("raft write failed: {e}"));
+            }
+            StoreStats::add(&self.ctx.stats.unsynced_raft_writes, 1);
+            metrics::counter!("tessera_store_raft_unsynced_writes_total").increment(1);
+        }
         if synced {
             let started = Instant::now();
             let batch_bytes = self.batch.bytes();
@@ -137,21 +151,22 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
             }
             let stats = &self.ctx.stats;
             StoreStats::add(&stats.fsyncs, 1);
-            let written = fsms.iter().filter(|f| f.peer.round.wrote).count() as u64;
-            StoreStats::add(&stats.peers_written, written);
+            let peers_written = fsms.iter().filter(|f| f.peer.round.wrote).count() as u64;
+            StoreStats::add(&stats.peers_written, peers_written);
             metrics::counter!("tessera_store_raft_fsyncs_total").increment(1);
             metrics::histogram!("tessera_store_raft_write_duration_seconds").record(started.elapsed());
             metrics::histogram!("tessera_store_raft_write_batch_bytes").record(batch_bytes as f64);
-            metrics::histogram!("tessera_store_raft_peers_per_write").record(written as f64);
+            metrics::histogram!("tessera_store_raft_peers_per_write").record(peers_written as f64);
         }
         metrics::histogram!("tessera_store_raft_peers_per_round").record(fsms.len() as f64);
-        let mut ctx = PollContext { store: &self.ctx, batch: &mut self.batch };
+        let mut ctx =
+            PollContext { store: &self.ctx, batch: &mut self.batch, unsynced_ops: &mut self.unsynced_ops };
         for (fsm, result) in fsms.iter_mut().zip(results.iter_mut()) {
             let peer = &mut fsm.peer;
             // Invariant 3: completions that promise durability (they wait in the peer's
             // round) leave only after the write that made them true was synced.
             assert!(
-                synced || (!peer.round.wrote && peer.round.after_persist.is_empty()),
+                synced || !peer.round.needs_sync,
                 "invariant: region {} delivers persistence completions without a synced write",
                 peer.region_id
             );

@@ -41,6 +41,9 @@ pub(crate) struct InstalledSnapshot {
 pub(crate) struct RoundWork {
     /// Whether the peer put anything in the round's write batch.
     pub wrote: bool,
+    /// Whether what it put must be synced before its completions leave (entries, a
+    /// snapshot, a new term or vote; not a commit index alone).
+    pub needs_sync: bool,
     /// Completions that may only be delivered once the round's write is synced.
     pub after_persist: Vec<Message>,
     pub installed_snapshot: Option<InstalledSnapshot>,

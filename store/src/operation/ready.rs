@@ -68,6 +68,14 @@ impl Peer {
 
     /// Adds the core's append work to the round's batch.
     fn persist_append(&mut self, ctx: &mut PollContext<'_>, m: Message) {
+        // Entries, a snapshot, or a new term or vote must be on disk before anyone hears of
+        // them. A commit index alone need not: it is relearned from the leader after a
+        // crash (Raft keeps it volatile), and a lost one only delays applying.
+        let previous = self.raw.store().hard_state();
+        let must_sync = m.snapshot.is_some()
+            || !m.entries.is_empty()
+            || (m.term != 0 && (m.term != previous.term || m.vote != previous.vote));
+        let ops_before = ctx.batch.len();
         if let Some(snapshot) = m.snapshot {
             let snapshot = *snapshot;
             let metadata = snapshot.metadata.clone().unwrap_or_default();
@@ -116,6 +124,11 @@ impl Peer {
             });
         }
         storage.write_raft_state(ctx.batch);
+        if must_sync {
+            self.round.needs_sync = true;
+        } else {
+            *ctx.unsynced_ops += ctx.batch.len() - ops_before;
+        }
         self.round.wrote = true;
         self.round.after_persist.extend(m.responses);
     }
@@ -153,6 +166,7 @@ impl Peer {
             }
         }
         self.round.wrote = false;
+        self.round.needs_sync = false;
         self.round.urgent_heartbeat_received = false;
         if self.life == Life::Destroyed {
             self.finish_destroy(ctx);
