@@ -18,6 +18,8 @@
 #   BENCH_READ_RATIO  share of reads, 0.0 to 1.0 (default 0.0: writes only, the fsync path)
 #   BENCH_KEY_SPACE   distinct keys (default 100000)
 #   BENCH_TESSERA_REGIONS  regions the Tessera cluster starts with (default 3)
+#   BENCH_TESSERA_BIN the tessera binary to run (default: build this checkout in release),
+#                     to compare two builds against the same etcd
 #   BENCH_DIR         where the temporary directory goes (default $TMPDIR or /tmp); it
 #                     must be on the disk you mean to measure, not on tmpfs
 set -euo pipefail
@@ -58,10 +60,14 @@ else
   exit 1
 fi
 
-# The same build directory as scripts/test.sh, so the release build is shared with it.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
-cargo build --release --quiet --bin tessera
-tessera="$CARGO_TARGET_DIR/release/tessera"
+if [[ -n "${BENCH_TESSERA_BIN:-}" ]]; then
+  tessera="$BENCH_TESSERA_BIN"
+else
+  # The same build directory as scripts/test.sh, so the release build is shared with it.
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera/target}"
+  cargo build --release --quiet --bin tessera
+  tessera="$CARGO_TARGET_DIR/release/tessera"
+fi
 
 # --- Scratch space and cleanup ---------------------------------------------------------------
 
