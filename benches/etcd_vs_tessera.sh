@@ -18,6 +18,7 @@
 #   BENCH_READ_RATIO  share of reads, 0.0 to 1.0 (default 0.0: writes only, the fsync path)
 #   BENCH_KEY_SPACE   distinct keys (default 100000)
 #   BENCH_TESSERA_REGIONS  regions the Tessera cluster starts with (default 3)
+#   BENCH_TESSERA_CONFIG   extra keys for every node's file, e.g. "raft_pool_size = 1"
 #   BENCH_TESSERA_BIN the tessera binary to run (default: build this checkout in release),
 #                     to compare two builds against the same etcd
 #   BENCH_DIR         where the temporary directory goes (default $TMPDIR or /tmp); it
@@ -192,6 +193,7 @@ data_dir = "$scratch/tessera-$node"
 raft_address = "127.0.0.1:${raft_ports[node - 1]}"
 kv_address = "127.0.0.1:${kv_ports[node - 1]}"
 regions_len = $tessera_regions
+${BENCH_TESSERA_CONFIG:-}
 $peers
 TOML
     "$tessera" --log-level warn node --config "$scratch/tessera-$node.toml" \
