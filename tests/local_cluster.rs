@@ -24,7 +24,7 @@ impl Drop for KillOnDrop {
 fn local_runs_the_demo_prints_endpoints_and_exits_cleanly() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["local", "--duration", "3", "--keys", "60", "--dir"])
+        .args(["local", "--duration", "5", "--keys", "60", "--dir"])
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

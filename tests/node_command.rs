@@ -41,3 +41,47 @@ fn an_unknown_key_fails_with_its_name() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field `colour`"), "{output:?}");
 }
+
+#[test]
+fn every_scalar_key_and_the_peers_can_be_overridden_by_flags() {
+    let flags = [
+        "--regions-len",
+        "4",
+        "--raft-tick-interval-ms",
+        "50",
+        "--raft-election-ticks",
+        "20",
+        "--raft-heartbeat-ticks",
+        "3",
+        "--raft-pool-size",
+        "1",
+        "--apply-pool-size",
+        "2",
+        "--runtime-worker-threads",
+        "3",
+        "--peer",
+        "1=127.0.0.1:20160,2=127.0.0.1:21160",
+        "--peer",
+        "3=127.0.0.1:22160",
+        "--print-config",
+    ];
+    let output = tessera_node(CONFIG, &flags);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    for line in [
+        "regions_len = 4",
+        "raft_tick_interval_ms = 50",
+        "raft_election_ticks = 20",
+        "raft_heartbeat_ticks = 3",
+        "raft_pool_size = 1",
+        "apply_pool_size = 2",
+        "runtime_worker_threads = 3",
+        "raft_address = \"127.0.0.1:22160\"",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from {stdout}");
+    }
+    let bad_peer = tessera_node(CONFIG, &["--peer", "one=127.0.0.1:1", "--print-config"]);
+    assert_eq!(bad_peer.status.code(), Some(2), "clap refuses it as a bad value: {bad_peer:?}");
+    let twice = tessera_node(CONFIG, &["--peer", "1=127.0.0.1:1,1=127.0.0.1:2", "--print-config"]);
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("twice"), "{twice:?}");
+}
