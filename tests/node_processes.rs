@@ -315,7 +315,8 @@ fn sigterm_stops_a_node_cleanly_while_clients_write() {
     let writers = Writers::start(&cluster, &client, 2);
     writers.wait_for_progress(20, "before SIGTERM");
     let mut child = cluster.children.remove(&1).expect("node 1 runs");
-    let terminated = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    // The shell's own `kill`: a minimal machine may have no /bin/kill (procps).
+    let terminated = Command::new("sh").args(["-c", &format!("kill -TERM {}", child.id())]).status();
     assert!(terminated.expect("kill runs").success());
     let deadline = Instant::now() + WAIT;
     let status = loop {
