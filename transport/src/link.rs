@@ -290,12 +290,11 @@ impl StoreLink for GrpcLink {
             metrics::snapshots_sent("limit").increment(1);
             return Err(TransportError::Full(to_store_id));
         }
-        let sends = metrics::snapshot_sends();
-        sends.increment(1.0);
+        let sending = metrics::GaugeGuard::raise(metrics::snapshot_sends());
         let started = Instant::now();
         let outcome = self.send_snapshot_to(to_store_id, msg, chunks);
         histogram!("tessera_transport_snapshot_send_seconds").record(started.elapsed().as_secs_f64());
-        sends.decrement(1.0);
+        drop(sending);
         self.snapshot_sends.fetch_sub(1, Ordering::AcqRel);
         outcome
     }

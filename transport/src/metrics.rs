@@ -70,3 +70,19 @@ pub(crate) fn snapshot_sends() -> Gauge {
 pub(crate) fn snapshot_receives() -> Gauge {
     gauge!("tessera_transport_snapshot_receives")
 }
+
+/// Raises a gauge while it lives.
+pub(crate) struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub(crate) fn raise(gauge: Gauge) -> GaugeGuard {
+        gauge.increment(1.0);
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}

@@ -18,7 +18,7 @@ use tessera_proto::serverpb::{RaftMessageBatch, SnapshotChunk};
 use tessera_router::{expand_batch, RaftReceiver, SnapshotChunks};
 use thiserror::Error;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
@@ -191,17 +191,17 @@ impl RaftTransport for RaftService {
     }
 
     async fn snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Result<Response<Done>, Status> {
-        let Ok(_permit) = Arc::clone(&self.snapshot_receives).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&self.snapshot_receives).try_acquire_owned() else {
             metrics::snapshots_received("limit").increment(1);
             return Err(Status::resource_exhausted(format!(
                 "store {} is receiving {} snapshots already (snapshot_receive_concurrency_max)",
                 self.store_id, self.snapshot_receive_concurrency_max
             )));
         };
-        let receives = metrics::snapshot_receives();
-        receives.increment(1.0);
-        let outcome = self.receive_snapshot(request.into_inner()).await;
-        receives.decrement(1.0);
+        // A guard, not an increment and a decrement: the client may cancel the call, which
+        // drops this future at its await and would skip a decrement written after it.
+        let _receiving = metrics::GaugeGuard::raise(metrics::snapshot_receives());
+        let outcome = self.receive_snapshot(request.into_inner(), permit).await;
         let result = match &outcome {
             Ok(_) => "ok",
             Err(status) if status.code() == Code::FailedPrecondition => "refused",
@@ -213,7 +213,15 @@ impl RaftTransport for RaftService {
 }
 
 impl RaftService {
-    async fn receive_snapshot(&self, mut stream: Streaming<SnapshotChunk>) -> Result<Response<Done>, Status> {
+    /// Streams the chunks to the store's receiver on a blocking thread. `permit` (one of
+    /// the concurrent receives) goes with that thread: should the call be cancelled, the
+    /// thread still runs until it sees the stream end, and the limit must count it until
+    /// then.
+    async fn receive_snapshot(
+        &self,
+        mut stream: Streaming<SnapshotChunk>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Response<Done>, Status> {
         let first = self
             .next(&mut stream)
             .await?
@@ -232,6 +240,7 @@ impl RaftService {
         let (chunk_tx, chunk_rx) = mpsc::channel(self.snapshot_chunks_in_flight_max);
         let receiver = Arc::clone(&self.receiver);
         let staging = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             receiver.receive_snapshot(msg, &mut StreamedChunks { chunks: chunk_rx, ended: false })
         });
         let mut stream_error = None;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
-use tessera_proto::serverpb::{RaftMessage, RaftMessageBatch};
+use tessera_proto::serverpb::{RaftMessage, RaftMessageBatch, SnapshotChunk};
 use tessera_proto::storepb::Peer;
 use tessera_router::{RaftReceiver, SnapshotChunks, StoreLink, TransportError};
 use tessera_store::cluster::wait_until;
@@ -44,25 +44,52 @@ fn snapshotter() -> &'static Snapshotter {
 /// are kept here; tests running beside each other then only ever see counts grow, and
 /// each compares a counter before and after what it does.
 fn counter(name: &str, label: Option<(&str, &str)>) -> u64 {
-    type Labels = Vec<(String, String)>;
-    static TOTALS: Mutex<Vec<(String, Labels, u64)>> = Mutex::new(Vec::new());
-    let mut totals = TOTALS.lock().unwrap();
-    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
-        let DebugValue::Counter(increment) = value else { continue };
-        let (name, labels) = (key.key().name().to_string(), key.key().labels());
-        let labels: Vec<(String, String)> =
-            labels.map(|l| (l.key().to_string(), l.value().to_string())).collect();
-        match totals.iter_mut().find(|(n, l, _)| *n == name && *l == labels) {
-            Some(total) => total.2 += increment,
-            None => totals.push((name, labels, increment)),
-        }
-    }
+    let totals = collect_metrics();
     totals
         .iter()
         .filter(|(n, ..)| n == name)
         .filter(|(_, labels, _)| label.is_none_or(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v)))
         .map(|(.., total)| total)
         .sum()
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The latest value of every gauge, by name (over all its series).
+static GAUGES: Mutex<Vec<(String, f64)>> = Mutex::new(Vec::new());
+
+/// Takes a snapshot of the recorder: adds its counters to the running totals (a snapshot
+/// resets them) and records its gauges. Returns the totals, locked.
+fn collect_metrics() -> std::sync::MutexGuard<'static, Vec<(String, Labels, u64)>> {
+    static TOTALS: Mutex<Vec<(String, Labels, u64)>> = Mutex::new(Vec::new());
+    let mut totals = TOTALS.lock().unwrap();
+    let mut gauges = GAUGES.lock().unwrap();
+    for (key, _, _, value) in snapshotter().snapshot().into_vec() {
+        let (name, labels) = (key.key().name().to_string(), key.key().labels());
+        let labels: Vec<(String, String)> =
+            labels.map(|l| (l.key().to_string(), l.value().to_string())).collect();
+        match value {
+            DebugValue::Counter(increment) => {
+                match totals.iter_mut().find(|(n, l, _)| *n == name && *l == labels) {
+                    Some(total) => total.2 += increment,
+                    None => totals.push((name, labels, increment)),
+                }
+            }
+            DebugValue::Gauge(value) => match gauges.iter_mut().find(|(n, _)| *n == name) {
+                Some(gauge) => gauge.1 = value.into_inner(),
+                None => gauges.push((name, value.into_inner())),
+            },
+            DebugValue::Histogram(_) => {}
+        }
+    }
+    totals
+}
+
+/// The value of gauge `name` in this process (0 if never set). Nextest runs every test in
+/// a process of its own, so no other test moves it meanwhile.
+fn gauge(name: &str) -> f64 {
+    drop(collect_metrics());
+    GAUGES.lock().unwrap().iter().find(|(n, _)| n == name).map_or(0.0, |(_, value)| *value)
 }
 
 fn rejected(reason: &str) -> u64 {
@@ -366,6 +393,54 @@ fn snapshot_receives_beyond_the_limit_are_refused_and_messages_pass_meanwhile() 
     release.send(()).unwrap();
     first.join().unwrap().expect("the first snapshot goes through once released");
     assert_eq!(fixture.recording.snapshots.lock().unwrap()[0].clone().unwrap().1, data);
+}
+
+/// A snapshot call the sender cancels mid-stream (it drops the call) ends its receive: the
+/// gauge goes back down, the half-received snapshot never passes for whole, its slot stays
+/// taken until the receiving thread has seen the stream end, and then takes a new snapshot.
+/// (The server's handler sees the cancellation as a failed stream and returns; the guards
+/// in the server also cover a handler that is dropped, as at shutdown, which this test does
+/// not reach.)
+#[test]
+fn a_cancelled_snapshot_call_releases_its_gauge_and_then_its_slot() {
+    let fixture = Fixture::new(|config| config.snapshot_receive_concurrency_max = 1);
+    let (release, held) = mpsc::channel();
+    *fixture.recording.hold.lock().unwrap() = Some(held);
+    let channel = fixture.channel();
+    // The first chunk, then a stream that never ends, until the call is dropped.
+    let call = fixture.runtime.handle().spawn(async move {
+        let mut client = RaftTransportClient::new(channel);
+        let first = SnapshotChunk { message: Some(snapshot_message()), data: Bytes::from_static(b"partial") };
+        let chunks = tokio_stream::StreamExt::chain(tokio_stream::iter(vec![first]), tokio_stream::pending());
+        client.snapshot(chunks).await
+    });
+    assert!(wait_until(WAIT, || fixture.recording.snapshots_entered.load(Ordering::SeqCst) == 1));
+    assert_eq!(gauge("tessera_transport_snapshot_receives"), 1.0);
+    call.abort();
+    assert!(
+        wait_until(WAIT, || gauge("tessera_transport_snapshot_receives") == 0.0),
+        "the cancelled call no longer counts as a receive in progress"
+    );
+    // The receiving thread is still held: the slot is still taken.
+    let link = fixture.link();
+    let data = vec![5u8; 1_000];
+    let refused = link.send_snapshot(snapshot_message(), &mut TestChunks::new(&data, 256));
+    assert!(matches!(refused, Err(TransportError::SnapshotRefused { .. })), "{refused:?}");
+    release.send(()).unwrap();
+    assert!(wait_until(WAIT, || !fixture.recording.snapshots.lock().unwrap().is_empty()));
+    assert!(
+        fixture.recording.snapshots.lock().unwrap()[0].is_err(),
+        "a cancelled snapshot never passes for whole"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match link.send_snapshot(snapshot_message(), &mut TestChunks::new(&data, 256)) {
+            Ok(()) => break,
+            Err(error) => assert!(std::time::Instant::now() < deadline, "the slot never frees: {error:?}"),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fixture.recording.snapshots.lock().unwrap().last().cloned(), Some(Ok((4, data))));
 }
 
 #[test]
