@@ -542,6 +542,9 @@ fn metrics_are_served_in_prometheus_text_format() {
         cluster.run(client.put(&key(1, &format!("m{i}")), &[i])).expect("a put succeeds");
     }
 
+    // A malformed request is counted too.
+    assert!(cluster.run(client.put(b"", b"v")).is_err(), "an empty key is refused");
+
     let (status, body) = http(address, "GET /metrics HTTP/1.1\r\nHost: tessera\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 200 OK");
     let lines = body.lines().map(|line| Ok(line.to_string()));
@@ -564,6 +567,10 @@ fn metrics_are_served_in_prometheus_text_format() {
         })
         .sum();
     assert!(puts >= 20.0, "20 puts counted, saw {puts}");
+    let refused = samples("tessera_kv_requests_total")
+        .iter()
+        .any(|s| s.labels.get("method") == Some("put") && s.labels.get("result") == Some("invalid_argument"));
+    assert!(refused, "the refused put is counted");
     // Counters are typed as such and end in _total.
     for sample in &scrape.samples {
         if let prometheus_parse::Value::Counter(_) = sample.value {

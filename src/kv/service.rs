@@ -211,6 +211,13 @@ impl KvService {
     }
 }
 
+/// Counts a request refused as malformed (`INVALID_ARGUMENT`), and passes its status on.
+fn refused(method: &'static str, status: Status) -> Status {
+    metrics::counter!("tessera_kv_requests_total", "method" => method, "result" => "invalid_argument")
+        .increment(1);
+    status
+}
+
 /// Counts a finished request by method and outcome, and records its latency.
 fn observe(method: &'static str, started: Instant, error: Option<&KvError>) {
     let result = if error.is_some() { "error" } else { "ok" };
@@ -224,8 +231,8 @@ impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let started = Instant::now();
         let PutRequest { context, key, value } = request.into_inner();
-        self.check_key(&key)?;
-        self.check_value(&value)?;
+        self.check_key(&key).map_err(|status| refused("put", status))?;
+        self.check_value(&value).map_err(|status| refused("put", status))?;
         let outcome = match self.route(context, &key) {
             Ok(route) => {
                 let requests = vec![tessera_store::request(CmdType::Put, &key, &value, b"")];
@@ -241,7 +248,7 @@ impl Kv for KvService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let started = Instant::now();
         let GetRequest { context, key } = request.into_inner();
-        self.check_key(&key)?;
+        self.check_key(&key).map_err(|status| refused("get", status))?;
         let outcome = match self.route(context, &key) {
             Ok(route) => {
                 let read = ReadRequest {
@@ -267,7 +274,7 @@ impl Kv for KvService {
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let started = Instant::now();
         let DeleteRequest { context, key } = request.into_inner();
-        self.check_key(&key)?;
+        self.check_key(&key).map_err(|status| refused("delete", status))?;
         let outcome = match self.route(context, &key) {
             Ok(route) => {
                 let requests = vec![tessera_store::request(CmdType::Delete, &key, b"", b"")];
@@ -284,10 +291,16 @@ impl Kv for KvService {
         let started = Instant::now();
         let ScanRequest { context, start_key, end_key, limit } = request.into_inner();
         if start_key.len() > self.config.key_bytes_max || end_key.len() > self.config.key_bytes_max {
-            return Err(Status::invalid_argument("a scan bound is longer than key_bytes_max"));
+            return Err(refused(
+                "scan",
+                Status::invalid_argument("a scan bound is longer than key_bytes_max"),
+            ));
         }
         if !end_key.is_empty() && end_key <= start_key {
-            return Err(Status::invalid_argument("a scan needs start_key < end_key (or an empty end_key)"));
+            return Err(refused(
+                "scan",
+                Status::invalid_argument("a scan needs start_key < end_key (or an empty end_key)"),
+            ));
         }
         let limit = match limit as usize {
             0 => self.config.scan_limit_max,
@@ -339,15 +352,18 @@ impl Kv for KvService {
         let started = Instant::now();
         let BatchPutRequest { pairs } = request.into_inner();
         if pairs.len() > self.config.batch_pairs_max {
-            return Err(Status::invalid_argument(format!(
-                "the batch has {} pairs, more than batch_pairs_max ({})",
-                pairs.len(),
-                self.config.batch_pairs_max
-            )));
+            return Err(refused(
+                "batch_put",
+                Status::invalid_argument(format!(
+                    "the batch has {} pairs, more than batch_pairs_max ({})",
+                    pairs.len(),
+                    self.config.batch_pairs_max
+                )),
+            ));
         }
         for pair in &pairs {
-            self.check_key(&pair.key)?;
-            self.check_value(&pair.value)?;
+            self.check_key(&pair.key).map_err(|status| refused("batch_put", status))?;
+            self.check_value(&pair.value).map_err(|status| refused("batch_put", status))?;
         }
         // One part per region, in the order of the pairs within it (a key written twice
         // keeps its last value). Keys no region here holds form a failed part of their own.
@@ -410,7 +426,10 @@ impl Kv for KvService {
         let started = Instant::now();
         let LocateKeyRequest { key } = request.into_inner();
         if key.len() > self.config.key_bytes_max {
-            return Err(Status::invalid_argument("the key is longer than key_bytes_max"));
+            return Err(refused(
+                "locate_key",
+                Status::invalid_argument("the key is longer than key_bytes_max"),
+            ));
         }
         let Some(region) = self.region_for_key(&key) else {
             let error = no_region_for_key();
