@@ -164,6 +164,19 @@ impl PeerStorage {
             engine.get_msg(CF_RAFT, &keys::raft_state_key(region_id))?.unwrap_or_default();
         let apply_state: ApplyState =
             engine.get_msg(CF_META, &keys::apply_state_key(region_id))?.unwrap_or_default();
+        let mut raft_state = raft_state;
+        // A round that only advanced the commit index is written without an fsync, so after
+        // a machine crash the recorded commit may lag. The apply state cannot be ahead of it
+        // today (the commit record precedes the apply write in the one WAL RocksDB recovers a
+        // prefix of), but should it be, the applied entries were committed: raise the commit
+        // to them rather than refuse the region. Beyond the log is still corruption.
+        if let Some(hard_state) = raft_state.hard_state.as_mut() {
+            if apply_state.applied_index > hard_state.commit
+                && apply_state.applied_index <= raft_state.last_index
+            {
+                hard_state.commit = apply_state.applied_index;
+            }
+        }
         let storage = PeerStorage {
             engine,
             region,

@@ -186,6 +186,31 @@ fn compaction_deletes_a_prefix_and_keeps_its_last_term() {
     assert!(matches!(storage.term(7), Err(StorageError::Compacted)));
 }
 
+/// An applied index ahead of the recorded commit (a commit-only write lost in a crash) but
+/// inside the log: the entries were committed, so the load raises the commit to them.
+#[test]
+fn a_commit_index_behind_the_applied_index_is_raised_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        bootstrap(&engine);
+        let mut storage = load(&engine, CACHE_BYTES);
+        storage.set_hard_state(HardState { term: 6, vote: 1, commit: 5 });
+        persist(&engine, &mut storage, &[entry(6, 6, "a"), entry(7, 6, "b"), entry(8, 6, "c")]);
+        let mut batch = engine.write_batch();
+        batch.put_msg(
+            CF_META,
+            &keys::apply_state_key(REGION_ID),
+            &ApplyState { applied_index: 7, truncated_index: INIT_INDEX, truncated_term: INIT_TERM },
+        );
+        engine.write(batch, true).unwrap();
+    }
+    let engine = open(dir.path());
+    let storage = load(&engine, CACHE_BYTES);
+    assert_eq!(storage.hard_state(), HardState { term: 6, vote: 1, commit: 7 });
+    assert_eq!(storage.last_index().unwrap(), 8);
+}
+
 #[test]
 fn records_that_contradict_the_log_refuse_to_load() {
     let dir = tempfile::tempdir().unwrap();
