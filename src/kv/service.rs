@@ -11,7 +11,7 @@ use tessera_proto::kvpb::{
 };
 use tessera_proto::serverpb::{CmdType, RaftCmdRequest};
 use tessera_proto::storepb::{Region, RegionEpoch};
-use tessera_store::{Callback, ReadQuery, ReadRequest, ReadResponse, Store, StoreResult};
+use tessera_store::{Callback, CmdResponse, ReadQuery, ReadRequest, ReadResponse, Store, StoreResult};
 use tonic::{Request, Response, Status};
 
 use super::errors::{kv_error_of, no_region_for_key, timeout_error};
@@ -134,23 +134,23 @@ impl KvService {
 
     /// Proposes `command` and waits (without blocking a thread) for it to be applied.
     async fn execute(&self, command: RaftCmdRequest) -> Result<(), KvError> {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let callback = Callback::new(move |result: StoreResult<_>| {
-            let _ = sender.send(result.map(|_| ()));
-        });
+        let answer = self.propose(command);
+        self.wait(answer, self.deadline()).await.map(drop)
+    }
+
+    /// Proposes `command`; its answer arrives on the returned channel once it is applied.
+    fn propose(&self, command: RaftCmdRequest) -> Answer<CmdResponse> {
+        let (callback, answer) = oneshot_callback();
         // Without a store the callback is dropped, which answers it with `StoreStopped`.
         self.store.with(move |store| store.propose(command, callback));
-        self.wait(receiver, self.deadline()).await
+        answer
     }
 
     /// Reads linearizably from the region's leader here.
     async fn read(&self, request: ReadRequest) -> Result<ReadResponse, KvError> {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let callback = Callback::new(move |result| {
-            let _ = sender.send(result);
-        });
+        let (callback, answer) = oneshot_callback();
         self.store.with(move |store| store.read(request, callback));
-        self.wait(receiver, self.deadline()).await
+        self.wait(answer, self.deadline()).await
     }
 
     /// When a request that starts now stops waiting for the store.
@@ -158,11 +158,7 @@ impl KvService {
         tokio::time::Instant::now() + self.config.request_timeout
     }
 
-    async fn wait<T>(
-        &self,
-        receiver: tokio::sync::oneshot::Receiver<StoreResult<T>>,
-        deadline: tokio::time::Instant,
-    ) -> Result<T, KvError> {
+    async fn wait<T>(&self, receiver: Answer<T>, deadline: tokio::time::Instant) -> Result<T, KvError> {
         match tokio::time::timeout_at(deadline, receiver).await {
             Ok(Ok(result)) => result.map_err(kv_error_of),
             // A callback always answers, even when dropped; a closed channel means the
@@ -209,6 +205,19 @@ impl KvService {
         }
         Ok(None)
     }
+}
+
+/// Where a store callback's answer arrives for the request's task to await.
+type Answer<T> = tokio::sync::oneshot::Receiver<StoreResult<T>>;
+
+/// A callback that completes a oneshot channel: the store answers on its own threads, and
+/// the gRPC task awaits the channel, so no runtime thread ever blocks on the store.
+fn oneshot_callback<T: Send + 'static>() -> (Callback<T>, Answer<T>) {
+    let (sender, answer) = tokio::sync::oneshot::channel();
+    let callback = Callback::new(move |result| {
+        let _ = sender.send(result);
+    });
+    (callback, answer)
 }
 
 /// Counts a request refused as malformed (`INVALID_ARGUMENT`), and passes its status on.
@@ -388,13 +397,8 @@ impl Kv for KvService {
                 .iter()
                 .map(|pair| tessera_store::request(CmdType::Put, &pair.key, &pair.value, b""))
                 .collect();
-            let (sender, receiver) = tokio::sync::oneshot::channel();
-            let callback = Callback::new(move |result: StoreResult<_>| {
-                let _ = sender.send(result.map(|_| ()));
-            });
-            let cmd = tessera_store::command(region_id, region.epoch, requests);
-            self.store.with(move |store| store.propose(cmd, callback));
-            waiting.push((part, receiver));
+            let answer = self.propose(tessera_store::command(region_id, region.epoch, requests));
+            waiting.push((part, answer));
         }
         for (part, receiver) in waiting {
             if let Err(error) = self.wait(receiver, deadline).await {
