@@ -20,9 +20,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tessera_transport::{stop_requested, tokio_listener, ServingTask};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinHandle;
 
 /// Most bytes of a request read before it is refused: a scrape's request is a few hundred.
 const REQUEST_BYTES_MAX: usize = 8 << 10;
@@ -81,8 +81,9 @@ pub fn prometheus_handle() -> Result<PrometheusHandle, String> {
 #[derive(Debug)]
 pub struct MetricsServer {
     address: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    _serving: ServingTask,
+    // A task of its own, so that upkeep goes on while every connection slot is busy.
+    _upkeep: ServingTask,
 }
 
 impl MetricsServer {
@@ -93,15 +94,13 @@ impl MetricsServer {
         runtime: &tokio::runtime::Handle,
     ) -> std::io::Result<MetricsServer> {
         let address = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
-        let listener = {
-            // Registering the socket with tokio needs the runtime's reactor.
-            let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
-        let (stop, stopped) = watch::channel(false);
-        let task = runtime.spawn(serve(listener, handle, stopped));
-        Ok(MetricsServer { address, stop, task })
+        let listener = tokio_listener(listener, runtime)?;
+        let upkeep_handle = handle.clone();
+        Ok(MetricsServer {
+            address,
+            _serving: ServingTask::spawn(runtime, move |stopped| serve(listener, handle, stopped)),
+            _upkeep: ServingTask::spawn(runtime, move |stopped| upkeep(upkeep_handle, stopped)),
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -109,42 +108,32 @@ impl MetricsServer {
     }
 }
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        self.task.abort();
+/// Folds histograms' old samples away every `UPKEEP_INTERVAL`, as the recorder needs.
+async fn upkeep(handle: PrometheusHandle, stopped: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+    let stop = stop_requested(stopped);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => handle.run_upkeep(),
+            () = &mut stop => return,
+        }
     }
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    handle: PrometheusHandle,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn serve(listener: tokio::net::TcpListener, handle: PrometheusHandle, stopped: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-    // Upkeep on a task of its own, so that it goes on while every connection slot is busy.
-    let upkeep = {
-        let (handle, mut stopped) = (handle.clone(), stopped.clone());
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
-            loop {
-                tokio::select! {
-                    _ = interval.tick() => handle.run_upkeep(),
-                    _ = stopped.wait_for(|stop| *stop) => return,
-                }
-            }
-        })
-    };
-    let _stop_upkeep = AbortOnDrop(upkeep);
+    let stop = stop_requested(stopped);
+    tokio::pin!(stop);
     loop {
         // A permit first, so that at most CONNECTIONS_MAX connections are open at once.
         let permit = tokio::select! {
             permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
-            _ = stopped.wait_for(|stop| *stop) => return,
+            () = &mut stop => return,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stopped.wait_for(|stop| *stop) => return,
+            () = &mut stop => return,
         };
         let Ok((stream, _)) = accepted else { continue };
         let handle = handle.clone();
@@ -152,15 +141,6 @@ async fn serve(
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &handle)).await;
             drop(permit);
         });
-    }
-}
-
-/// Aborts a task when dropped: the upkeep task ends with the server's, however that ends.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

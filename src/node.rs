@@ -25,11 +25,10 @@ use tessera_proto::storepb::{Peer, PeerRole, Region, RegionEpoch};
 use tessera_router::{Outbound, OutboundConfig};
 use tessera_store::{bootstrap, initial_peer_id, Store, StoreConfig};
 use tessera_transport::{
-    GrpcLink, RaftServer, ReceiverSlot, StaticResolver, TransportConfig, TransportRuntime,
+    stop_requested, tokio_listener, GrpcLink, RaftServer, ReceiverSlot, ServingTask, StaticResolver,
+    TransportConfig, TransportRuntime,
 };
 use thiserror::Error;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use crate::kv::kvservicepb::kv_server::KvServer;
@@ -209,17 +208,10 @@ pub struct Node {
     slot: Arc<ReceiverSlot>,
     outbound: Arc<Outbound<GrpcLink>>,
     raft_server: Option<RaftServer>,
-    kv_server: Option<KvServerTask>,
+    kv_server: Option<ServingTask>,
     metrics_server: Option<MetricsServer>,
     // Dropped last: the servers and the link run on it.
-    runtime: TransportRuntime,
-}
-
-/// The KV server's task and the signal that stops it.
-#[derive(Debug)]
-struct KvServerTask {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    _runtime: TransportRuntime,
 }
 
 impl Node {
@@ -290,7 +282,7 @@ impl Node {
             raft_server: Some(raft_server),
             kv_server: Some(kv_server),
             metrics_server,
-            runtime,
+            _runtime: runtime,
         })
     }
 
@@ -321,15 +313,7 @@ impl Node {
     /// both addresses can be bound again. Call it from outside any tokio runtime.
     pub fn shutdown(mut self) {
         if let Some(kv_server) = self.kv_server.take() {
-            let _ = kv_server.stop.send(true);
-            let abort = kv_server.task.abort_handle();
-            let finished = self
-                .runtime
-                .handle()
-                .block_on(async { tokio::time::timeout(KV_SHUTDOWN_GRACE, kv_server.task).await });
-            if finished.is_err() {
-                abort.abort();
-            }
+            kv_server.shutdown(KV_SHUTDOWN_GRACE);
         }
         self.stop_rest();
     }
@@ -351,10 +335,8 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if let Some(kv_server) = self.kv_server.take() {
-            let _ = kv_server.stop.send(true);
-            kv_server.task.abort();
-        }
+        // Dropping the KV server stops it without letting requests finish.
+        self.kv_server = None;
         self.stop_rest();
     }
 }
@@ -363,23 +345,19 @@ fn start_kv_server(
     runtime: &TransportRuntime,
     listener: TcpListener,
     service: KvService,
-) -> Result<KvServerTask, NodeError> {
-    listener.set_nonblocking(true).map_err(NodeError::Runtime)?;
-    let listener = {
-        // Registering the socket with tokio needs the runtime's reactor.
-        let _entered = runtime.handle().enter();
-        tokio::net::TcpListener::from_std(listener).map_err(NodeError::Runtime)?
-    };
+) -> Result<ServingTask, NodeError> {
+    let listener = tokio_listener(listener, &runtime.handle()).map_err(NodeError::Runtime)?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let (stop, mut stopped) = watch::channel(false);
-    let serve = tonic::transport::Server::builder().serve_with_incoming_shutdown(
-        KvServer::new(service),
-        incoming,
-        async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        },
-    );
-    Ok(KvServerTask { stop, task: runtime.handle().spawn(serve) })
+    Ok(ServingTask::spawn(&runtime.handle(), move |stopped| async move {
+        let serve = tonic::transport::Server::builder().serve_with_incoming_shutdown(
+            KvServer::new(service),
+            incoming,
+            stop_requested(stopped),
+        );
+        if let Err(error) = serve.await {
+            tracing::error!(%error, "the KV server stopped on an error");
+        }
+    }))
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ mod receiver_slot;
 mod resolver;
 mod runtime;
 mod server;
+mod serving;
 
 /// The generated gRPC service (`RaftTransport`) and its `Done` message; the messages it
 /// carries are tessera-proto's.
@@ -67,3 +68,4 @@ pub use receiver_slot::ReceiverSlot;
 pub use resolver::{StaticResolver, StoreResolver};
 pub use runtime::TransportRuntime;
 pub use server::{RaftServer, ServerError};
+pub use serving::{stop_requested, tokio_listener, ServingTask};

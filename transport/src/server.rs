@@ -19,13 +19,13 @@ use tessera_router::{expand_batch, RaftReceiver, SnapshotChunks};
 use thiserror::Error;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::config::{ConfigError, TransportConfig};
 use crate::metrics::{self, count_rejected, Rejection};
+use crate::serving::{stop_requested, tokio_listener, ServingTask};
 use crate::transportpb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use crate::transportpb::Done;
 
@@ -45,9 +45,8 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct RaftServer {
     local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
-    runtime: Handle,
+    // Dropping it stops the server without waiting.
+    task: ServingTask,
 }
 
 impl RaftServer {
@@ -61,34 +60,34 @@ impl RaftServer {
         runtime: Handle,
     ) -> Result<RaftServer, ServerError> {
         config.validate()?;
-        listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
-        let listener = {
-            // Registering the socket with tokio needs the runtime's reactor.
-            let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
-        };
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let (stop, mut stopped) = watch::channel(false);
-        let service = RaftService {
-            store_id,
-            receiver,
-            snapshot_receives: Arc::new(Semaphore::new(config.snapshot_receive_concurrency_max)),
-            snapshot_receive_concurrency_max: config.snapshot_receive_concurrency_max,
-            snapshot_chunks_in_flight_max: config.snapshot_chunks_in_flight_max,
-            stopped: stopped.clone(),
-        };
-        let service = RaftTransportServer::new(service)
-            .max_decoding_message_size(config.message_bytes_max)
-            .max_encoding_message_size(config.message_bytes_max);
-        let serve = Server::builder()
-            .http2_keepalive_interval(Some(config.keepalive_interval))
-            .http2_keepalive_timeout(Some(config.keepalive_interval))
-            .serve_with_incoming_shutdown(service, incoming, async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            });
-        let task = runtime.spawn(serve);
-        Ok(RaftServer { local_addr, stop, task: Some(task), runtime })
+        let incoming = TcpIncoming::from(tokio_listener(listener, &runtime)?).with_nodelay(Some(true));
+        let (snapshot_receive_concurrency_max, snapshot_chunks_in_flight_max) =
+            (config.snapshot_receive_concurrency_max, config.snapshot_chunks_in_flight_max);
+        let (message_bytes_max, keepalive_interval) = (config.message_bytes_max, config.keepalive_interval);
+        let task = ServingTask::spawn(&runtime, move |stopped| {
+            let service = RaftService {
+                store_id,
+                receiver,
+                snapshot_receives: Arc::new(Semaphore::new(snapshot_receive_concurrency_max)),
+                snapshot_receive_concurrency_max,
+                snapshot_chunks_in_flight_max,
+                stopped: stopped.clone(),
+            };
+            let service = RaftTransportServer::new(service)
+                .max_decoding_message_size(message_bytes_max)
+                .max_encoding_message_size(message_bytes_max);
+            let serve = Server::builder()
+                .http2_keepalive_interval(Some(keepalive_interval))
+                .http2_keepalive_timeout(Some(keepalive_interval))
+                .serve_with_incoming_shutdown(service, incoming, stop_requested(stopped));
+            async move {
+                if let Err(error) = serve.await {
+                    tracing::error!(store_id, %error, "the transport server stopped on an error");
+                }
+            }
+        });
+        Ok(RaftServer { local_addr, task })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,24 +97,8 @@ impl RaftServer {
     /// Stops accepting, ends every open stream (their senders see `UNAVAILABLE` and
     /// reconnect elsewhere or later) and waits until the listener is closed, so the address
     /// can be bound again at once. Call it from outside the runtime.
-    pub fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            let ended = self.runtime.block_on(async { tokio::time::timeout(SHUTDOWN_GRACE, task).await });
-            if ended.is_err() {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for RaftServer {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub fn shutdown(self) {
+        self.task.shutdown(SHUTDOWN_GRACE);
     }
 }
 
