@@ -39,6 +39,10 @@ pub struct KvServiceConfig {
     /// How long a request waits for the store's answer before it is answered with a
     /// `TIMEOUT` error (a write's outcome is then unknown).
     pub request_timeout: Duration,
+    /// Most requests being served at once (each may wait up to `request_timeout` for the
+    /// store). Past it a request is answered `ServerIsBusy` at once, so that clients back
+    /// off instead of the node holding an unbounded number of waiting requests.
+    pub requests_in_flight_max: usize,
 }
 
 impl Default for KvServiceConfig {
@@ -49,6 +53,7 @@ impl Default for KvServiceConfig {
             batch_pairs_max: 1_024,
             scan_limit_max: 10_000,
             request_timeout: Duration::from_secs(10),
+            requests_in_flight_max: 16_384,
         }
     }
 }
@@ -80,6 +85,7 @@ impl SharedStore {
 pub struct KvService {
     store: Arc<SharedStore>,
     config: KvServiceConfig,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where a request goes: a region and the epoch it was routed with.
@@ -90,7 +96,27 @@ struct Route {
 
 impl KvService {
     pub fn new(store: Arc<SharedStore>, config: KvServiceConfig) -> KvService {
-        KvService { store, config }
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(config.requests_in_flight_max));
+        KvService { store, config, in_flight }
+    }
+
+    /// A slot among the requests in flight, or `ServerIsBusy` (counted) when none is free.
+    fn admit(&self, method: &'static str, started: Instant) -> Result<InFlight, KvError> {
+        match Arc::clone(&self.in_flight).try_acquire_owned() {
+            Ok(permit) => {
+                let gauge = metrics::gauge!("tessera_kv_requests_in_flight");
+                gauge.increment(1.0);
+                Ok(InFlight { _permit: permit, gauge })
+            }
+            Err(_) => {
+                let error = kv_error_of(tessera_store::StoreError::ServerIsBusy(format!(
+                    "{} requests in flight (requests_in_flight_max)",
+                    self.config.requests_in_flight_max
+                )));
+                observe(method, started, Some(&error));
+                Err(error)
+            }
+        }
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), Status> {
@@ -207,6 +233,18 @@ impl KvService {
     }
 }
 
+/// One request's slot among those in flight; the gauge counts it while it lives.
+struct InFlight {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: metrics::Gauge,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+    }
+}
+
 /// Where a store callback's answer arrives for the request's task to await.
 type Answer<T> = tokio::sync::oneshot::Receiver<StoreResult<T>>;
 
@@ -239,6 +277,10 @@ fn observe(method: &'static str, started: Instant, error: Option<&KvError>) {
 impl Kv for KvService {
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = match self.admit("put", started) {
+            Ok(slot) => slot,
+            Err(error) => return Ok(Response::new(PutResponse { error: Some(error) })),
+        };
         let PutRequest { context, key, value } = request.into_inner();
         self.check_key(&key).map_err(|status| refused("put", status))?;
         self.check_value(&value).map_err(|status| refused("put", status))?;
@@ -256,6 +298,10 @@ impl Kv for KvService {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = match self.admit("get", started) {
+            Ok(slot) => slot,
+            Err(error) => return Ok(Response::new(GetResponse { error: Some(error), value: None })),
+        };
         let GetRequest { context, key } = request.into_inner();
         self.check_key(&key).map_err(|status| refused("get", status))?;
         let outcome = match self.route(context, &key) {
@@ -282,6 +328,10 @@ impl Kv for KvService {
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<DeleteResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = match self.admit("delete", started) {
+            Ok(slot) => slot,
+            Err(error) => return Ok(Response::new(DeleteResponse { error: Some(error) })),
+        };
         let DeleteRequest { context, key } = request.into_inner();
         self.check_key(&key).map_err(|status| refused("delete", status))?;
         let outcome = match self.route(context, &key) {
@@ -298,6 +348,12 @@ impl Kv for KvService {
 
     async fn scan(&self, request: Request<ScanRequest>) -> Result<Response<ScanResponse>, Status> {
         let started = Instant::now();
+        let _in_flight = match self.admit("scan", started) {
+            Ok(slot) => slot,
+            Err(error) => {
+                return Ok(Response::new(ScanResponse { error: Some(error), ..Default::default() }))
+            }
+        };
         let ScanRequest { context, start_key, end_key, limit } = request.into_inner();
         if start_key.len() > self.config.key_bytes_max || end_key.len() > self.config.key_bytes_max {
             return Err(refused(
@@ -360,6 +416,15 @@ impl Kv for KvService {
     ) -> Result<Response<BatchPutResponse>, Status> {
         let started = Instant::now();
         let BatchPutRequest { pairs } = request.into_inner();
+        let _in_flight = match self.admit("batch_put", started) {
+            Ok(slot) => slot,
+            Err(error) => {
+                let keys = pairs.into_iter().map(|pair| pair.key).collect();
+                return Ok(Response::new(BatchPutResponse {
+                    failed: vec![FailedPart { keys, error: Some(error) }],
+                }));
+            }
+        };
         if pairs.len() > self.config.batch_pairs_max {
             return Err(refused(
                 "batch_put",
@@ -458,5 +523,25 @@ impl Kv for KvService {
         let leader = leader_id.and_then(|id| region.peers.iter().find(|peer| peer.id == id).cloned());
         observe("locate_key", started, None);
         Ok(Response::new(LocateKeyResponse { error: None, region: Some(region), leader }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_proto::kvpb::kv_error;
+
+    use super::*;
+
+    #[test]
+    fn requests_beyond_the_in_flight_limit_are_answered_busy_until_a_slot_frees() {
+        let config = KvServiceConfig { requests_in_flight_max: 2, ..KvServiceConfig::default() };
+        let service = KvService::new(Arc::new(SharedStore::default()), config);
+        let first = service.admit("put", Instant::now()).expect("a free slot");
+        let second = service.admit("get", Instant::now()).expect("a free slot");
+        let refused = service.admit("put", Instant::now()).err().expect("no slot left");
+        assert!(matches!(refused.kind, Some(kv_error::Kind::ServerIsBusy(_))), "{refused:?}");
+        drop(first);
+        let third = service.admit("put", Instant::now()).expect("the freed slot");
+        drop((second, third));
     }
 }
