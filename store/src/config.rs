@@ -114,6 +114,11 @@ impl StoreConfig {
                 "raft_election_ticks must exceed raft_heartbeat_ticks, which must be at least 1".into(),
             ));
         }
+        // The core's own checks (the lease margin against the election timeout, ...), here
+        // rather than when the first peer starts, where a refusal would read as corrupt data.
+        crate::peer::raft_config(self, 1, 0)
+            .validate()
+            .map_err(|e| StoreConfigError::Invalid(format!("raft settings: {e}")))?;
         let limits = [
             ("proposals_per_peer_max", self.proposals_per_peer_max as u64),
             ("scan_limit_max", self.scan_limit_max as u64),
@@ -141,4 +146,22 @@ pub enum StoreConfigError {
     Batch(#[from] BatchConfigError),
     #[error("invalid store config: {0}")]
     Invalid(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_settings_the_core_refuses_are_refused_as_config() {
+        let mut config = StoreConfig::new(1, "/nonexistent");
+        assert!(config.validate().is_ok());
+        // Passes the store's own tick check, but leaves no room for the lease margin.
+        config.raft_election_ticks = 2;
+        config.raft_heartbeat_ticks = 1;
+        match config.validate() {
+            Err(StoreConfigError::Invalid(reason)) => assert!(reason.contains("raft settings"), "{reason}"),
+            other => panic!("expected a config refusal, got {other:?}"),
+        }
+    }
 }
