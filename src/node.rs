@@ -9,8 +9,8 @@
 //!
 //! The cluster is static: every node is given the same stores and the same number of
 //! regions, and bootstraps the same regions (region i has one voter per store, with peer id
-//! `region_id * 1000 + store_id`). Bootstrapping skips regions already on disk, so a node
-//! restarted with its data directory comes back with its data.
+//! `region_id * 1000 + store_id`). Bootstrapping writes nothing on a store that already
+//! holds regions, so a node restarted with its data directory comes back with its data.
 //!
 //! The Raft transport and the KV service listen on two addresses: one server for both would
 //! need tonic's router, which the workspace leaves out to keep the build small.
