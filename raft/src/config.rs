@@ -79,6 +79,15 @@ pub struct Config {
     /// simulation finds this schedule in about 0.2% of seeds with membership changes.
     pub step_down_on_removal: bool,
 
+    /// A commit index that moves while there is nothing new to send is not broadcast with
+    /// an empty append: followers learn it from the next append or heartbeat instead. That
+    /// halves the messages of a group that commits one entry at a time (the next proposal
+    /// carries the previous commit), at the cost of followers applying up to a heartbeat
+    /// later; a read on a follower already waits for a heartbeat round, which carries the
+    /// commit index. The commit of a membership change is always broadcast, so that every
+    /// member applies the new configuration promptly.
+    pub lazy_commit_broadcast: bool,
+
     /// How reads are confirmed. `LeaseBased` answers from the commit index while the leader
     /// lease holds: a quorum acknowledged a heartbeat sent at tick `t`, and followers with
     /// check-quorum refuse to vote for `election_ticks` after hearing from a leader, so no
@@ -112,6 +121,7 @@ impl Default for Config {
             disable_proposal_forwarding: false,
             async_storage_writes: false,
             step_down_on_removal: false,
+            lazy_commit_broadcast: false,
             read_only_option: ReadOnlyOption::Safe,
             lease_margin_ticks: 2,
         }

@@ -116,6 +116,7 @@ pub struct Raft<S: Storage> {
     msg_bytes_max: u64,
     uncommitted_bytes_max: u64,
     step_down_on_removal: bool,
+    lazy_commit_broadcast: bool,
     lease_margin_ticks: usize,
 }
 
@@ -174,6 +175,7 @@ impl<S: Storage> Raft<S> {
             msg_bytes_max: config.msg_bytes_max,
             uncommitted_bytes_max: config.uncommitted_bytes_max,
             step_down_on_removal: config.step_down_on_removal,
+            lazy_commit_broadcast: config.lazy_commit_broadcast,
             lease_margin_ticks: config.lease_margin_ticks,
         };
         let last_index = raft.raft_log.last_index();
@@ -951,7 +953,7 @@ impl<S: Storage> Raft<S> {
         }
         if self.maybe_commit() {
             self.release_postponed_reads();
-            self.bcast_append();
+            self.broadcast_commit();
         } else if from != self.id && was_paused {
             // The window opened again: the follower may be waiting for more.
             self.send_append(from);
@@ -1215,6 +1217,15 @@ impl<S: Storage> Raft<S> {
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(payload_bytes(entries));
     }
 
+    /// Tells the followers that the commit index moved: with empty appends, unless
+    /// `lazy_commit_broadcast` leaves it to the next append or heartbeat. A membership
+    /// change in flight is always broadcast (see the config field).
+    fn broadcast_commit(&mut self) {
+        if !self.lazy_commit_broadcast || self.pending_conf_index > self.raft_log.applied {
+            self.bcast_append();
+        }
+    }
+
     pub(crate) fn maybe_commit(&mut self) -> bool {
         let committed = self.trk.committed();
         self.raft_log.maybe_commit(committed, self.term)
@@ -1293,7 +1304,7 @@ impl<S: Storage> Raft<S> {
         self.recount_rounds();
         if self.maybe_commit() {
             self.release_postponed_reads();
-            self.bcast_append();
+            self.broadcast_commit();
         } else {
             let mut cursor = NONE;
             while let Some(id) = self.next_peer(cursor) {

@@ -342,6 +342,7 @@ impl Env {
         option!("uncommitted-bytes-max", uncommitted_bytes_max);
         option!("committed-bytes-per-ready-max", committed_bytes_per_ready_max);
         option!("step-down-on-removal", step_down_on_removal);
+        option!("lazy-commit-broadcast", lazy_commit_broadcast);
         option!("lease-margin-ticks", lease_margin_ticks);
         match arg::<String>(tc, "read-only")?.as_deref() {
             None => {}

@@ -28,8 +28,8 @@
 //!   starts them from a snapshot at index I (term 1) holding the configuration and the data
 //!   `content`; `log-terms` adds entries after it with those terms; `term` and `commit` set
 //!   the stored hard state. Config options: `pre-vote check-quorum async-storage-writes
-//!   disable-forwarding step-down-on-removal` (bools, `=true`), `read-only=safe|lease`
-//!   (lease needs `check-quorum=true`) and `election-ticks heartbeat-ticks
+//!   disable-forwarding step-down-on-removal lazy-commit-broadcast` (bools, `=true`),
+//!   `read-only=safe|lease` (lease needs `check-quorum=true`) and `election-ticks heartbeat-ticks
 //!   inflight-msgs-max inflight-bytes-max msg-bytes-max uncommitted-bytes-max
 //!   committed-bytes-per-ready-max lease-margin-ticks`. Every node is seeded with its id,
 //!   so randomized timeouts replay exactly. Every node created by one `add-nodes` starts
@@ -139,6 +139,7 @@ scenarios!(
     heartbeat_probe_recovery,
     inflight_bytes_max,
     inflight_msgs_max,
+    lazy_commit_broadcast,
     learner_replication,
     msg_bytes_max,
     prevote_checkquorum_no_wedge,

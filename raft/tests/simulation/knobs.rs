@@ -62,6 +62,7 @@ pub struct Knobs {
     /// of cluster ticks, and nobody is told to campaign. Implies check-quorum.
     pub lease_reads: bool,
     pub lease_margin_ticks: usize,
+    pub lazy_commit_broadcast: bool,
 }
 
 impl Knobs {
@@ -117,6 +118,7 @@ impl Knobs {
             step_down_on_removal: rng.coin(),
             lease_reads: rng.chance(250),
             lease_margin_ticks: rng.between(0, 2) as usize,
+            lazy_commit_broadcast: rng.coin(),
         };
         if knobs.lease_reads {
             knobs.check_quorum = true;
@@ -153,6 +155,7 @@ impl Knobs {
                 ReadOnlyOption::Safe
             },
             lease_margin_ticks: self.lease_margin_ticks,
+            lazy_commit_broadcast: self.lazy_commit_broadcast,
         }
     }
 }
