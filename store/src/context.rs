@@ -100,8 +100,6 @@ pub struct StoreStats {
     /// Synced writes of raft pollers, one per round that wrote something that must be
     /// durable.
     pub fsyncs: AtomicU64,
-    /// Writes of raft pollers without an fsync: rounds that wrote only commit indexes.
-    pub unsynced_raft_writes: AtomicU64,
     /// Peers whose Ready went into a raft poller's write.
     pub peers_written: AtomicU64,
     /// Entries applied by apply pollers.

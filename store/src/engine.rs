@@ -70,9 +70,9 @@ impl Engine {
         let cache = Cache::new_lru_cache(config.block_cache_bytes);
         // The WAL stays on, flushed by every write, with the default point-in-time recovery:
         // raft state, apply state and data share it, and a crash recovers a prefix of it.
-        // The store counts on that ordering (a commit-only raft write goes unsynced; see
-        // `PeerStorage::load`), so do not turn on `manual_wal_flush`, skip the WAL for
-        // apply writes, or pick a recovery mode that skips corrupted records.
+        // Data and its apply state must survive or vanish together, so do not turn on
+        // `manual_wal_flush`, skip the WAL for apply writes, or pick a recovery mode that
+        // skips corrupted records.
         let mut db_options = Options::default();
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);

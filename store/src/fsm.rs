@@ -40,15 +40,13 @@ impl Fsm for StoreFsm {
 pub(crate) struct RaftPoller {
     ctx: Arc<StoreContext>,
     batch: WriteBatch,
-    /// See `PollContext::unsynced_ops`.
-    unsynced_ops: usize,
     ticks_of_round: usize,
 }
 
 impl RaftPoller {
     pub fn new(ctx: Arc<StoreContext>) -> Self {
         let batch = ctx.engine.write_batch();
-        RaftPoller { ctx, batch, unsynced_ops: 0, ticks_of_round: 0 }
+        RaftPoller { ctx, batch, ticks_of_round: 0 }
     }
 }
 
@@ -72,8 +70,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
 
     fn handle_normal(&mut self, fsm: &mut PeerFsm, inbox: &mut Inbox<'_, PeerMsg>) -> HandleResult {
         let peer = &mut fsm.peer;
-        let mut ctx =
-            PollContext { store: &self.ctx, batch: &mut self.batch, unsynced_ops: &mut self.unsynced_ops };
+        let mut ctx = PollContext { store: &self.ctx, batch: &mut self.batch };
         for msg in inbox {
             if self.ctx.is_stopped() {
                 // After a fatal error nothing is stepped or answered but refusals.
@@ -130,18 +127,9 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         // Messages that do not wait for this store's disk leave first, so followers write
         // in parallel with the leader.
         self.ctx.transport.flush();
-        let written = !self.batch.is_empty();
-        let synced = self.batch.len() > self.unsynced_ops;
-        self.unsynced_ops = 0;
-        if written && !synced {
-            // Only commit indexes: written for a restart to find, but not worth an fsync.
-            let batch = std::mem::replace(&mut self.batch, self.ctx.engine.write_batch());
-            if let Err(e) = self.ctx.engine.write(batch, false) {
-                self.ctx.stop_fatally(format!("raft write failed: {e}"));
-            }
-            StoreStats::add(&self.ctx.stats.unsynced_raft_writes, 1);
-            metrics::counter!("tessera_store_raft_unsynced_writes_total").increment(1);
-        }
+        // Every write of a raft round must be durable before the round's completions leave
+        // (a commit index alone is not written at all; see `Peer::persist_append`).
+        let synced = !self.batch.is_empty();
         if synced {
             let started = Instant::now();
             let batch_bytes = self.batch.bytes();
@@ -159,8 +147,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
             metrics::histogram!("tessera_store_raft_peers_per_write").record(peers_written as f64);
         }
         metrics::histogram!("tessera_store_raft_peers_per_round").record(fsms.len() as f64);
-        let mut ctx =
-            PollContext { store: &self.ctx, batch: &mut self.batch, unsynced_ops: &mut self.unsynced_ops };
+        let mut ctx = PollContext { store: &self.ctx, batch: &mut self.batch };
         for (fsm, result) in fsms.iter_mut().zip(results.iter_mut()) {
             let peer = &mut fsm.peer;
             // Invariant 3: completions that promise durability (they wait in the peer's

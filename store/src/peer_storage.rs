@@ -165,11 +165,10 @@ impl PeerStorage {
         let apply_state: ApplyState =
             engine.get_msg(CF_META, &keys::apply_state_key(region_id))?.unwrap_or_default();
         let mut raft_state = raft_state;
-        // A round that only advanced the commit index is written without an fsync, so after
-        // a machine crash the recorded commit may lag. The apply state cannot be ahead of it
-        // today (the commit record precedes the apply write in the one WAL RocksDB recovers a
-        // prefix of), but should it be, the applied entries were committed: raise the commit
-        // to them rather than refuse the region. Beyond the log is still corruption.
+        // A commit index that moves alone is not written (Raft keeps it volatile; see
+        // `Peer::persist_append`), so the recorded one often lags the applied index. The
+        // applied entries were committed: raise the commit to them. An applied index beyond
+        // the log is still corruption.
         if let Some(hard_state) = raft_state.hard_state.as_mut() {
             if apply_state.applied_index > hard_state.commit
                 && apply_state.applied_index <= raft_state.last_index

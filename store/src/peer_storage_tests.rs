@@ -186,8 +186,8 @@ fn compaction_deletes_a_prefix_and_keeps_its_last_term() {
     assert!(matches!(storage.term(7), Err(StorageError::Compacted)));
 }
 
-/// An applied index ahead of the recorded commit (a commit-only write lost in a crash) but
-/// inside the log: the entries were committed, so the load raises the commit to them.
+/// An applied index ahead of the recorded commit (a commit index that moved alone is not
+/// written) but inside the log: the entries were committed, so the load raises the commit.
 #[test]
 fn a_commit_index_behind_the_applied_index_is_raised_on_load() {
     let dir = tempfile::tempdir().unwrap();

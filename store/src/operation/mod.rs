@@ -20,11 +20,6 @@ pub(crate) struct PollContext<'a> {
     pub store: &'a StoreContext,
     /// The round's write: every peer of the round adds to it; the poller syncs it once.
     pub batch: &'a mut WriteBatch,
-    /// How many of the batch's operations need no sync: Raft state records whose only
-    /// change is the commit index. When these are all the batch holds, the poller writes it
-    /// without an fsync. Any other write, wherever it comes from, makes the count fall
-    /// short of the batch's length, and the batch is synced.
-    pub unsynced_ops: &'a mut usize,
 }
 
 pub(crate) use hibernate::Hibernation;

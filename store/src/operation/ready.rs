@@ -69,13 +69,14 @@ impl Peer {
     /// Adds the core's append work to the round's batch.
     fn persist_append(&mut self, ctx: &mut PollContext<'_>, m: Message) {
         // Entries, a snapshot, or a new term or vote must be on disk before anyone hears of
-        // them. A commit index alone need not: it is relearned from the leader after a
-        // crash (Raft keeps it volatile), and a lost one only delays applying.
+        // them. A commit index alone is not written at all: Raft keeps it volatile (after a
+        // restart the leader tells it again, and `PeerStorage::load` raises a lagging one to
+        // the applied index), and the next write of the Raft state records it anyway. Its
+        // completions still wait for the end of the round, like every other.
         let previous = self.raw.store().hard_state();
-        let must_sync = m.snapshot.is_some()
+        let must_write = m.snapshot.is_some()
             || !m.entries.is_empty()
             || (m.term != 0 && (m.term != previous.term || m.vote != previous.vote));
-        let ops_before = ctx.batch.len();
         if let Some(snapshot) = m.snapshot {
             let snapshot = *snapshot;
             let metadata = snapshot.metadata.clone().unwrap_or_default();
@@ -123,13 +124,11 @@ impl Peer {
                 commit: m.commit,
             });
         }
-        storage.write_raft_state(ctx.batch);
-        if must_sync {
+        if must_write {
+            storage.write_raft_state(ctx.batch);
             self.round.needs_sync = true;
-        } else {
-            *ctx.unsynced_ops += ctx.batch.len() - ops_before;
+            self.round.wrote = true;
         }
-        self.round.wrote = true;
         self.round.after_persist.extend(m.responses);
     }
 
