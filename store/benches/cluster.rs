@@ -9,15 +9,20 @@
 //! run for a fixed time. Each writer is bound to one region (round-robin) and proposes
 //! straight to that region's leader store, waits for the answer, and proposes again. The
 //! bench reports committed writes per second, latency percentiles, fsyncs per write and per
-//! second per store, raft rounds, and process CPU time per write, then checks two goals of
-//! the store's design: fsyncs per store do not grow with the number of regions (one synced
-//! write per raft round, whatever the number of peers in it), and CPU per write with 1,024
-//! regions is within 1.2x of one region's.
+//! second per store, raft rounds, and CPU time per write, then checks two goals of the
+//! store's design: fsyncs per store do not grow with the number of regions (one synced
+//! write per raft round, whatever the number of peers in it), and the store's CPU per write
+//! with 1,024 regions is within 1.2x of one region's.
 //!
-//! CPU time is the whole process's user + system time from `/proc/self/stat` (utime and
-//! stime, in clock ticks; the tick rate comes from `AT_CLKTCK` in `/proc/self/auxv`). It
-//! includes the writer threads, the in-memory network (which delivers on the sending
-//! poller's thread) and RocksDB's background threads, not only the stores' own work.
+//! CPU time is user + system time in clock ticks (the tick rate comes from `AT_CLKTCK` in
+//! `/proc/self/auxv`). The process's comes from `/proc/self/stat` and covers every thread:
+//! the writers, the stores, the in-memory network (which delivers on the sending poller's
+//! thread) and RocksDB's background threads. Each writer also reads its own thread's
+//! (`/proc/thread-self/schedstat`, in nanoseconds); the store's CPU is the process's without the writers'. The
+//! goal is checked on the store's: the writers stand in for clients. Writers sleep until
+//! their answer arrives (a callback unparks them) rather than wait on a channel, whose
+//! receive spins and yields first: with a thousand writers on two cores that spinning was
+//! most of the clients' CPU, and varied with latency.
 //!
 //! Run: `cargo bench -p tessera-store --bench cluster`. Environment:
 //! - `BENCH_SECONDS`: the measured time per combination (default 5);
@@ -28,16 +33,16 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use proc_stats::{clock_ticks_per_second, process_cpu_ticks, process_rss_bytes};
+use proc_stats::{clock_ticks_per_second, process_cpu_ticks, process_rss_bytes, thread_cpu_ns};
 use tessera_store::cluster::{initial_peer_id, key_in_region, Cluster};
 use tessera_store::proto::serverpb::{CmdType, RaftCmdRequest, Request, RequestHeader};
 use tessera_store::proto::storepb::RegionEpoch;
-use tessera_store::StoreError;
+use tessera_store::{Callback, CmdResponse, Store, StoreError, StoreResult};
 
 #[path = "common/proc_stats.rs"]
 mod proc_stats;
@@ -201,6 +206,8 @@ struct WriterOutcome {
     writes: u64,
     latency_us: Histogram<u64>,
     errors: ErrorCounts,
+    /// The writer thread's own CPU time over its run.
+    cpu_ns: u64,
 }
 
 /// A store's counters at one instant; the bench reports the differences.
@@ -257,6 +264,8 @@ struct CaseResult {
     /// Per store, in store id order.
     stores: Vec<StoreCounters>,
     cpu_ticks: u64,
+    /// Of `cpu_ticks`, what the writer threads (the clients) spent, in nanoseconds.
+    client_cpu_ns: u64,
     /// How many regions each store led when the writers started.
     leaders_per_store: Vec<u64>,
     /// Time to start the three stores (open RocksDB, load every region), one after another.
@@ -299,8 +308,18 @@ impl CaseResult {
     }
 
     fn cpu_us_per_write(&self, clock_ticks_per_second: u64) -> f64 {
-        let cpu_us = self.cpu_ticks as f64 * 1e6 / clock_ticks_per_second as f64;
-        cpu_us / self.writes.max(1) as f64
+        self.us_per_write(self.cpu_ticks, clock_ticks_per_second)
+    }
+
+    /// The process's CPU but the writer threads': the stores, the in-memory network and
+    /// RocksDB's background threads.
+    fn store_cpu_us_per_write(&self, clock_ticks_per_second: u64) -> f64 {
+        let client_us = self.client_cpu_ns as f64 / 1e3 / self.writes.max(1) as f64;
+        (self.cpu_us_per_write(clock_ticks_per_second) - client_us).max(0.0)
+    }
+
+    fn us_per_write(&self, ticks: u64, clock_ticks_per_second: u64) -> f64 {
+        ticks as f64 * 1e6 / clock_ticks_per_second as f64 / self.writes.max(1) as f64
     }
 
     fn latency_ms(&self, quantile: f64) -> f64 {
@@ -394,8 +413,10 @@ fn run_case(settings: &Settings, regions_len: u64, value_len: usize) -> CaseResu
     let mut latency_us = new_latency_histogram();
     let mut errors = ErrorCounts::default();
     let mut writes = 0;
+    let mut client_cpu_ns = 0;
     for outcome in outcomes {
         writes += outcome.writes;
+        client_cpu_ns += outcome.cpu_ns;
         latency_us.add(&outcome.latency_us).expect("histograms of equal bounds merge");
         errors.merge(outcome.errors);
     }
@@ -408,6 +429,7 @@ fn run_case(settings: &Settings, regions_len: u64, value_len: usize) -> CaseResu
         errors,
         stores,
         cpu_ticks,
+        client_cpu_ns,
         leaders_per_store,
         start_all,
         warm_up,
@@ -475,8 +497,13 @@ fn run_writer(
     value_len: usize,
     stop: &AtomicBool,
 ) -> WriterOutcome {
-    let mut outcome =
-        WriterOutcome { writes: 0, latency_us: new_latency_histogram(), errors: ErrorCounts::default() };
+    let cpu_before = thread_cpu_ns();
+    let mut outcome = WriterOutcome {
+        writes: 0,
+        latency_us: new_latency_histogram(),
+        errors: ErrorCounts::default(),
+        cpu_ns: 0,
+    };
     let mut value = Value::new(writer as u64, value_len);
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -495,7 +522,7 @@ fn run_writer(
             admin: None,
         };
         let started = Instant::now();
-        let answer = cluster.store(route.store_id).propose_and_wait(request).recv_timeout(WRITE_TIMEOUT);
+        let answer = propose_parked(cluster.store(route.store_id), request, WRITE_TIMEOUT);
         match answer {
             Ok(Ok(_)) => {
                 outcome.latency_us.saturating_record(started.elapsed().as_micros() as u64);
@@ -520,10 +547,46 @@ fn run_writer(
                     route.epoch = current.epoch.unwrap_or_default();
                 }
             }
-            Err(_) => outcome.errors.timeouts += 1,
+            Err(TimedOut) => outcome.errors.timeouts += 1,
         }
     }
+    outcome.cpu_ns = thread_cpu_ns() - cpu_before;
     outcome
+}
+
+#[derive(Debug)]
+struct TimedOut;
+
+/// Proposes and sleeps until the answer: the callback stores it and unparks the writer.
+/// (A channel's receive spins and yields before it sleeps; with a thousand writers on two
+/// cores that spinning would be most of the clients' CPU and would vary with latency.)
+fn propose_parked(
+    store: &Store,
+    request: RaftCmdRequest,
+    timeout: Duration,
+) -> Result<StoreResult<CmdResponse>, TimedOut> {
+    let deadline = Instant::now() + timeout;
+    let answer: Arc<Mutex<Option<StoreResult<CmdResponse>>>> = Arc::default();
+    let writer = thread::current();
+    let slot = answer.clone();
+    store.propose(
+        request,
+        Callback::new(move |result| {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+            writer.unpark();
+        }),
+    );
+    loop {
+        if let Some(result) = answer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            return Ok(result);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(TimedOut);
+        }
+        // Wakes on the unpark, at the deadline, or spuriously; the loop tells them apart.
+        thread::park_timeout(left);
+    }
 }
 
 fn new_latency_histogram() -> Histogram<u64> {
@@ -585,18 +648,20 @@ fn report(settings: &Settings, results: &[CaseResult], clock_ticks_per_second: u
     );
     let _ = writeln!(
         out,
-        "CPU is the whole process (user + sys from /proc/self/stat at {clock_ticks_per_second} ticks/s): \
-         the writer threads, the in-memory network and RocksDB's background threads included.\n"
+        "CPU is user + sys time at {clock_ticks_per_second} ticks/s. Process: all of it (/proc/self/stat). \
+         Store: the process's but the writer threads' own (each reads /proc/thread-self/schedstat), so the \
+         stores, the in-memory network and RocksDB's background threads.\n"
     );
     let _ = writeln!(
         out,
-        "| regions | value | writes/s | p50 | p99 | fsyncs/write | fsyncs/s/store | CPU µs/write |"
+        "| regions | value | writes/s | p50 | p99 | fsyncs/write | fsyncs/s/store | process CPU µs/write | \
+         store CPU µs/write |"
     );
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.3} | {:.0} | {:.1} |",
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.3} | {:.0} | {:.1} | {:.1} |",
             r.regions_len,
             value_label(r.value_len),
             r.writes_per_second(),
@@ -605,6 +670,7 @@ fn report(settings: &Settings, results: &[CaseResult], clock_ticks_per_second: u
             r.fsyncs_per_write(),
             r.fsyncs_per_second_per_store(),
             r.cpu_us_per_write(clock_ticks_per_second),
+            r.store_cpu_us_per_write(clock_ticks_per_second),
         );
     }
 
@@ -724,13 +790,18 @@ fn report(settings: &Settings, results: &[CaseResult], clock_ticks_per_second: u
                 fewest.regions_len
             );
         } else {
-            let most_cpu = most.cpu_us_per_write(clock_ticks_per_second);
-            let fewest_cpu = fewest.cpu_us_per_write(clock_ticks_per_second);
+            // The goal is the store's: the writers stand in for clients, which a store
+            // does not pay for. The whole process's ratio is printed beside it.
+            let most_cpu = most.store_cpu_us_per_write(clock_ticks_per_second);
+            let fewest_cpu = fewest.store_cpu_us_per_write(clock_ticks_per_second);
             let ratio = most_cpu / fewest_cpu;
+            let process_ratio = most.cpu_us_per_write(clock_ticks_per_second)
+                / fewest.cpu_us_per_write(clock_ticks_per_second);
             let _ = writeln!(
                 out,
-                "- {label}, CPU per write: {} regions {most_cpu:.1} µs / {} regions {fewest_cpu:.1} µs = \
-                 {ratio:.2}x (goal: at most {CPU_PER_WRITE_RATIO_GOAL}x) -> {}",
+                "- {label}, store CPU per write: {} regions {most_cpu:.1} µs / {} regions {fewest_cpu:.1} µs = \
+                 {ratio:.2}x (goal: at most {CPU_PER_WRITE_RATIO_GOAL}x; the whole process: \
+                 {process_ratio:.2}x) -> {}",
                 most.regions_len,
                 fewest.regions_len,
                 pass(ratio <= CPU_PER_WRITE_RATIO_GOAL)
