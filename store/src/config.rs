@@ -41,7 +41,10 @@ pub struct StoreConfig {
     pub proposals_per_peer_max: usize,
     /// Linearizable reads: false confirms the leadership with a heartbeat round per batch
     /// of reads (ReadIndex, always safe); true answers from the leader lease while it holds
-    /// (no round trip; assumes clocks drift less than the lease margin).
+    /// (no round trip; assumes clocks drift less than the lease margin). A leader whose
+    /// ticks fall behind the real clock (dropped by a full mailbox, or a starved timer)
+    /// gives the lease up until they keep pace again (`operation/lease.rs`; counted by
+    /// `tessera_store_leases_expired_for_lost_ticks_total`).
     pub raft_lease_reads: bool,
     /// Most pairs one scan returns, whatever the client asks.
     pub scan_limit_max: usize,

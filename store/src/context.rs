@@ -145,6 +145,8 @@ pub(crate) struct StoreContext {
     pub stopped: AtomicBool,
     /// The regions the store timer ticks: all but the resting ones (hibernation).
     pub ticking: Mutex<HashSet<u64>>,
+    /// Fault injection: the store timer skips its ticks until then (`Store::stall_timer`).
+    pub timer_stalled_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for StoreContext {

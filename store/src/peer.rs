@@ -83,6 +83,8 @@ pub(crate) struct Peer {
     /// Estimated bytes of applied entries still in the log (for the size threshold).
     pub log_bytes_since_compaction: u64,
     pub hibernation: crate::operation::Hibernation,
+    /// The leader's ticks against the real clock; see `operation/lease.rs`.
+    pub tick_clock: crate::operation::TickClock,
     pub reads: crate::operation::Reads,
 }
 
@@ -164,6 +166,7 @@ impl Peer {
             log_gc_proposed_index: 0,
             log_bytes_since_compaction: 0,
             hibernation: Default::default(),
+            tick_clock: crate::operation::TickClock::new(),
             reads: Default::default(),
         })
     }
@@ -192,6 +195,8 @@ impl Peer {
         }
         StoreStats::add(&ctx.store.stats.peer_ticks, 1);
         self.raw.tick();
+        self.tick_clock.on_tick();
+        self.check_tick_clock(ctx);
         self.drop_replaced_proposals();
         self.serve_reads(ctx);
         if self.is_leader() {

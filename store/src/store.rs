@@ -2,7 +2,7 @@
 //! and the store timer; route client commands and inbound messages; stop.
 
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,7 @@ impl Store {
             fatal: Mutex::new(None),
             stopped: AtomicBool::new(false),
             ticking: Mutex::new(Default::default()),
+            timer_stalled_until: Mutex::new(None),
             config,
         });
         load_regions(&ctx)?;
@@ -302,7 +303,7 @@ impl Store {
 
     /// How many regions the store timer ticks now (those not resting).
     pub fn ticking_regions_len(&self) -> usize {
-        self.ctx.ticking.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.ctx.ticking.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     pub fn stats(&self) -> &Arc<StoreStats> {
@@ -312,6 +313,13 @@ impl Store {
     /// Fault injection for tests: every later write of this store's engine fails.
     pub fn fail_writes(&self) {
         self.ctx.engine.fail_writes();
+    }
+
+    /// Fault injection for tests: the store timer skips every tick for `duration`, as a
+    /// timer thread that gets no CPU would. The skipped ticks are lost, not delivered late.
+    pub fn stall_timer(&self, duration: Duration) {
+        *self.ctx.timer_stalled_until.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Instant::now() + duration);
     }
 
     /// Raft poll rounds so far, as the batch system counts them.
@@ -498,6 +506,10 @@ fn start_ticker(ctx: &Arc<StoreContext>) -> std::io::Result<(Sender<()>, JoinHan
             crossbeam_channel::select! {
                 recv(ticker) -> _ => {
                     let Some(ctx) = weak.upgrade() else { return };
+                    let stalled_until = *ctx.timer_stalled_until.lock().unwrap_or_else(PoisonError::into_inner);
+                    if stalled_until.is_some_and(|until| Instant::now() < until) {
+                        continue;
+                    }
                     // Only regions that are not resting: an idle store ticks nothing.
                     ctx.ticking_regions(&mut regions);
                     let mut full = 0;

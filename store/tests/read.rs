@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use tessera_store::cluster::{key_in_region, wait_until, Cluster};
+use crossbeam_channel::RecvTimeoutError;
+
+use tessera_store::cluster::{key_in_region, put_command, wait_until, Cluster};
 use tessera_store::proto::storepb::RegionEpoch;
 use tessera_store::{ReadQuery, ReadRequest, ReadResponse, StoreError, StoreResult};
 
@@ -212,4 +214,51 @@ fn a_scan_capped_by_the_store_says_it_stopped_at_the_limit() {
         panic!("a scan answers pairs")
     };
     assert_eq!((pairs.len(), reached_limit), (2, false), "the rest, and no more");
+}
+
+/// A leader whose ticks go missing gives up its lease. Its store's timer is starved (every
+/// tick skipped) and it is cut off; the others elect a new leader and overwrite a value.
+/// The old leader's tick count stands still, so a lease counted in its ticks alone would
+/// never end and would answer with the old value. It must not: it finds its ticks behind
+/// the real clock, drops the lease, and the read waits for a heartbeat round it cannot win.
+#[test]
+fn a_leader_whose_ticks_go_missing_gives_up_its_lease() {
+    let mut cluster = Cluster::new(3, 1, 3, |config| config.raft_lease_reads = true);
+    cluster.start_all();
+    let key = key_in_region(1, "a");
+    cluster.must_put(1, &key, b"old");
+    let old_leader = cluster.leader_store(1, WAIT).unwrap();
+    assert_eq!(
+        read_at(&cluster, old_leader, 1, get(&key)).unwrap(),
+        ReadResponse::Value(Some(b"old".to_vec()))
+    );
+    let epoch = cluster.region(1, WAIT).unwrap().epoch;
+    cluster.store(old_leader).stall_timer(WAIT);
+    cluster.network.isolate(old_leader);
+    let mut new_leader = None;
+    assert!(wait_until(WAIT, || {
+        new_leader = (1..=3)
+            .filter(|id| *id != old_leader)
+            .find(|id| cluster.store(*id).peer_status(1, WAIT).is_some_and(|s| s.is_leader));
+        new_leader.is_some()
+    }));
+    let overwrite = cluster.store(new_leader.unwrap()).propose_and_wait(put_command(1, epoch, &key, b"new"));
+    assert!(overwrite.recv_timeout(WAIT).unwrap().is_ok(), "the new leader takes the write");
+
+    let answer = cluster.store(old_leader).read_and_wait(ReadRequest {
+        region_id: 1,
+        region_epoch: epoch,
+        query: get(&key),
+    });
+    match answer.recv_timeout(Duration::from_millis(500)) {
+        Err(RecvTimeoutError::Timeout) => {}
+        other => panic!("the old leader answered from a lease it no longer holds: {other:?}"),
+    }
+    // Once its timer and network are back, it learns of the new leader and refuses.
+    cluster.store(old_leader).stall_timer(Duration::ZERO);
+    cluster.network.heal();
+    match answer.recv_timeout(WAIT).expect("the old leader answers once it steps down") {
+        Err(StoreError::NotLeader { .. }) => {}
+        other => panic!("the old leader must not serve the read: {other:?}"),
+    }
 }

@@ -5,6 +5,7 @@ mod applied;
 mod conf_change;
 mod destroy;
 mod hibernate;
+mod lease;
 mod log_gc;
 mod message;
 mod propose;
@@ -23,6 +24,7 @@ pub(crate) struct PollContext<'a> {
 }
 
 pub(crate) use hibernate::Hibernation;
+pub(crate) use lease::TickClock;
 pub(crate) use message::discard_snapshot_file;
 pub(crate) use propose::{check_epoch, check_requests};
 pub(crate) use read::Reads;

@@ -56,6 +56,8 @@ impl Peer {
         if let Err(e) = self.check_read(ctx, &request) {
             return callback.invoke(Err(e));
         }
+        // A lease counted in ticks that went missing must not answer this read.
+        self.check_tick_clock(ctx);
         let id = self.reads.next_id;
         self.reads.next_id += 1;
         if let Err(e) = self.raw.read_index(id.to_be_bytes().to_vec()) {
