@@ -27,11 +27,14 @@ pub(crate) struct PendingRead {
     asked_at: std::time::Instant,
 }
 
-/// A peer's reads in flight.
+/// A peer's reads in flight, in the order they came (so by id).
 #[derive(Debug, Default)]
 pub(crate) struct Reads {
     pending: VecDeque<PendingRead>,
     next_id: u64,
+    /// How many of `pending` have no read index yet: every heartbeat the leader sends asks,
+    /// so it is counted rather than searched for.
+    awaiting_index_len: usize,
 }
 
 impl Reads {
@@ -41,7 +44,12 @@ impl Reads {
 
     /// Whether a read waits for its read index (a heartbeat round confirming leadership).
     pub fn awaiting_index(&self) -> bool {
-        self.pending.iter().any(|r| r.index.is_none())
+        debug_assert_eq!(
+            self.awaiting_index_len,
+            self.pending.iter().filter(|r| r.index.is_none()).count(),
+            "reads without an index are counted right"
+        );
+        self.awaiting_index_len > 0
     }
 }
 
@@ -66,6 +74,7 @@ impl Peer {
         let term = self.raw.raft().term();
         let asked_at = std::time::Instant::now();
         self.reads.pending.push_back(PendingRead { id, term, request, callback, index: None, asked_at });
+        self.reads.awaiting_index_len += 1;
         metrics::gauge!("tessera_store_reads_pending").increment(1.0);
     }
 
@@ -104,8 +113,12 @@ impl Peer {
         for state in read_states {
             let Ok(id_bytes) = <[u8; 8]>::try_from(state.request_ctx.as_ref()) else { continue };
             let id = u64::from_be_bytes(id_bytes);
-            if let Some(read) = self.reads.pending.iter_mut().find(|r| r.id == id && r.index.is_none()) {
+            // Ids grow with every read and `pending` keeps their order.
+            let Ok(position) = self.reads.pending.binary_search_by_key(&id, |r| r.id) else { continue };
+            let read = &mut self.reads.pending[position];
+            if read.index.is_none() {
                 read.index = Some(state.index);
+                self.reads.awaiting_index_len -= 1;
             }
         }
     }
@@ -129,6 +142,7 @@ impl Peer {
                     read.callback.invoke(result);
                 }
                 None if !leading || read.term != term => {
+                    self.reads.awaiting_index_len -= 1;
                     metrics::counter!("tessera_store_reads_lost_leadership_total").increment(1);
                     metrics::gauge!("tessera_store_reads_pending").decrement(1.0);
                     read.callback.invoke(Err(StoreError::NotLeader {
@@ -144,6 +158,7 @@ impl Peer {
 
     /// The peer is going away: its reads are answered.
     pub(crate) fn drop_reads(&mut self) {
+        self.reads.awaiting_index_len = 0;
         for read in self.reads.pending.drain(..) {
             metrics::gauge!("tessera_store_reads_pending").decrement(1.0);
             read.callback.invoke(Err(StoreError::RegionNotFound(self.region_id)));
