@@ -48,6 +48,11 @@ pub struct StoreConfig {
     pub raft_lease_reads: bool,
     /// Most pairs one scan returns, whatever the client asks.
     pub scan_limit_max: usize,
+    /// Most key and value bytes one scan returns (it stops after the pair that reaches it,
+    /// so it always makes progress). Scans run on the raft pollers and their answers are
+    /// held in memory: this keeps one scan of large values from stalling the peers of a
+    /// poller and from growing memory without bound. Below gRPC's default 4 MiB message.
+    pub scan_bytes_max: u64,
     /// Log GC: how often the leader checks (in ticks), and when it compacts: when more
     /// than `log_gc_count_threshold` applied entries, or `log_gc_bytes_threshold` bytes of
     /// them (estimated), are in the log.
@@ -90,6 +95,7 @@ impl StoreConfig {
             proposals_per_peer_max: 4096,
             raft_lease_reads: false,
             scan_limit_max: 10_000,
+            scan_bytes_max: 2 << 20,
             log_gc_check_ticks: 10,
             log_gc_count_threshold: 10_000,
             log_gc_bytes_threshold: 64 << 20,
@@ -125,6 +131,7 @@ impl StoreConfig {
         let limits = [
             ("proposals_per_peer_max", self.proposals_per_peer_max as u64),
             ("scan_limit_max", self.scan_limit_max as u64),
+            ("scan_bytes_max", self.scan_bytes_max),
             ("log_gc_check_ticks", self.log_gc_check_ticks as u64),
             ("log_gc_count_threshold", self.log_gc_count_threshold),
             ("raft_inflight_msgs_max", self.raft_inflight_msgs_max as u64),

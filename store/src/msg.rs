@@ -99,8 +99,8 @@ pub enum ReadResponse {
     Value(Option<Vec<u8>>),
     /// The pairs found, and why the scan stopped: at the region's end (before the requested
     /// end: the client goes on in the next region), or at the limit (the requested one, or
-    /// the store's `scan_limit_max` if that is lower: the client goes on after the last
-    /// pair). Neither means the requested range is exhausted.
+    /// the store's `scan_limit_max` if that is lower, or the store's `scan_bytes_max`: the
+    /// client goes on after the last pair). Neither means the requested range is exhausted.
     Pairs {
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
         reached_region_end: bool,

@@ -216,6 +216,32 @@ fn a_scan_capped_by_the_store_says_it_stopped_at_the_limit() {
     assert_eq!((pairs.len(), reached_limit), (2, false), "the rest, and no more");
 }
 
+/// A scan stops once its pairs hold `scan_bytes_max` bytes (after the pair that reaches it,
+/// so that it always moves on), and says it stopped at the limit.
+#[test]
+fn a_scan_stops_at_the_stores_byte_limit() {
+    let mut cluster = Cluster::new(3, 1, 3, |config| config.scan_bytes_max = 250);
+    cluster.start_all();
+    let value = [7u8; 100];
+    for i in 0..5 {
+        cluster.must_put(1, &key_in_region(1, &format!("b{i}")), &value);
+    }
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let scan = |start: &str| {
+        let query = ReadQuery::Scan { start_key: key_in_region(1, start), end_key: Vec::new(), limit: 100 };
+        let ReadResponse::Pairs { pairs, reached_limit, .. } = read_at(&cluster, leader, 1, query).unwrap()
+        else {
+            panic!("a scan answers pairs")
+        };
+        (pairs.into_iter().map(|(key, _)| key).collect::<Vec<_>>(), reached_limit)
+    };
+    // Three pairs of more than 100 bytes each pass 250; the third is the one that reaches it.
+    let expected: Vec<Vec<u8>> = (0..3).map(|i| key_in_region(1, &format!("b{i}"))).collect();
+    assert_eq!(scan("b"), (expected, true));
+    let rest: Vec<Vec<u8>> = (3..5).map(|i| key_in_region(1, &format!("b{i}"))).collect();
+    assert_eq!(scan("b3"), (rest, false), "the rest, under the limit");
+}
+
 /// A leader whose ticks go missing gives up its lease. Its store's timer is starved (every
 /// tick skipped) and it is cut off; the others elect a new leader and overwrite a value.
 /// The old leader's tick count stands still, so a lease counted in its ticks alone would

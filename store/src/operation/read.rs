@@ -183,17 +183,21 @@ impl Peer {
                 let end =
                     if stops_at_region_end || end_key.is_empty() { region_end } else { end_key.as_slice() };
                 let range = keys::data_range(start_key, end);
+                let bytes_max = ctx.store.config.scan_bytes_max;
                 let mut pairs = Vec::new();
+                let mut bytes = 0u64;
                 let scanned = ctx.store.engine.scan(CF_DEFAULT, &range.start, &range.end, |key, value| {
                     if let Some(user_key) = keys::user_key(key) {
+                        bytes += (user_key.len() + value.len()) as u64;
                         pairs.push((user_key.to_vec(), value.to_vec()));
                     }
-                    Ok(pairs.len() < limit)
+                    Ok(pairs.len() < limit && bytes < bytes_max)
                 });
                 if let Err(e) = scanned {
                     read_failed(e);
                 }
-                let reached_limit = pairs.len() >= limit;
+                // Stopped by either cap: the client goes on after the last pair.
+                let reached_limit = pairs.len() >= limit || bytes >= bytes_max;
                 let reached_region_end = stops_at_region_end && !reached_limit;
                 Ok(ReadResponse::Pairs { pairs, reached_region_end, reached_limit })
             }
