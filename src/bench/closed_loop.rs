@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
+use tessera_raft::rng::SeededRng;
 
 use super::target::{KvError, KvTarget};
 
@@ -165,7 +166,7 @@ async fn client_loop<T: KvTarget>(
 ) {
     // Distinct streams per client: the same seed for every client would have them all hit the
     // same key at the same step.
-    let mut rng = SplitMix64::new(workload.seed ^ client_index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = SeededRng::new(workload.seed ^ client_index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let timeout = workload.request_timeout;
     loop {
         let may_send = match workload.stop {
@@ -176,7 +177,7 @@ async fn client_loop<T: KvTarget>(
             break;
         }
         let key = key_for_index(rng.below(workload.key_space));
-        let is_read = rng.unit() < workload.read_ratio;
+        let is_read = unit(&mut rng) < workload.read_ratio;
         let request_started = Instant::now();
         let result = if is_read {
             tokio::time::timeout(timeout, client.get(key)).await.map(|result| result.map(drop))
@@ -231,42 +232,15 @@ pub fn new_latency_histogram() -> Histogram<u64> {
 /// would all land in one of them), then a readable fixed-width name, so that every key has
 /// the same size whatever the key space.
 pub fn key_for_index(key_index: u64) -> Bytes {
-    let scatter = (SplitMix64::new(key_index).next_u64() >> 48) as u16;
+    let scatter = (SeededRng::new(key_index).next_u64() >> 48) as u16;
     let mut key = scatter.to_be_bytes().to_vec();
     key.extend_from_slice(format!("bench-{key_index:016x}").as_bytes());
     Bytes::from(key)
 }
 
-/// SplitMix64 (Steele, Lea and Flood, 2014): a tiny, fast generator that is plenty for
-/// choosing keys, and seedable so that runs repeat. Not for anything that needs secrecy.
-#[derive(Debug, Clone)]
-struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut mixed = self.state;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        mixed ^ (mixed >> 31)
-    }
-
-    /// A uniform float in [0, 1), from the top 53 bits (a double's precision).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A number in [0, bound). The multiply-and-shift maps the full 64-bit range onto the
-    /// bound; its bias is at most bound / 2^64, far below anything a benchmark can see.
-    fn below(&mut self, bound: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
-    }
+/// A uniform float in [0, 1), from the top 53 bits of a draw (a double's precision).
+fn unit(rng: &mut SeededRng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -417,15 +391,15 @@ mod tests {
 
     #[test]
     fn the_same_seed_draws_the_same_keys_and_bounds_hold() {
-        let mut first = SplitMix64::new(42);
-        let mut second = SplitMix64::new(42);
+        let mut first = SeededRng::new(42);
+        let mut second = SeededRng::new(42);
         for _ in 0..1_000 {
             let key_index = first.below(10);
             assert_eq!(key_index, second.below(10));
             assert!(key_index < 10);
-            let unit = first.unit();
-            assert_eq!(unit, second.unit());
-            assert!((0.0..1.0).contains(&unit));
+            let drawn = unit(&mut first);
+            assert_eq!(drawn, unit(&mut second));
+            assert!((0.0..1.0).contains(&drawn));
         }
         assert!(key_for_index(255).ends_with(b"bench-00000000000000ff"));
         assert_eq!(key_for_index(255), key_for_index(255), "a key index always names the same key");
