@@ -74,15 +74,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         for msg in inbox {
             if self.ctx.is_stopped() {
                 // After a fatal error nothing is stepped or answered but refusals.
-                match msg {
-                    PeerMsg::Command { callback, .. } => {
-                        callback.invoke(Err(crate::error::StoreError::StoreStopped))
-                    }
-                    PeerMsg::Read { callback, .. } => {
-                        callback.invoke(Err(crate::error::StoreError::StoreStopped))
-                    }
-                    _ => {}
-                }
+                msg.refuse(crate::error::StoreError::StoreStopped);
                 continue;
             }
             match msg {

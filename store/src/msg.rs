@@ -150,6 +150,18 @@ pub enum PeerMsg {
     StoreDown(u64),
 }
 
+impl PeerMsg {
+    /// Answers a client's command or read with `error` instead of handling it; any other
+    /// message is dropped (Raft retries its own).
+    pub(crate) fn refuse(self, error: crate::error::StoreError) {
+        match self {
+            PeerMsg::Command { callback, .. } => callback.invoke(Err(error)),
+            PeerMsg::Read { callback, .. } => callback.invoke(Err(error)),
+            _ => {}
+        }
+    }
+}
+
 /// A read of a peer's state, run on the poller that owns the peer.
 pub struct PeerQuery(pub(crate) Box<dyn FnOnce(&crate::peer::Peer) + Send>);
 

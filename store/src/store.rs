@@ -215,10 +215,8 @@ impl Store {
                 .err()
                 .map(|e| (refusal(region_id, &e), e.into_message()))
         };
-        match refused {
-            Some((error, PeerMsg::Command { callback, .. })) => callback.invoke(Err(error)),
-            Some((error, PeerMsg::Read { callback, .. })) => callback.invoke(Err(error)),
-            _ => {}
+        if let Some((error, msg)) = refused {
+            msg.refuse(error);
         }
     }
 
@@ -463,8 +461,9 @@ fn load_regions(ctx: &Arc<StoreContext>) -> Result<(), StartError> {
     // Synced: a tombstone written here must not be lost to a second crash.
     ctx.engine.write(cleanup, true)?;
     metrics::gauge!("tessera_store_regions").set(ctx.raft_router.len() as f64);
-    // Wake every peer once, so that entries committed but not applied before a restart
-    // are applied without waiting for traffic.
+    // Wake every peer once, so that each starts ticking (elections, hibernation) without
+    // waiting for traffic. Entries committed but not applied before the restart wait for
+    // the leader's next message: the commit index that moves alone is not recorded.
     ctx.raft_router.broadcast_normal(|| PeerMsg::Tick);
     Ok(())
 }
