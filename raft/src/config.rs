@@ -83,9 +83,11 @@ pub struct Config {
     /// an empty append: followers learn it from the next append or heartbeat instead. That
     /// halves the messages of a group that commits one entry at a time (the next proposal
     /// carries the previous commit), at the cost of followers applying up to a heartbeat
-    /// later; a read on a follower already waits for a heartbeat round, which carries the
-    /// commit index. The commit of a membership change is always broadcast, so that every
-    /// member applies the new configuration promptly.
+    /// interval later. A ReadIndex read on a follower can wait that long too: its read
+    /// index may be above the commit index the follower knows (with lease reads the leader
+    /// answers without a heartbeat round; otherwise the round's heartbeats carry only what
+    /// the follower acknowledged). The commit of a membership change is always broadcast,
+    /// so that every member applies the new configuration promptly.
     pub lazy_commit_broadcast: bool,
 
     /// How reads are confirmed. `LeaseBased` answers from the commit index while the leader

@@ -280,7 +280,10 @@ fn a_commit_index_alone_costs_no_write_and_no_message() {
         assert!(fsyncs <= writes + writes / 5, "store {}: {fsyncs} fsyncs for {writes} writes", store + 1);
         messages += sent - sent_before;
     }
-    let messages_max = writes * 4 + (heartbeat_rounds + 1) * 4 + writes / 5;
+    // Four a write, with room for the occasional extra append a heartbeat answer prompts
+    // (sent while the follower's last append is unacknowledged); broadcasting the commit
+    // would take eight.
+    let messages_max = writes * 6 + (heartbeat_rounds + 1) * 4;
     assert!(messages <= messages_max, "{messages} messages for {writes} writes (at most {messages_max})");
     for id in 1..=3 {
         cluster.stop_store(id);
