@@ -17,6 +17,9 @@ pub struct TransportConfig {
     /// Batches waiting for one destination's stream. A sender that outruns the network gets
     /// `Full` beyond it instead of growing memory; Raft retries. Default 1024.
     pub queue_batches_max: usize,
+    /// Encoded bytes waiting for one destination's stream, the same way (a batch larger than
+    /// this still goes into an empty queue). Default 64 MiB.
+    pub queue_bytes_max: usize,
     /// How long a connection attempt may take before it counts as failed. Default 1 s.
     pub connect_timeout: Duration,
     /// The wait before reconnecting after the first failure; it doubles with each failure
@@ -54,6 +57,7 @@ impl Default for TransportConfig {
         TransportConfig {
             message_bytes_max: 16 << 20,
             queue_batches_max: 1024,
+            queue_bytes_max: 64 << 20,
             connect_timeout: Duration::from_secs(1),
             reconnect_backoff_initial: Duration::from_millis(100),
             reconnect_backoff_max: Duration::from_secs(3),
@@ -78,6 +82,7 @@ impl TransportConfig {
         let at_least_one = [
             ("message_bytes_max", self.message_bytes_max),
             ("queue_batches_max", self.queue_batches_max),
+            ("queue_bytes_max", self.queue_bytes_max),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
             ("snapshot_chunks_in_flight_max", self.snapshot_chunks_in_flight_max),
             ("snapshot_send_concurrency_max", self.snapshot_send_concurrency_max),

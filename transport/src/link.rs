@@ -64,9 +64,58 @@ impl std::fmt::Debug for GrpcLink {
 /// One destination store: its queue and the task that owns its connection.
 struct Destination {
     state: Arc<AtomicU8>,
-    queue: mpsc::Sender<RaftMessageBatch>,
-    queued: Gauge,
+    queue: mpsc::Sender<Queued>,
+    load: Arc<QueueLoad>,
     task: JoinHandle<()>,
+}
+
+/// A batch in a destination's queue, with its encoded size.
+struct Queued {
+    batch: RaftMessageBatch,
+    bytes: usize,
+}
+
+/// What a destination's queue holds, in batches (the channel's capacity bounds them) and in
+/// bytes (counted here): a few large appends must not fill memory any more than many small
+/// messages may.
+struct QueueLoad {
+    bytes: AtomicUsize,
+    batches_gauge: Gauge,
+    bytes_gauge: Gauge,
+}
+
+impl QueueLoad {
+    fn new(to_store_id: u64) -> QueueLoad {
+        QueueLoad {
+            bytes: AtomicUsize::new(0),
+            batches_gauge: metrics::queue_batches(to_store_id),
+            bytes_gauge: metrics::queue_bytes(to_store_id),
+        }
+    }
+
+    /// Counts `bytes` in if they fit under `bytes_max`. A batch larger than the limit is
+    /// still taken into an empty queue, or it could never be sent.
+    fn reserve(&self, bytes: usize, bytes_max: usize) -> bool {
+        let before = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before + bytes > bytes_max {
+            self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        self.bytes_gauge.increment(bytes as f64);
+        true
+    }
+
+    /// Counts batches out: sent, dropped, or never queued after a reservation.
+    fn release(&self, batches: usize, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.bytes_gauge.decrement(bytes as f64);
+        self.batches_gauge.decrement(batches as f64);
+    }
+
+    fn clear_gauges(&self) {
+        self.batches_gauge.set(0.0);
+        self.bytes_gauge.set(0.0);
+    }
 }
 
 impl GrpcLink {
@@ -106,7 +155,7 @@ impl GrpcLink {
         };
         for (_, destination) in destinations {
             destination.task.abort();
-            destination.queued.set(0.0);
+            destination.load.clear_gauges();
         }
     }
 
@@ -137,16 +186,16 @@ impl GrpcLink {
         let destination = destinations.entry(to_store_id).or_insert_with(|| {
             let (queue, queue_rx) = mpsc::channel(self.config.queue_batches_max);
             let state = Arc::new(AtomicU8::new(STATE_UNTRIED));
-            let queued = metrics::queue_batches(to_store_id);
+            let load = Arc::new(QueueLoad::new(to_store_id));
             let connection = Connection {
                 to_store_id,
                 config: self.config.clone(),
                 resolver: Arc::clone(&self.resolver),
                 state: Arc::clone(&state),
-                queued: queued.clone(),
+                load: Arc::clone(&load),
             };
             let task = self.runtime.spawn(connection.run(queue_rx));
-            Destination { state, queue, queued, task }
+            Destination { state, queue, load, task }
         });
         Some(f(destination))
     }
@@ -253,14 +302,21 @@ impl StoreLink for GrpcLink {
                 return Err(TransportError::Unreachable(to_store_id));
             }
             for part in split_batch(batch, budget_bytes) {
-                match destination.queue.try_send(part) {
-                    Ok(()) => destination.queued.increment(1.0),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        counter!("tessera_transport_queue_full_total").increment(1);
-                        return Err(TransportError::Full(to_store_id));
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        return Err(TransportError::Unreachable(to_store_id))
+                let bytes = part.encoded_len();
+                if !destination.load.reserve(bytes, self.config.queue_bytes_max) {
+                    counter!("tessera_transport_queue_full_total").increment(1);
+                    return Err(TransportError::Full(to_store_id));
+                }
+                destination.load.batches_gauge.increment(1.0);
+                match destination.queue.try_send(Queued { batch: part, bytes }) {
+                    Ok(()) => {}
+                    Err(refused) => {
+                        destination.load.release(1, bytes);
+                        if let mpsc::error::TrySendError::Full(_) = refused {
+                            counter!("tessera_transport_queue_full_total").increment(1);
+                            return Err(TransportError::Full(to_store_id));
+                        }
+                        return Err(TransportError::Unreachable(to_store_id));
                     }
                 }
             }
@@ -306,11 +362,11 @@ struct Connection {
     config: TransportConfig,
     resolver: Arc<dyn StoreResolver>,
     state: Arc<AtomicU8>,
-    queued: Gauge,
+    load: Arc<QueueLoad>,
 }
 
 impl Connection {
-    async fn run(self, mut queue: mpsc::Receiver<RaftMessageBatch>) {
+    async fn run(self, mut queue: mpsc::Receiver<Queued>) {
         let mut backoff = self.config.reconnect_backoff_initial;
         // The link dropped its end of the queue: nobody sends here any more.
         while !queue.is_closed() {
@@ -356,7 +412,7 @@ impl Connection {
     }
 
     /// Forwards queued batches into one `Raft` stream until it ends.
-    async fn stream_batches(&self, channel: Channel, queue: &mut mpsc::Receiver<RaftMessageBatch>) {
+    async fn stream_batches(&self, channel: Channel, queue: &mut mpsc::Receiver<Queued>) {
         let mut client = RaftTransportClient::new(channel)
             .max_encoding_message_size(self.config.message_bytes_max)
             .max_decoding_message_size(self.config.message_bytes_max);
@@ -369,9 +425,9 @@ impl Connection {
                 _ = &mut call => return,
                 batch = queue.recv() => batch,
             };
-            let Some(batch) = batch else { return };
-            self.queued.decrement(1.0);
-            let batch_bytes = batch.encoded_len() as u64;
+            let Some(Queued { batch, bytes }) = batch else { return };
+            self.load.release(1, bytes);
+            let batch_bytes = bytes as u64;
             tokio::select! {
                 _ = &mut call => {
                     counter!("tessera_transport_batches_dropped_total").increment(1);
@@ -389,14 +445,15 @@ impl Connection {
         }
     }
 
-    fn drop_queued(&self, queue: &mut mpsc::Receiver<RaftMessageBatch>) {
-        let mut dropped = 0u64;
-        while queue.try_recv().is_ok() {
+    fn drop_queued(&self, queue: &mut mpsc::Receiver<Queued>) {
+        let (mut dropped, mut dropped_bytes) = (0, 0);
+        while let Ok(queued) = queue.try_recv() {
             dropped += 1;
+            dropped_bytes += queued.bytes;
         }
         if dropped > 0 {
-            self.queued.decrement(dropped as f64);
-            counter!("tessera_transport_batches_dropped_total").increment(dropped);
+            self.load.release(dropped, dropped_bytes);
+            counter!("tessera_transport_batches_dropped_total").increment(dropped as u64);
         }
     }
 }

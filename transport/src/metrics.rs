@@ -7,7 +7,8 @@
 //! | `tessera_transport_batches_received_total` | counter | batches a server delivered to its store |
 //! | `tessera_transport_messages_received_total` | counter | Raft messages in them, heartbeats expanded |
 //! | `tessera_transport_queue_batches` | gauge | batches waiting for a stream, per destination |
-//! | `tessera_transport_queue_full_total` | counter | batches refused because that queue was full |
+//! | `tessera_transport_queue_bytes` | gauge | their encoded bytes, per destination |
+//! | `tessera_transport_queue_full_total` | counter | batches refused because that queue was full (batches or bytes) |
 //! | `tessera_transport_batches_unreachable_total` | counter | batches refused because the store was not connected |
 //! | `tessera_transport_batches_dropped_total` | counter | queued batches lost when a stream broke |
 //! | `tessera_transport_messages_oversized_total` | counter | single messages over `message_bytes_max`, dropped by the sender |
@@ -45,6 +46,10 @@ pub(crate) fn count_rejected(reason: Rejection) {
 
 pub(crate) fn queue_batches(to_store_id: u64) -> Gauge {
     gauge!("tessera_transport_queue_batches", "to_store_id" => to_store_id.to_string())
+}
+
+pub(crate) fn queue_bytes(to_store_id: u64) -> Gauge {
+    gauge!("tessera_transport_queue_bytes", "to_store_id" => to_store_id.to_string())
 }
 
 pub(crate) fn connections() -> Gauge {

@@ -500,3 +500,27 @@ fn a_full_queue_refuses_batches_and_counts_them() {
     assert!(counter("tessera_transport_queue_full_total", None) > before);
     drop(silent);
 }
+
+#[test]
+fn a_queue_full_of_bytes_refuses_batches() {
+    let fixture = Fixture::new(|config| config.queue_bytes_max = 40 << 10);
+    // As above, nothing leaves the queue: the listener never accepts.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let resolver =
+        Arc::new(StaticResolver::new([(SERVER_STORE_ID, silent.local_addr().unwrap().to_string())]));
+    let link = GrpcLink::new(fixture.config.clone(), 1, resolver, fixture.runtime.handle()).unwrap();
+    let batch = |key_bytes: usize| RaftMessageBatch {
+        from_store_id: 1,
+        to_store_id: SERVER_STORE_ID,
+        messages: vec![RaftMessage { region_id: 1, start_key: vec![0; key_bytes], ..Default::default() }],
+        ..Default::default()
+    };
+    // Two batches of a little over 16 KiB fit in 40 KiB; a third does not, though the queue
+    // has room for a thousand batches.
+    assert_eq!(link.send_batch(batch(16 << 10)), Ok(()));
+    assert_eq!(link.send_batch(batch(16 << 10)), Ok(()));
+    assert_eq!(link.send_batch(batch(16 << 10)), Err(TransportError::Full(SERVER_STORE_ID)));
+    // A small one still fits.
+    assert_eq!(link.send_batch(batch(1 << 10)), Ok(()));
+    drop(silent);
+}
