@@ -434,6 +434,22 @@ fn the_client_routes_by_region_follows_the_leader_and_scans_across_regions() {
     assert_eq!(cluster.run(client.get(&key(1, "moved"))).unwrap().as_deref(), Some(&b"m"[..]));
 }
 
+/// A scan over more bytes than one gRPC message holds (4 MiB by default) comes back in
+/// parts: each store read stops at the store's `scan_bytes_max` (2 MiB) and says where to
+/// go on, and the client follows until it has every pair.
+#[test]
+fn a_scan_of_large_values_comes_back_in_parts() {
+    let cluster = TestCluster::start_with(|config| config.kv.value_bytes_max = 1 << 20);
+    let client = connect_client(&cluster);
+    let value = vec![0x5a; 512 << 10];
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..24).map(|i| (key(2, &format!("big{i:02}")), value.clone())).collect();
+    cluster.run(client.batch_put(pairs.clone())).expect("the batch is written");
+    let scanned = cluster.run(client.scan(&key(2, "big"), &key(3, ""), 100)).expect("the scan succeeds");
+    assert_eq!(scanned.len(), pairs.len(), "12 MiB of pairs, all returned");
+    assert!(scanned.iter().zip(&pairs).all(|(got, want)| got == want), "in key order, intact");
+}
+
 #[test]
 fn the_client_rides_out_a_stopped_leader_and_refuses_what_no_retry_fixes() {
     let mut cluster = TestCluster::start();
