@@ -47,6 +47,11 @@ pub struct TransportConfig {
     /// The longest a snapshot send may take, end to end, before the sender gives up (a
     /// receiver that hangs must not hold a snapshot thread forever). Default 10 min.
     pub snapshot_send_timeout: Duration,
+    /// The longest a receiver waits for the next chunk of a snapshot before it drops the
+    /// snapshot: a sender that stalls while its connection stays up (keepalive answers)
+    /// must not hold one of the `snapshot_receive_concurrency_max` slots forever.
+    /// Default 30 s.
+    pub snapshot_chunk_timeout: Duration,
     /// Worker threads of the runtime a [`crate::TransportRuntime`] owns. The transport only
     /// moves bytes; one or two threads keep up with a store. Default 2.
     pub runtime_worker_threads: usize,
@@ -67,6 +72,7 @@ impl Default for TransportConfig {
             snapshot_send_concurrency_max: 4,
             snapshot_receive_concurrency_max: 4,
             snapshot_send_timeout: Duration::from_secs(600),
+            snapshot_chunk_timeout: Duration::from_secs(30),
             runtime_worker_threads: 2,
         }
     }
@@ -97,6 +103,7 @@ impl TransportConfig {
             ("reconnect_backoff_initial", self.reconnect_backoff_initial),
             ("keepalive_interval", self.keepalive_interval),
             ("snapshot_send_timeout", self.snapshot_send_timeout),
+            ("snapshot_chunk_timeout", self.snapshot_chunk_timeout),
         ];
         if let Some((field, _)) = not_zero.iter().find(|(_, value)| value.is_zero()) {
             return Err(ConfigError::Invalid(format!("{field} must not be zero")));

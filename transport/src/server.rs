@@ -62,8 +62,11 @@ impl RaftServer {
         config.validate()?;
         let local_addr = listener.local_addr()?;
         let incoming = TcpIncoming::from(tokio_listener(listener, &runtime)?).with_nodelay(Some(true));
-        let (snapshot_receive_concurrency_max, snapshot_chunks_in_flight_max) =
-            (config.snapshot_receive_concurrency_max, config.snapshot_chunks_in_flight_max);
+        let (snapshot_receive_concurrency_max, snapshot_chunks_in_flight_max, snapshot_chunk_timeout) = (
+            config.snapshot_receive_concurrency_max,
+            config.snapshot_chunks_in_flight_max,
+            config.snapshot_chunk_timeout,
+        );
         let (message_bytes_max, keepalive_interval) = (config.message_bytes_max, config.keepalive_interval);
         let task = ServingTask::spawn(&runtime, move |stopped| {
             let service = RaftService {
@@ -72,6 +75,7 @@ impl RaftServer {
                 snapshot_receives: Arc::new(Semaphore::new(snapshot_receive_concurrency_max)),
                 snapshot_receive_concurrency_max,
                 snapshot_chunks_in_flight_max,
+                snapshot_chunk_timeout,
                 stopped: stopped.clone(),
             };
             let service = RaftTransportServer::new(service)
@@ -108,12 +112,27 @@ struct RaftService {
     snapshot_receives: Arc<Semaphore>,
     snapshot_receive_concurrency_max: usize,
     snapshot_chunks_in_flight_max: usize,
+    snapshot_chunk_timeout: Duration,
     stopped: watch::Receiver<bool>,
 }
 
 impl RaftService {
     /// The next message of `stream`, or `UNAVAILABLE` once the server is stopping: a stream
     /// that never ends by itself must not hold the shutdown up.
+    /// The next snapshot chunk, waiting at most `snapshot_chunk_timeout` for it.
+    async fn next_chunk(
+        &self,
+        stream: &mut Streaming<SnapshotChunk>,
+    ) -> Result<Option<SnapshotChunk>, Status> {
+        match tokio::time::timeout(self.snapshot_chunk_timeout, self.next(stream)).await {
+            Ok(next) => next,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no snapshot chunk for {} ms (snapshot_chunk_timeout)",
+                self.snapshot_chunk_timeout.as_millis()
+            ))),
+        }
+    }
+
     async fn next<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
         let mut stopped = self.stopped.clone();
         tokio::select! {
@@ -206,7 +225,7 @@ impl RaftService {
         permit: OwnedSemaphorePermit,
     ) -> Result<Response<Done>, Status> {
         let first = self
-            .next(&mut stream)
+            .next_chunk(&mut stream)
             .await?
             .ok_or_else(|| Status::invalid_argument("the snapshot stream ended before its first chunk"))?;
         let Some(msg) = first.message else {
@@ -231,7 +250,7 @@ impl RaftService {
         loop {
             let piece = match pending.take() {
                 Some(data) => Piece::Data(data),
-                None => match self.next(&mut stream).await {
+                None => match self.next_chunk(&mut stream).await {
                     Ok(Some(SnapshotChunk { message: None, data })) if data.is_empty() => Piece::End,
                     Ok(Some(SnapshotChunk { message: None, data })) => Piece::Data(data),
                     Ok(Some(SnapshotChunk { message: Some(_), .. })) => {

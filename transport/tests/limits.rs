@@ -443,6 +443,44 @@ fn a_cancelled_snapshot_call_releases_its_gauge_and_then_its_slot() {
     assert_eq!(fixture.recording.snapshots.lock().unwrap().last().cloned(), Some(Ok((4, data))));
 }
 
+/// A sender that stalls mid-snapshot while its connection stays up loses the snapshot after
+/// `snapshot_chunk_timeout`: its call fails with DEADLINE_EXCEEDED, the half-received
+/// snapshot never passes for whole, and the slot takes the next snapshot.
+#[test]
+fn a_stalled_snapshot_sender_is_cut_off_and_its_slot_freed() {
+    let fixture = Fixture::new(|config| {
+        config.snapshot_receive_concurrency_max = 1;
+        config.snapshot_chunk_timeout = Duration::from_millis(300);
+    });
+    let channel = fixture.channel();
+    let (answer_tx, answer) = mpsc::channel();
+    // The first chunk, then a stream that neither sends nor ends.
+    fixture.runtime.handle().spawn(async move {
+        let mut client = RaftTransportClient::new(channel);
+        let first = SnapshotChunk { message: Some(snapshot_message()), data: Bytes::from_static(b"partial") };
+        let chunks = tokio_stream::StreamExt::chain(tokio_stream::iter(vec![first]), tokio_stream::pending());
+        let _ = answer_tx.send(client.snapshot(chunks).await);
+    });
+    let status = answer.recv_timeout(WAIT).expect("the stalled call is answered").unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(wait_until(WAIT, || !fixture.recording.snapshots.lock().unwrap().is_empty()));
+    assert!(
+        fixture.recording.snapshots.lock().unwrap()[0].is_err(),
+        "a cut-off snapshot never passes for whole"
+    );
+    let link = fixture.link();
+    let data = vec![6u8; 1_000];
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match link.send_snapshot(snapshot_message(), &mut TestChunks::new(&data, 256)) {
+            Ok(()) => break,
+            Err(error) => assert!(std::time::Instant::now() < deadline, "the slot never frees: {error:?}"),
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fixture.recording.snapshots.lock().unwrap().last().cloned(), Some(Ok((4, data))));
+}
+
 #[test]
 fn a_store_that_refuses_connections_is_unreachable_until_its_address_works() {
     let fixture = Fixture::new(|_| {});
