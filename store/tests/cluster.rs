@@ -219,6 +219,16 @@ fn raft_pollers_sync_once_per_round_for_many_regions() {
             });
         }
     });
+    // Every write reaches all three stores (the slowest follower may still be writing).
+    for region_id in 1..=regions {
+        for id in 1..=3 {
+            let last = key_in_region(region_id, "9");
+            assert!(
+                cluster.wait_for_value(id, &last, Some(b"v"), WAIT),
+                "store {id} has region {region_id}'s writes"
+            );
+        }
+    }
     let fsyncs: u64 = (1..=3).map(|id| cluster.store(id).stats().fsyncs.load(Ordering::Relaxed)).sum::<u64>()
         - fsyncs_before;
     let written: u64 =
@@ -230,8 +240,8 @@ fn raft_pollers_sync_once_per_round_for_many_regions() {
         let store = cluster.store(id);
         assert!(store.stats().fsyncs.load(Ordering::Relaxed) <= store.raft_rounds());
     }
-    // Each fsync is one round's write; with 64 regions writing, rounds carry many peers.
-    assert!(written >= 64 * 10 * 3, "every write was persisted on three stores ({written})");
+    // Each fsync is one round's write; with 64 regions writing, rounds carry many peers. (A
+    // peer counts once per round it wrote in, however many of its entries the round held.)
     assert!(
         fsyncs * 4 <= written,
         "fsyncs ({fsyncs}) are shared by the peers of a round ({written} peer writes)"
