@@ -103,6 +103,9 @@ fn bad_reads_get_typed_errors() {
     assert!(matches!(read_at(&cluster, leader, 1, get(b"")), Err(StoreError::InvalidCommand(_))));
     let zero_limit = ReadQuery::Scan { start_key: key_in_region(1, "a"), end_key: Vec::new(), limit: 0 };
     assert!(matches!(read_at(&cluster, leader, 1, zero_limit), Err(StoreError::InvalidCommand(_))));
+    let backwards =
+        ReadQuery::Scan { start_key: key_in_region(1, "b"), end_key: key_in_region(1, "a"), limit: 5 };
+    assert!(matches!(read_at(&cluster, leader, 1, backwards), Err(StoreError::InvalidCommand(_))));
     let stale = ReadRequest {
         region_id: 1,
         region_epoch: Some(RegionEpoch { conf_ver: 1, version: 99 }),
@@ -113,6 +116,39 @@ fn bad_reads_get_typed_errors() {
     let unknown = ReadRequest { region_id: 77, region_epoch: None, query: get(b"k") };
     let answer = cluster.store(leader).read_and_wait(unknown).recv_timeout(WAIT).unwrap();
     assert_eq!(answer, Err(StoreError::RegionNotFound(77)));
+}
+
+/// Reads waiting for their index count against `proposals_per_peer_max`: beyond it a read
+/// is refused at once with `ServerIsBusy` instead of queueing without bound. The leader is
+/// cut off, so the first reads cannot be confirmed and wait.
+#[test]
+fn reads_beyond_the_peers_limit_are_refused_as_busy() {
+    let mut cluster = Cluster::new(3, 1, 3, |config| {
+        config.proposals_per_peer_max = 2;
+        // Slow enough that the cut-off leader keeps leading (check-quorum steps it down
+        // after an election timeout) while the test reads.
+        config.raft_tick_interval = Duration::from_millis(200);
+    });
+    cluster.start_all();
+    cluster.store(1).campaign(1).unwrap();
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let epoch = cluster.region(1, WAIT).unwrap().epoch;
+    let read = || {
+        cluster.store(leader).read_and_wait(ReadRequest {
+            region_id: 1,
+            region_epoch: epoch,
+            query: get(&key_in_region(1, "a")),
+        })
+    };
+    cluster.network.isolate(leader);
+    let waiting = [read(), read()];
+    let refused = read().recv_timeout(WAIT).expect("the third read is answered at once");
+    assert!(matches!(&refused, Err(StoreError::ServerIsBusy(why)) if why.contains("reads")), "{refused:?}");
+    cluster.network.heal();
+    for answer in waiting {
+        answer.recv_timeout(WAIT).expect("a waiting read is answered once the leader hears again");
+    }
 }
 
 #[test]
