@@ -4,13 +4,18 @@
 set -euo pipefail
 
 have_libclang() {
-  # bindgen finds libclang through LIBCLANG_PATH or the usual library directories.
-  if [[ -n "${LIBCLANG_PATH:-}" ]] && compgen -G "${LIBCLANG_PATH}/libclang*.so*" >/dev/null; then
-    return 0
-  fi
-  compgen -G "/usr/lib/llvm-*/lib/libclang.so*" >/dev/null \
-    || compgen -G "/usr/lib/x86_64-linux-gnu/libclang*.so*" >/dev/null \
-    || compgen -G "/usr/lib/aarch64-linux-gnu/libclang*.so*" >/dev/null
+  # bindgen finds libclang through LIBCLANG_PATH or the usual library directories. The
+  # patterns name the C library only (libclang.so*, libclang-NN.so*): Debian's
+  # libclang-cpp.so, the C++ interface some images carry, is not what bindgen loads, and a
+  # looser libclang*.so* took it for libclang and skipped the install.
+  local dir
+  for dir in "${LIBCLANG_PATH:-}" /usr/lib/llvm-*/lib /usr/lib/x86_64-linux-gnu /usr/lib/aarch64-linux-gnu; do
+    [[ -n "$dir" ]] || continue
+    if compgen -G "$dir/libclang.so*" >/dev/null || compgen -G "$dir/libclang-[0-9]*.so*" >/dev/null; then
+      return 0
+    fi
+  done
+  return 1
 }
 
 if ! have_libclang; then
