@@ -83,7 +83,7 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
                     peer.wake(&mut ctx);
                     peer.propose(&mut ctx, *request, callback)
                 }
-                PeerMsg::Tick => peer.on_tick(&mut ctx),
+                PeerMsg::Tick { fired_at } => peer.on_tick(&mut ctx, fired_at),
                 PeerMsg::Applied(result) => peer.on_applied(&mut ctx, *result),
                 PeerMsg::SnapshotGenerated(result) => peer.on_snapshot_generated(&mut ctx, *result),
                 PeerMsg::SnapshotSent { to_peer_id, succeeded } => {

@@ -126,8 +126,11 @@ pub enum PeerMsg {
     /// From a client: a command to propose. Boxed so that the message type stays small:
     /// every mailbox's channel keeps a block of slots of this size, even when idle.
     Command { request: Box<RaftCmdRequest>, callback: Callback },
-    /// One logical tick of the store timer.
-    Tick,
+    /// One logical tick. `fired_at` is when the store timer fired it (it may wait in the
+    /// mailbox a while after); `None` for the wake-up tick a store sends every peer at start,
+    /// which no timer fired. The leader lease measures its ticks by it
+    /// (`operation/lease.rs`).
+    Tick { fired_at: Option<std::time::Instant> },
     /// The apply thread applied a batch of this region's committed entries.
     Applied(Box<ApplyResult>),
     /// The apply thread finished a snapshot generation (or failed).

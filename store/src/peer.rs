@@ -185,7 +185,11 @@ impl Peer {
     }
 
     /// One tick of the store timer: the Raft clock, and the leader's periodic log GC check.
-    pub(crate) fn on_tick(&mut self, ctx: &mut crate::operation::PollContext<'_>) {
+    pub(crate) fn on_tick(
+        &mut self,
+        ctx: &mut crate::operation::PollContext<'_>,
+        fired_at: Option<std::time::Instant>,
+    ) {
         if self.life != Life::Alive {
             return;
         }
@@ -195,7 +199,7 @@ impl Peer {
         }
         StoreStats::add(&ctx.store.stats.peer_ticks, 1);
         self.raw.tick();
-        self.tick_clock.on_tick();
+        self.tick_clock.on_tick(fired_at);
         self.check_tick_clock(ctx);
         self.drop_replaced_proposals();
         self.serve_reads(ctx);

@@ -464,7 +464,7 @@ fn load_regions(ctx: &Arc<StoreContext>) -> Result<(), StartError> {
     // Wake every peer once, so that each starts ticking (elections, hibernation) without
     // waiting for traffic. Entries committed but not applied before the restart wait for
     // the leader's next message: the commit index that moves alone is not recorded.
-    ctx.raft_router.broadcast_normal(|| PeerMsg::Tick);
+    ctx.raft_router.broadcast_normal(|| PeerMsg::Tick { fired_at: None });
     Ok(())
 }
 
@@ -503,7 +503,10 @@ fn start_ticker(ctx: &Arc<StoreContext>) -> std::io::Result<(Sender<()>, JoinHan
         let mut regions = Vec::new();
         loop {
             crossbeam_channel::select! {
-                recv(ticker) -> _ => {
+                recv(ticker) -> fired_at => {
+                    // The time the tick was due, which the ticker hands out: ticks are at
+                    // least an interval apart by it, however late this thread runs.
+                    let fired_at = fired_at.ok();
                     let Some(ctx) = weak.upgrade() else { return };
                     let stalled_until = *ctx.timer_stalled_until.lock().unwrap_or_else(PoisonError::into_inner);
                     if stalled_until.is_some_and(|until| Instant::now() < until) {
@@ -513,7 +516,7 @@ fn start_ticker(ctx: &Arc<StoreContext>) -> std::io::Result<(Sender<()>, JoinHan
                     ctx.ticking_regions(&mut regions);
                     let mut full = 0;
                     for region_id in &regions {
-                        match ctx.raft_router.send(*region_id, PeerMsg::Tick) {
+                        match ctx.raft_router.send(*region_id, PeerMsg::Tick { fired_at }) {
                             Ok(()) => {}
                             Err(SendError::Full(_)) => full += 1,
                             // Destroyed since: it no longer needs ticks.

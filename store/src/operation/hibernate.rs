@@ -211,8 +211,8 @@ impl Peer {
         }
         self.hibernation.asleep = asleep;
         self.raw.expire_lease();
-        // Ticks stop while resting; the clock counts from the change instead.
-        self.tick_clock.restart(std::time::Instant::now());
+        // Ticks stop while resting; the clock counts again from the last tick.
+        self.tick_clock.restart();
         ctx.store.set_ticking(self.region_id, !asleep);
         if asleep {
             StoreStats::add(&ctx.store.stats.hibernations, 1);
