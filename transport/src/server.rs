@@ -117,8 +117,6 @@ struct RaftService {
 }
 
 impl RaftService {
-    /// The next message of `stream`, or `UNAVAILABLE` once the server is stopping: a stream
-    /// that never ends by itself must not hold the shutdown up.
     /// The next snapshot chunk, waiting at most `snapshot_chunk_timeout` for it.
     async fn next_chunk(
         &self,
@@ -133,6 +131,8 @@ impl RaftService {
         }
     }
 
+    /// The next message of `stream`, or `UNAVAILABLE` once the server is stopping: a stream
+    /// that never ends by itself must not hold the shutdown up.
     async fn next<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
         let mut stopped = self.stopped.clone();
         tokio::select! {
