@@ -215,6 +215,13 @@ struct WriterOutcome {
 struct StoreCounters {
     fsyncs: u64,
     raft_rounds: u64,
+    /// Peers (and control FSMs) the raft pollers handled, summed over rounds: each is one
+    /// time a peer was scheduled and stepped.
+    raft_fsms: u64,
+    /// Messages the raft pollers took out of mailboxes.
+    raft_messages: u64,
+    /// Apply FSMs the apply pollers handled, summed over rounds.
+    apply_fsms: u64,
     peers_written: u64,
     messages_sent: u64,
     entries_applied: u64,
@@ -228,6 +235,9 @@ impl StoreCounters {
         StoreCounters {
             fsyncs: stats.fsyncs.load(Ordering::Relaxed),
             raft_rounds: store.raft_rounds(),
+            raft_fsms: store.raft_batch_stats().fsms_handled(),
+            raft_messages: store.raft_batch_stats().messages_handled(),
+            apply_fsms: store.apply_batch_stats().fsms_handled(),
             peers_written: stats.peers_written.load(Ordering::Relaxed),
             messages_sent: stats.messages_sent.load(Ordering::Relaxed),
             entries_applied: stats.entries_applied.load(Ordering::Relaxed),
@@ -239,6 +249,9 @@ impl StoreCounters {
         StoreCounters {
             fsyncs: self.fsyncs - earlier.fsyncs,
             raft_rounds: self.raft_rounds - earlier.raft_rounds,
+            raft_fsms: self.raft_fsms - earlier.raft_fsms,
+            raft_messages: self.raft_messages - earlier.raft_messages,
+            apply_fsms: self.apply_fsms - earlier.apply_fsms,
             peers_written: self.peers_written - earlier.peers_written,
             messages_sent: self.messages_sent - earlier.messages_sent,
             entries_applied: self.entries_applied - earlier.entries_applied,
@@ -686,11 +699,11 @@ fn report(settings: &Settings, results: &[CaseResult], clock_ticks_per_second: u
     let _ = writeln!(
         out,
         "| regions | value | written regions | writes | leaders | start | warm-up | RSS | idle CPU | rounds/s/store | fsyncs/round | fsyncs/s | \
-         peers/fsync | msgs/write | applied/write | p99.9 | max | errors (not leader/busy/timeout/other) |"
+         peers/fsync | msgs/write | raft FSMs/write | raft inbox msgs/write | apply FSMs/write | applied/write | p99.9 | max | errors (not leader/busy/timeout/other) |"
     );
     let _ = writeln!(
         out,
-        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---|"
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for r in results {
         let seconds = r.seconds();
@@ -698,12 +711,15 @@ fn report(settings: &Settings, results: &[CaseResult], clock_ticks_per_second: u
         let peers_written: u64 = r.stores.iter().map(|s| s.peers_written).sum();
         let messages: u64 = r.stores.iter().map(|s| s.messages_sent).sum();
         let applied: u64 = r.stores.iter().map(|s| s.entries_applied).sum();
+        let per_write = |f: fn(&StoreCounters) -> u64| {
+            r.stores.iter().map(f).sum::<u64>() as f64 / r.writes.max(1) as f64
+        };
         let fsyncs_per_second: Vec<String> =
             r.stores.iter().map(|s| format!("{:.0}", s.fsyncs as f64 / seconds)).collect();
         let leaders: Vec<String> = r.leaders_per_store.iter().map(u64::to_string).collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.2} s | {:.2} s | {} MiB | {:.0}% | {:.0} | {:.3} | {} | {:.1} | {:.2} | {:.2} | {:.2} ms | {:.2} ms | {}/{}/{}/{} |",
+            "| {} | {} | {} | {} | {} | {:.2} s | {:.2} s | {} MiB | {:.0}% | {:.0} | {:.3} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} ms | {:.2} ms | {}/{}/{}/{} |",
             r.regions_len,
             value_label(r.value_len),
             r.regions_len.min(settings.writers_len as u64),
@@ -718,6 +734,9 @@ fn report(settings: &Settings, results: &[CaseResult], clock_ticks_per_second: u
             fsyncs_per_second.join("/"),
             peers_written as f64 / r.fsyncs().max(1) as f64,
             messages as f64 / r.writes.max(1) as f64,
+            per_write(|s| s.raft_fsms),
+            per_write(|s| s.raft_messages),
+            per_write(|s| s.apply_fsms),
             applied as f64 / r.writes.max(1) as f64,
             r.latency_ms(0.999),
             r.latency_us.max() as f64 / 1_000.0,

@@ -325,6 +325,16 @@ impl Store {
         self.raft_system.stats().poll_rounds()
     }
 
+    /// The raft pollers' counters (rounds, FSMs handled, messages handled).
+    pub fn raft_batch_stats(&self) -> &crate::batch::BatchStats {
+        self.raft_system.stats()
+    }
+
+    /// The apply pollers' counters.
+    pub fn apply_batch_stats(&self) -> &crate::batch::BatchStats {
+        self.apply_system.stats()
+    }
+
     /// The reason the store stopped on its own, if it did.
     pub fn fatal_error(&self) -> Option<String> {
         self.ctx.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
