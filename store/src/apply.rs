@@ -87,7 +87,8 @@ pub(crate) struct ApplyPoller {
     ctx: Arc<StoreContext>,
     batch: WriteBatch,
     acks: Vec<Ack>,
-    results: Vec<(u64, ApplyResult)>,
+    /// Each region's report, and whether it must wake the peer.
+    results: Vec<(u64, ApplyResult, bool)>,
     entries_applied: u64,
 }
 
@@ -119,7 +120,10 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
                 ApplyMsg::Apply(task) => {
                     let result =
                         fsm.apply_task(&mut self.batch, *task, &mut self.acks, &mut self.entries_applied);
-                    self.results.push((fsm.region_id, result));
+                    // A membership change or a compaction is acted on at once; a report of
+                    // nothing but the applied index may wait (`operation/applied.rs`).
+                    let wakes = !result.exec_results.is_empty();
+                    self.results.push((fsm.region_id, result, wakes));
                 }
                 ApplyMsg::SnapshotInstalled(installed) => {
                     let InstalledState { region, apply_state, conf_state } = *installed;
@@ -152,9 +156,14 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
         for (callback, result) in self.acks.drain(..) {
             callback.invoke(result);
         }
-        for (region_id, result) in self.results.drain(..) {
+        for (region_id, result, wakes) in self.results.drain(..) {
+            let report = PeerMsg::Applied(Box::new(result));
             // A peer that is gone has nobody to tell.
-            let _ = self.ctx.raft_router.force_send(region_id, PeerMsg::Applied(Box::new(result)));
+            let _ = if wakes {
+                self.ctx.raft_router.force_send(region_id, report)
+            } else {
+                self.ctx.raft_router.force_send_quiet(region_id, report)
+            };
         }
         for fsm in fsms.iter_mut() {
             if fsm.generate_snapshot && !fsm.stopped {

@@ -25,6 +25,12 @@ impl Fsm for PeerFsm {
         // Closed by `finish_destroy` once its destruction is durable.
         false
     }
+
+    /// The apply FSM's quiet reports (nothing but the applied index moved) wake the peer
+    /// only while it waits for applies (`operation/applied.rs`).
+    fn wakes_for_quiet_messages(&self) -> bool {
+        self.peer.wants_applied_reports()
+    }
 }
 
 /// The store's control FSM.

@@ -27,6 +27,8 @@ struct Node {
     /// If set, the handler reports entering this FSM on the first channel and then waits
     /// on the second, so a test can act while a poller holds the FSM.
     gate: Option<(Sender<()>, Receiver<()>)>,
+    /// Its answer to `wakes_for_quiet_messages`.
+    waits_for_quiet: bool,
     _alive: Sender<()>,
     _router: Option<BatchRouter<Node, Control>>,
 }
@@ -36,6 +38,10 @@ impl Fsm for Node {
 
     fn is_stopped(&self) -> bool {
         self.stopped
+    }
+
+    fn wakes_for_quiet_messages(&self) -> bool {
+        self.waits_for_quiet
     }
 }
 
@@ -167,6 +173,7 @@ impl Harness {
             stopped: false,
             reschedules_len: 0,
             gate: None,
+            waits_for_quiet: false,
             _alive: self.alive_sender.clone().unwrap(),
             _router: None,
         })
@@ -448,6 +455,7 @@ fn closing_an_idle_fsm_drops_it_at_once() {
         stopped: false,
         reschedules_len: 0,
         gate: None,
+        waits_for_quiet: false,
         _alive: alive_sender,
         _router: None,
     });
@@ -476,6 +484,125 @@ fn closing_an_fsm_held_by_a_poller_drops_it_on_release() {
     assert_eq!(harness.collect(1), [Event::Handled { id: 5, sender: 0, seq: 0 }]);
     assert_eq!(alive.recv_timeout(WAIT), Err(RecvTimeoutError::Disconnected));
     harness.shutdown();
+}
+
+#[test]
+fn a_quiet_message_waits_for_the_next_waking_one_and_goes_first() {
+    let mut harness = Harness::new(1, 4, 8, 8);
+    harness.register(0..1);
+    harness.spawn();
+    // Released once, so that the mailbox knows the FSM takes quiet news late (before its
+    // first release a mailbox assumes it does not).
+    harness.router.send(0, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    harness.collect(1);
+    wait_for_rounds(&harness, 1);
+    // Quiet messages wake nobody. (They count toward the mailbox's length, but like forced
+    // sends they are not refused for it: they are bounded by the work they answer.)
+    for seq in 0..6 {
+        harness.router.force_send_quiet(0, Msg::Value { sender: 1, seq }).unwrap();
+    }
+    thread::sleep(Duration::from_millis(20));
+    harness.assert_no_more_events();
+    assert_eq!(harness.router.stats().poll_rounds(), 1);
+    // The next ordinary message takes them along, in order, in one round.
+    harness.router.send(0, Msg::Value { sender: 0, seq: 1 }).unwrap();
+    let events = harness.collect(7);
+    let expected: Vec<Event> = (0..6)
+        .map(|seq| Event::Handled { id: 0, sender: 1, seq })
+        .chain([Event::Handled { id: 0, sender: 0, seq: 1 }])
+        .collect();
+    assert_eq!(events, expected);
+    // No message was handled twice, and nothing woke the FSM again.
+    thread::sleep(Duration::from_millis(20));
+    harness.assert_no_more_events();
+    let rounds = harness.shutdown();
+    assert_eq!(rounds.len(), 2, "one round for the waking message and the quiet ones before it");
+    assert_eq!(harness.router.force_send_quiet(9, Msg::Stop), Err(SendError::UnknownAddress(Msg::Stop)));
+}
+
+#[test]
+fn a_quiet_message_sent_during_a_round_does_not_reschedule_the_fsm() {
+    let mut harness = Harness::new(1, 1, 8, 4);
+    let (entered_sender, entered) = crossbeam_channel::bounded(1);
+    let (proceed, proceed_receiver) = crossbeam_channel::bounded(1);
+    let mut node = harness.node(3);
+    node.gate = Some((entered_sender, proceed_receiver));
+    harness.router.register(3, node).unwrap();
+    harness.spawn();
+    harness.router.send(3, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    entered.recv_timeout(WAIT).unwrap();
+    // While the poller holds the FSM (which takes quiet news late), a quiet message arrives: the release must park the FSM
+    // with it rather than queue the FSM again (that second round is what quiet saves).
+    harness.router.force_send_quiet(3, Msg::Value { sender: 1, seq: 0 }).unwrap();
+    proceed.send(()).unwrap();
+    assert_eq!(
+        harness.collect(2)[..],
+        [Event::Handled { id: 3, sender: 0, seq: 0 }, Event::Handled { id: 3, sender: 1, seq: 0 }]
+    );
+    // The gate is passed once per round: a second round would block on it here.
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(harness.router.stats().poll_rounds(), 1);
+    // The next waking message finds the FSM idle and schedules it as usual.
+    harness.router.send(3, Msg::Value { sender: 0, seq: 1 }).unwrap();
+    entered.recv_timeout(WAIT).unwrap();
+    proceed.send(()).unwrap();
+    assert_eq!(harness.collect(1), [Event::Handled { id: 3, sender: 0, seq: 1 }]);
+    harness.shutdown();
+}
+
+#[test]
+fn a_quiet_message_wakes_an_fsm_that_waits_for_it() {
+    let mut harness = Harness::new(2, 4, 8, 4);
+    let mut node = harness.node(4);
+    node.waits_for_quiet = true;
+    harness.router.register(4, node).unwrap();
+    harness.spawn();
+    harness.router.send(4, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    harness.collect(1);
+    wait_for_rounds(&harness, 1);
+    harness.router.force_send_quiet(4, Msg::Value { sender: 1, seq: 0 }).unwrap();
+    assert_eq!(harness.collect(1), [Event::Handled { id: 4, sender: 1, seq: 0 }]);
+    harness.shutdown();
+}
+
+/// Quiet senders racing pollers that park an FSM waiting for quiet news: every message is
+/// handled although nothing but quiet messages is ever sent after the first.
+#[test]
+fn no_quiet_wakeup_is_lost_while_pollers_release() {
+    let mut harness = Harness::new(2, 2, 1, 4);
+    for id in 0..2 {
+        let mut node = harness.node(id);
+        node.waits_for_quiet = true;
+        harness.router.register(id, node).unwrap();
+    }
+    harness.spawn();
+    let (senders_len, messages_len) = (4, 2000);
+    thread::scope(|scope| {
+        for sender in 0..senders_len {
+            let router = &harness.router;
+            scope.spawn(move || {
+                for seq in 0..messages_len {
+                    for id in 0..2 {
+                        router.force_send_quiet(id, Msg::Value { sender, seq }).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let events = harness.collect(2 * senders_len * messages_len);
+    assert_each_once_in_order(&events, messages_len);
+    harness.shutdown();
+}
+
+/// Waits until the system has completed `rounds` rounds (and so released their FSMs).
+fn wait_for_rounds(harness: &Harness, rounds: u64) {
+    let deadline = Instant::now() + WAIT;
+    while harness.router.stats().poll_rounds() < rounds {
+        assert!(Instant::now() < deadline, "{rounds} rounds did not complete");
+        thread::sleep(Duration::from_millis(1));
+    }
+    // The count goes up in the round's end, just before the release.
+    thread::sleep(Duration::from_millis(5));
 }
 
 #[test]

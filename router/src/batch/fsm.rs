@@ -17,4 +17,12 @@ pub trait Fsm: Send + 'static {
     fn is_stopped(&self) -> bool {
         false
     }
+
+    /// Whether a quiet message (`BatchRouter::force_send_quiet`) should wake the FSM now,
+    /// asked each time a poller releases it: true while it waits for the news such
+    /// messages carry, false while it can take them with its next message. The default
+    /// makes quiet messages wake like any other.
+    fn wakes_for_quiet_messages(&self) -> bool {
+        true
+    }
 }

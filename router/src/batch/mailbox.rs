@@ -23,10 +23,23 @@
 //! holds no buffer at all (a drained queue gives its buffer back), where a channel keeps a
 //! block of slots per mailbox. A store has two mailboxes per region and thousands of idle
 //! regions.
+//!
+//! A message may also be queued quietly (`force_send_quiet`): for news the FSM can take
+//! late (an apply thread's report that nothing but the applied index moved), since waking a
+//! peer for it costs a whole scheduling round trip, which with thousands of active regions
+//! is paid per write. A quiet message wakes the FSM only while the FSM said, when it was
+//! last released, that it waits for such news (`Fsm::wakes_for_quiet_messages`, cached in
+//! the mailbox as `quiet_wakes`); otherwise it is handled, in order, with the FSM's next
+//! message. The lost-wakeup argument covers it the same way: the quiet sender pushes, then
+//! loads `quiet_wakes` and, if set, tries `IDLE -> NOTIFIED`; the releasing poller stores
+//! `quiet_wakes`, swaps `NOTIFIED -> IDLE`, then looks at the queue counting quiet messages
+//! too if it set the flag. A sender that loaded the old value pushed before the poller's
+//! store, so the poller's look finds its message; one that loaded the new value schedules
+//! the FSM itself unless the poller already did.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use thiserror::Error;
@@ -68,9 +81,21 @@ impl<M> SendError<M> {
 /// reallocating, small beside a region's other state.
 const QUEUE_CAPACITY_KEPT_MAX: usize = 8;
 
+/// One queued message, and whether it was sent to wake the FSM.
+struct Queued<M> {
+    message: M,
+    wakes: bool,
+}
+
+/// The pending messages, in order, with the number of those that wake.
+struct Pending<M> {
+    messages: VecDeque<Queued<M>>,
+    waking_len: usize,
+}
+
 /// An FSM's pending messages, in order.
 pub(crate) struct MessageQueue<M> {
-    messages: Mutex<VecDeque<M>>,
+    pending: Mutex<Pending<M>>,
 }
 
 impl<M> fmt::Debug for MessageQueue<M> {
@@ -81,31 +106,38 @@ impl<M> fmt::Debug for MessageQueue<M> {
 
 impl<M> MessageQueue<M> {
     fn new() -> Self {
-        MessageQueue { messages: Mutex::new(VecDeque::new()) }
+        MessageQueue { pending: Mutex::new(Pending { messages: VecDeque::new(), waking_len: 0 }) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<M>> {
+    fn lock(&self) -> MutexGuard<'_, Pending<M>> {
         // No code panics while holding the lock (push, pop, len), so a poisoned queue is
         // whole.
-        self.messages.lock().unwrap_or_else(PoisonError::into_inner)
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().messages.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+    /// Whether a message that wakes the FSM is queued; quiet ones count only if
+    /// `quiet_wakes`.
+    fn has_waking(&self, quiet_wakes: bool) -> bool {
+        let pending = self.lock();
+        pending.waking_len > 0 || (quiet_wakes && !pending.messages.is_empty())
     }
 
-    /// Takes the oldest message; a queue that this empties gives back a large buffer.
+    /// Takes the oldest message, quiet or not; a queue that this empties gives back a large
+    /// buffer.
     pub(crate) fn pop(&self) -> Option<M> {
-        let mut messages = self.lock();
-        let message = messages.pop_front();
-        if messages.is_empty() && messages.capacity() > QUEUE_CAPACITY_KEPT_MAX {
-            *messages = VecDeque::new();
+        let mut pending = self.lock();
+        let Queued { message, wakes } = pending.messages.pop_front()?;
+        if wakes {
+            pending.waking_len -= 1;
         }
-        message
+        if pending.messages.is_empty() && pending.messages.capacity() > QUEUE_CAPACITY_KEPT_MAX {
+            pending.messages = VecDeque::new();
+        }
+        Some(message)
     }
 }
 
@@ -118,6 +150,9 @@ pub(crate) struct MailboxCore<F: Fsm> {
     /// long, since the status decides who may touch it.
     slot: Mutex<Option<Box<F>>>,
     pub(crate) queue: MessageQueue<F::Message>,
+    /// Whether quiet messages wake the FSM: its answer to `wakes_for_quiet_messages` when
+    /// it was last released (see the module docs).
+    quiet_wakes: AtomicBool,
 }
 
 /// An FSM out of its mailbox: in the scheduler queue or in a poller's round.
@@ -148,13 +183,15 @@ impl<F: Fsm> MailboxCore<F> {
     /// Gives the FSM back after a round: parks it, or queues it again if messages arrived
     /// while it was being handled, or drops it if the mailbox was closed meanwhile.
     pub(crate) fn release(self: &Arc<Self>, fsm: Box<F>, schedule: impl FnOnce(Scheduled<F>)) {
+        let quiet_wakes = fsm.wakes_for_quiet_messages();
+        self.quiet_wakes.store(quiet_wakes, Ordering::SeqCst);
         // Park before the status says IDLE, so that a sender that wins IDLE -> NOTIFIED
         // always finds the FSM in the slot.
         self.park_fsm(fsm);
         match self.status.compare_exchange(NOTIFIED, IDLE, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => {
                 // The lost-wakeup check: see the module comment.
-                if !self.queue.is_empty() {
+                if self.queue.has_waking(quiet_wakes) {
                     self.notify(schedule);
                 }
             }
@@ -210,6 +247,8 @@ impl<F: Fsm> Mailbox<F> {
                 status: AtomicU8::new(IDLE),
                 slot: Mutex::new(Some(fsm)),
                 queue: MessageQueue::new(),
+                // Until its first release the FSM has not said; waking is the safe answer.
+                quiet_wakes: AtomicBool::new(true),
             }),
             mailbox_len_max,
         }
@@ -235,7 +274,7 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
-        self.send_if(message, schedule, |len| len < self.mailbox_len_max)
+        self.send_if(message, Some(schedule), |len| len < self.mailbox_len_max)
     }
 
     /// Queues `message` whatever the mailbox holds. Only for messages whose number is
@@ -245,28 +284,50 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
-        self.send_if(message, schedule, |_| true)
+        self.send_if(message, Some(schedule), |_| true)
     }
 
-    /// Queues `message` if the mailbox is open and `has_room` says yes to its length (both
-    /// checked with the push under one lock), then schedules the FSM if it was idle.
-    fn send_if(
+    /// `force_send`, quietly: the message wakes the FSM only if the FSM waits for such news;
+    /// otherwise it waits for the FSM's next waking message (see the module docs). Bounded
+    /// like `force_send`'s, by the work it answers.
+    pub(crate) fn force_send_quiet(
         &self,
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
+    ) -> Result<(), SendError<F::Message>> {
+        self.send_if(message, None::<fn(Scheduled<F>)>, |_| true)?;
+        if self.core.quiet_wakes.load(Ordering::SeqCst) {
+            self.core.notify(schedule);
+        }
+        Ok(())
+    }
+
+    /// Queues `message` if the mailbox is open and `has_room` says yes to its length (both
+    /// checked with the push under one lock), then, unless the message is quiet (no
+    /// `schedule`), schedules the FSM if it was idle.
+    fn send_if(
+        &self,
+        message: F::Message,
+        schedule: Option<impl FnOnce(Scheduled<F>)>,
         has_room: impl FnOnce(usize) -> bool,
     ) -> Result<(), SendError<F::Message>> {
         if self.is_closed() {
             return Err(SendError::Disconnected(message));
         }
+        let wakes = schedule.is_some();
         {
-            let mut messages = self.core.queue.lock();
-            if !has_room(messages.len()) {
+            let mut pending = self.core.queue.lock();
+            if !has_room(pending.messages.len()) {
                 return Err(SendError::Full(message));
             }
-            messages.push_back(message);
+            pending.messages.push_back(Queued { message, wakes });
+            if wakes {
+                pending.waking_len += 1;
+            }
         }
-        self.core.notify(schedule);
+        if let Some(schedule) = schedule {
+            self.core.notify(schedule);
+        }
         Ok(())
     }
 

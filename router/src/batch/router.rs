@@ -158,6 +158,19 @@ impl<N: Fsm, C: Fsm> BatchRouter<N, C> {
         })
     }
 
+    /// `force_send` for news the FSM may take late: it wakes the FSM only if the FSM said it
+    /// waits for such news (`Fsm::wakes_for_quiet_messages`); otherwise the message is
+    /// handled, in order, with the FSM's next message that does wake it.
+    pub fn force_send_quiet(&self, addr: u64, message: N::Message) -> Result<(), SendError<N::Message>> {
+        let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(mailbox) = normals.get(&addr) else {
+            return Err(SendError::UnknownAddress(message));
+        };
+        mailbox.force_send_quiet(message, |scheduled| {
+            self.schedule(Task::Normal(scheduled));
+        })
+    }
+
     /// Queues `message` for the control FSM without blocking.
     pub fn send_control(&self, message: C::Message) -> Result<(), SendError<C::Message>> {
         let result = self.shared.control.try_send(message, |scheduled| {
