@@ -534,6 +534,26 @@ impl<S: Storage> Raft<S> {
 
     // ---- ticks -----------------------------------------------------------------------
 
+    /// How many more ticks the node can take without acting on any of them: until then a
+    /// tick only advances its timers; the tick after them may send messages or change the
+    /// node's role (a heartbeat, a check-quorum round, an election). An application that
+    /// hosts many nodes may hold such ticks back and hand them over, in order, before the
+    /// node's next message or call, as long as it hands over the one after them promptly:
+    /// the node then ends up exactly where ticking on time would have left it, because
+    /// nothing reads its timers between two calls. (Every call of the node's API counts,
+    /// reads and votes included: a vote request judged against a timer that lags would
+    /// refuse a vote it should grant.)
+    pub fn ticks_before_due(&self) -> usize {
+        let left = |timeout: usize, elapsed: usize| timeout.saturating_sub(elapsed + 1);
+        match self.role {
+            StateRole::Leader => left(self.heartbeat_ticks, self.heartbeat_elapsed)
+                .min(left(self.election_ticks, self.election_elapsed)),
+            _ if self.promotable() => left(self.randomized_election_ticks, self.election_elapsed),
+            // A learner, or a node waiting for a snapshot, never acts on a tick.
+            _ => usize::MAX,
+        }
+    }
+
     pub fn tick(&mut self) {
         self.ticks += 1;
         match self.role {

@@ -136,6 +136,11 @@ impl<S: Storage> RawNode<S> {
         self.raft.tick();
     }
 
+    /// How many ticks the node can take before one it acts on; see `Raft::ticks_before_due`.
+    pub fn ticks_before_due(&self) -> usize {
+        self.raft.ticks_before_due()
+    }
+
     /// Starts an election now (after a pre-election if pre-vote is on).
     pub fn campaign(&mut self) -> Result<()> {
         self.raft.step(Message { msg_type: MessageType::MsgHup as i32, ..Default::default() })

@@ -86,3 +86,76 @@ fn messages_made_between_ready_and_advance_are_kept() {
     assert_eq!(heartbeats, 2, "{:?}", rd.messages);
     nodes[0].advance(rd);
 }
+
+/// Ticks a node whose Ready has nothing: whether the tick made it act.
+fn tick_acts(node: &mut RawNode<MemStorage>) -> bool {
+    assert!(!node.has_ready(), "the node is quiet before the tick");
+    node.tick();
+    node.has_ready()
+}
+
+/// `ticks_before_due` is exact: that many ticks pass without any effect beyond the timers,
+/// and the next one acts (a leader's heartbeat, a follower's election, a leader's
+/// check-quorum round). An application that holds ticks back relies on both halves.
+#[test]
+fn ticks_before_due_counts_the_ticks_a_node_does_not_act_on() {
+    let (storages, mut nodes, mut applied) = elected_group();
+    let leader_config = Config::new(1);
+    // The leader acts at its next heartbeat.
+    let quiet = nodes[0].ticks_before_due();
+    assert_eq!(quiet, leader_config.heartbeat_ticks - 1);
+    for _ in 0..quiet {
+        assert!(!tick_acts(&mut nodes[0]), "a held tick would have mattered");
+    }
+    assert!(tick_acts(&mut nodes[0]), "the tick after them is the heartbeat");
+    let rd = nodes[0].ready();
+    assert!(rd.messages.iter().all(|m| m.msg_type() == MessageType::MsgHeartbeat), "{:?}", rd.messages);
+    nodes[0].advance(rd);
+
+    // A follower that hears nothing campaigns at its randomized timeout, not a tick sooner.
+    drive(&mut nodes, &storages, &mut applied);
+    let quiet = nodes[1].ticks_before_due();
+    let timeout = nodes[1].raft().randomized_election_ticks();
+    assert_eq!(quiet, timeout - nodes[1].raft().election_elapsed() - 1);
+    for _ in 0..quiet {
+        assert!(!tick_acts(&mut nodes[1]));
+    }
+    assert!(tick_acts(&mut nodes[1]), "the follower campaigns on the tick after them");
+    assert_ne!(nodes[1].raft().role(), StateRole::Follower);
+}
+
+/// A leader with check-quorum counts down to its quorum check too, whichever comes first;
+/// cut off from its followers, it steps down at a tick `ticks_before_due` said would act.
+#[test]
+fn a_leaders_ticks_before_due_end_at_its_check_quorum_round() {
+    let storages: Vec<MemStorage> = (0..3).map(|_| MemStorage::new_with_voters(&[1, 2, 3])).collect();
+    let config =
+        |id: u64| Config { check_quorum: true, election_ticks: 10, heartbeat_ticks: 9, ..Config::new(id) };
+    let mut nodes: Vec<RawNode<MemStorage>> =
+        (0..3).map(|i| RawNode::new(&config(i as u64 + 1), storages[i].clone()).unwrap()).collect();
+    let mut applied = vec![Vec::new(); 3];
+    nodes[0].campaign().unwrap();
+    drive(&mut nodes, &storages, &mut applied);
+    assert_eq!(nodes[0].raft().role(), StateRole::Leader);
+    let leader = &mut nodes[0];
+    let mut due_at_quorum_check = false;
+    for _ in 0..30 {
+        let quiet = leader.ticks_before_due();
+        // After the first heartbeat (tick 9) the quorum check (tick 10) is due first.
+        if quiet == 0 && leader.raft().election_elapsed() + 1 == 10 {
+            due_at_quorum_check = true;
+        }
+        let acted = tick_acts(leader) || leader.raft().role() != StateRole::Leader;
+        assert!(quiet == 0 || !acted, "a tick acted with {quiet} quiet ticks announced");
+        if leader.raft().role() != StateRole::Leader {
+            break;
+        }
+        // The followers never hear the heartbeats, so they never answer.
+        if leader.has_ready() {
+            let rd = leader.ready();
+            leader.advance(rd);
+        }
+    }
+    assert!(due_at_quorum_check, "the quorum check was announced as due");
+    assert_eq!(leader.raft().role(), StateRole::Follower, "the second quorum check found no quorum");
+}

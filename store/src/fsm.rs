@@ -26,10 +26,10 @@ impl Fsm for PeerFsm {
         false
     }
 
-    /// The apply FSM's quiet reports (nothing but the applied index moved) wake the peer
-    /// only while it waits for applies (`operation/applied.rs`).
-    fn wakes_for_quiet_messages(&self) -> bool {
-        self.peer.wants_applied_reports()
+    /// Quiet messages (ticks the peer would not act on, apply reports of nothing but the
+    /// applied index) wait for the peer's next message; see `Peer::quiet_messages_held_max`.
+    fn quiet_messages_held_max(&self) -> usize {
+        self.peer.quiet_messages_held_max()
     }
 }
 

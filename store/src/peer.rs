@@ -49,6 +49,8 @@ pub(crate) struct RoundWork {
     pub installed_snapshot: Option<InstalledSnapshot>,
     /// An urgent heartbeat arrived this round: the answers to heartbeats are urgent too.
     pub urgent_heartbeat_received: bool,
+    /// The peer handled ticks this round: its tick clock is checked once they are all in.
+    pub ticked: bool,
 }
 
 pub(crate) struct Peer {
@@ -76,8 +78,9 @@ pub(crate) struct Peer {
     pub snapshot_stepped: Option<tessera_proto::raftpb::Snapshot>,
     pub life: Life,
     pub round: RoundWork,
-    /// Ticks since the leader last considered log GC.
+    /// Ticks since the leader last considered log GC, and how many make a check.
     pub log_gc_elapsed_ticks: usize,
+    pub log_gc_check_ticks: usize,
     /// The highest index a log compaction was proposed for, so it is not proposed twice.
     pub log_gc_proposed_index: u64,
     /// Estimated bytes of applied entries still in the log (for the size threshold).
@@ -163,6 +166,7 @@ impl Peer {
             life: Life::Alive,
             round: RoundWork::default(),
             log_gc_elapsed_ticks: 0,
+            log_gc_check_ticks: config.log_gc_check_ticks,
             log_gc_proposed_index: 0,
             log_bytes_since_compaction: 0,
             hibernation: Default::default(),
@@ -199,13 +203,15 @@ impl Peer {
         }
         StoreStats::add(&ctx.store.stats.peer_ticks, 1);
         self.raw.tick();
+        // Measured against the real clock once the round's ticks are all in: ticks held in
+        // the mailbox arrive together, and only the newest says how far the clock has come.
         self.tick_clock.on_tick(fired_at);
-        self.check_tick_clock(ctx);
+        self.round.ticked = true;
         self.drop_replaced_proposals();
         self.serve_reads(ctx);
         if self.is_leader() {
             self.log_gc_elapsed_ticks += 1;
-            if self.log_gc_elapsed_ticks >= ctx.store.config.log_gc_check_ticks {
+            if self.log_gc_elapsed_ticks >= self.log_gc_check_ticks {
                 self.log_gc_elapsed_ticks = 0;
                 let _ = self.maybe_propose_log_gc(ctx);
             }

@@ -526,7 +526,9 @@ fn start_ticker(ctx: &Arc<StoreContext>) -> std::io::Result<(Sender<()>, JoinHan
                     ctx.ticking_regions(&mut regions);
                     let mut full = 0;
                     for region_id in &regions {
-                        match ctx.raft_router.send(*region_id, PeerMsg::Tick { fired_at }) {
+                        // Quiet: a peer takes the ticks it would not act on with its next
+                        // message (operation/quiet.rs).
+                        match ctx.raft_router.send_quiet(*region_id, PeerMsg::Tick { fired_at }) {
                             Ok(()) => {}
                             Err(SendError::Full(_)) => full += 1,
                             // Destroyed since: it no longer needs ticks.

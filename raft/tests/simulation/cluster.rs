@@ -124,6 +124,9 @@ struct Node {
     /// the applied history its log was checked against in that term.
     leader_checked: (u64, u64),
     ticks_since_heal: u64,
+    /// Held-ticks seeds: ticks the application held back because the node would not act on
+    /// them (`RawNode::ticks_before_due`), handed over before anything else reaches it.
+    held_ticks: u64,
 }
 
 pub struct Sim {
@@ -156,7 +159,13 @@ pub struct Sim {
 /// Runs one seed: the fault phase, then healing and the liveness check. Panics (with a
 /// message naming the invariant) on any violation.
 pub fn run(seed: u64, trace: Option<Trace>) -> RunStats {
+    run_with(seed, trace, |_| {})
+}
+
+/// `run`, with the seed's knobs changed by `adjust` before it starts.
+pub fn run_with(seed: u64, trace: Option<Trace>, adjust: impl FnOnce(&mut Knobs)) -> RunStats {
     let mut sim = Sim::new(seed, trace);
+    adjust(&mut sim.knobs);
     sim.trace(|| format!("seed {seed}: {:?}", sim.knobs));
     for _ in 0..sim.knobs.fault_steps {
         sim.step_once();
@@ -198,6 +207,7 @@ impl Sim {
                     committed_seen: 0,
                     leader_checked: (0, 0),
                     ticks_since_heal: 0,
+                    held_ticks: 0,
                 };
                 if voters.contains(&id) {
                     let metadata = SnapshotMetadata {
@@ -270,8 +280,38 @@ impl Sim {
         self.nodes[i].raw.is_some()
     }
 
+    /// The node, after the ticks held back for it: every use of it (a message, a proposal,
+    /// a read, its Ready) sees its timers where ticking on time would have left them.
     fn raw(&mut self, i: usize) -> &mut RawNode<MemStorage> {
+        self.hand_over_held_ticks(i);
+        self.raw_now(i)
+    }
+
+    fn raw_now(&mut self, i: usize) -> &mut RawNode<MemStorage> {
         self.nodes[i].raw.as_mut().expect("invariant: the node is up")
+    }
+
+    pub(super) fn hand_over_held_ticks(&mut self, i: usize) {
+        for _ in 0..std::mem::take(&mut self.nodes[i].held_ticks) {
+            self.raw_now(i).tick();
+            self.observe(i);
+        }
+    }
+
+    /// One tick of node `i`'s clock. Held-ticks seeds hold it back, as a store holds a
+    /// peer's ticks in its mailbox, while the node would not act on it; otherwise it is
+    /// handed over, after the held ones.
+    fn tick_node(&mut self, i: usize) {
+        if self.knobs.held_ticks {
+            let quiet = self.raw_now(i).ticks_before_due() as u64;
+            if self.nodes[i].held_ticks < quiet {
+                self.nodes[i].held_ticks += 1;
+                self.stats.ticks_held += 1;
+                return;
+            }
+        }
+        self.raw(i).tick();
+        self.observe(i);
     }
 
     fn random_live_node(&mut self) -> Option<usize> {
@@ -293,8 +333,7 @@ impl Sim {
                 self.cluster_ticks += 1;
                 for i in 0..n {
                     if self.alive(i) {
-                        self.raw(i).tick();
-                        self.observe(i);
+                        self.tick_node(i);
                         self.nodes[i].ticks_since_heal += 1;
                     }
                 }
@@ -309,8 +348,7 @@ impl Sim {
                         1
                     };
                     for _ in 0..ticks {
-                        self.raw(i).tick();
-                        self.observe(i);
+                        self.tick_node(i);
                     }
                     self.nodes[i].ticks_since_heal += ticks;
                 }
@@ -896,6 +934,8 @@ impl Sim {
         let down_since_tick = self.cluster_ticks;
         let node = &mut self.nodes[i];
         node.raw = None;
+        // Held ticks were the process's, and die with it.
+        node.held_ticks = 0;
         node.incarnation += 1;
         node.down_since_tick = down_since_tick;
         node.append_queue.clear();

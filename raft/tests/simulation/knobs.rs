@@ -63,6 +63,9 @@ pub struct Knobs {
     pub lease_reads: bool,
     pub lease_margin_ticks: usize,
     pub lazy_commit_broadcast: bool,
+    /// The application holds back ticks the node would not act on and hands them over
+    /// before anything else reaches it (`RawNode::ticks_before_due`), as the store does.
+    pub held_ticks: bool,
 }
 
 impl Knobs {
@@ -121,6 +124,7 @@ impl Knobs {
             // From the seed, not drawn: a draw here would shift every draw after it, and
             // seeds that played before the knob existed would no longer replay.
             lazy_commit_broadcast: (seed / 4) % 2 == 1,
+            held_ticks: (seed / 8) % 2 == 1,
         };
         if knobs.lease_reads {
             knobs.check_quorum = true;
@@ -217,6 +221,8 @@ pub struct RunStats {
     /// Runs that ended in the known liveness limit after a leader's demotion (see
     /// `Sim::wedged_by_demoted_leader`) instead of a live cluster.
     pub liveness_wedged_by_demoted_leader: u64,
+    /// Ticks held back and handed over later (held-ticks seeds).
+    pub ticks_held: u64,
 }
 
 impl RunStats {
@@ -261,5 +267,6 @@ impl RunStats {
         self.reads_answered_late_or_twice += o.reads_answered_late_or_twice;
         self.reads_unanswered += o.reads_unanswered;
         self.liveness_wedged_by_demoted_leader += o.liveness_wedged_by_demoted_leader;
+        self.ticks_held += o.ticks_held;
     }
 }

@@ -74,6 +74,7 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.lifecycle = Lifecycle::Destroyed;
         node.raw = None;
+        node.held_ticks = 0;
         node.incarnation += 1;
         node.append_queue.clear();
         node.apply_queue.clear();
@@ -437,6 +438,9 @@ impl Sim {
     pub(super) fn read_at_random(&mut self) {
         let Some(i) = self.random_live_node() else { return };
         let id = i as u64 + 1;
+        // Whether the lease holds is read off the node's timers: bring them up to date first,
+        // as the read itself does (see `raw`).
+        self.hand_over_held_ticks(i);
         let raft = self.nodes[i].raw.as_ref().expect("invariant: the node is up").raft();
         let origin = if raft.role() == StateRole::Leader {
             ReadOrigin::Leader

@@ -27,8 +27,8 @@ struct Node {
     /// If set, the handler reports entering this FSM on the first channel and then waits
     /// on the second, so a test can act while a poller holds the FSM.
     gate: Option<(Sender<()>, Receiver<()>)>,
-    /// Its answer to `wakes_for_quiet_messages`.
-    waits_for_quiet: bool,
+    /// Its answer to `quiet_messages_held_max`.
+    quiet_held_max: usize,
     _alive: Sender<()>,
     _router: Option<BatchRouter<Node, Control>>,
 }
@@ -40,8 +40,8 @@ impl Fsm for Node {
         self.stopped
     }
 
-    fn wakes_for_quiet_messages(&self) -> bool {
-        self.waits_for_quiet
+    fn quiet_messages_held_max(&self) -> usize {
+        self.quiet_held_max
     }
 }
 
@@ -173,7 +173,7 @@ impl Harness {
             stopped: false,
             reschedules_len: 0,
             gate: None,
-            waits_for_quiet: false,
+            quiet_held_max: usize::MAX,
             _alive: self.alive_sender.clone().unwrap(),
             _router: None,
         })
@@ -455,7 +455,7 @@ fn closing_an_idle_fsm_drops_it_at_once() {
         stopped: false,
         reschedules_len: 0,
         gate: None,
-        waits_for_quiet: false,
+        quiet_held_max: usize::MAX,
         _alive: alive_sender,
         _router: None,
     });
@@ -554,7 +554,7 @@ fn a_quiet_message_sent_during_a_round_does_not_reschedule_the_fsm() {
 fn a_quiet_message_wakes_an_fsm_that_waits_for_it() {
     let mut harness = Harness::new(2, 4, 8, 4);
     let mut node = harness.node(4);
-    node.waits_for_quiet = true;
+    node.quiet_held_max = 0;
     harness.router.register(4, node).unwrap();
     harness.spawn();
     harness.router.send(4, Msg::Value { sender: 0, seq: 0 }).unwrap();
@@ -565,14 +565,67 @@ fn a_quiet_message_wakes_an_fsm_that_waits_for_it() {
     harness.shutdown();
 }
 
-/// Quiet senders racing pollers that park an FSM waiting for quiet news: every message is
-/// handled although nothing but quiet messages is ever sent after the first.
+#[test]
+fn quiet_messages_wake_an_fsm_once_more_wait_than_it_holds() {
+    let mut harness = Harness::new(1, 4, 8, 8);
+    let mut node = harness.node(6);
+    node.quiet_held_max = 2;
+    harness.router.register(6, node).unwrap();
+    harness.spawn();
+    harness.router.send(6, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    harness.collect(1);
+    wait_for_rounds(&harness, 1);
+    // Two are held (the bounded send counts toward the mailbox like any other)...
+    harness.router.send_quiet(6, Msg::Value { sender: 1, seq: 0 }).unwrap();
+    harness.router.force_send_quiet(6, Msg::Value { sender: 1, seq: 1 }).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    harness.assert_no_more_events();
+    // ... the third wakes the FSM, which takes all three in order.
+    harness.router.send_quiet(6, Msg::Value { sender: 1, seq: 2 }).unwrap();
+    let events = harness.collect(3);
+    assert_each_once_in_order(&events, 3);
+    harness.shutdown();
+}
+
+/// However many quiet messages an FSM says it can hold, a mailbox that they fill wakes it:
+/// a full mailbox refuses ordinary sends, and nobody else would ever empty it.
+#[test]
+fn quiet_messages_that_fill_the_mailbox_wake_the_fsm() {
+    let mut harness = Harness::new(1, 4, 8, 3);
+    harness.register(0..1);
+    harness.spawn();
+    harness.router.send(0, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    harness.collect(1);
+    wait_for_rounds(&harness, 1);
+    for seq in 0..2 {
+        harness.router.send_quiet(0, Msg::Value { sender: 1, seq }).unwrap();
+    }
+    thread::sleep(Duration::from_millis(20));
+    harness.assert_no_more_events();
+    harness.router.send_quiet(0, Msg::Value { sender: 1, seq: 2 }).unwrap();
+    assert_each_once_in_order(&harness.collect(3), 3);
+    harness.shutdown();
+}
+
+#[test]
+fn a_bounded_quiet_send_is_refused_by_a_full_mailbox() {
+    let harness = Harness::new(1, 1, 1, 2);
+    harness.register(0..1);
+    harness.router.send_quiet(0, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    harness.router.send(0, Msg::Value { sender: 0, seq: 1 }).unwrap();
+    let refused = harness.router.send_quiet(0, Msg::Value { sender: 0, seq: 2 });
+    assert_eq!(refused, Err(SendError::Full(Msg::Value { sender: 0, seq: 2 })));
+    assert_eq!(harness.router.stats().mailbox_full(), 1);
+}
+
+/// Quiet senders racing pollers that park an FSM holding up to three quiet messages: every
+/// message is handled although nothing but quiet messages is ever sent.
 #[test]
 fn no_quiet_wakeup_is_lost_while_pollers_release() {
     let mut harness = Harness::new(2, 2, 1, 4);
     for id in 0..2 {
         let mut node = harness.node(id);
-        node.waits_for_quiet = true;
+        node.quiet_held_max = 0;
         harness.router.register(id, node).unwrap();
     }
     harness.spawn();
@@ -589,8 +642,16 @@ fn no_quiet_wakeup_is_lost_while_pollers_release() {
             });
         }
     });
-    let events = harness.collect(2 * senders_len * messages_len);
-    assert_each_once_in_order(&events, messages_len);
+    // Up to three may still be held: one ordinary message each takes them along.
+    for id in 0..2 {
+        send_retrying(&harness.router, id, Msg::Value { sender: senders_len, seq: 0 });
+    }
+    let events = harness.collect(2 * senders_len * messages_len + 2);
+    let quiet: Vec<Event> = events
+        .into_iter()
+        .filter(|event| !matches!(event, Event::Handled { sender, .. } if *sender == senders_len))
+        .collect();
+    assert_each_once_in_order(&quiet, messages_len);
     harness.shutdown();
 }
 

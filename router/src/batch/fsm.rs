@@ -18,11 +18,12 @@ pub trait Fsm: Send + 'static {
         false
     }
 
-    /// Whether a quiet message (`BatchRouter::force_send_quiet`) should wake the FSM now,
-    /// asked each time a poller releases it: true while it waits for the news such
-    /// messages carry, false while it can take them with its next message. The default
-    /// makes quiet messages wake like any other.
-    fn wakes_for_quiet_messages(&self) -> bool {
-        true
+    /// How many quiet messages (`BatchRouter::send_quiet`, `force_send_quiet`) may wait in
+    /// the mailbox before one wakes the FSM, asked each time a poller releases it: 0 while
+    /// it waits for the news such messages carry, more while it can take them with its next
+    /// message (a peer holds as many ticks as it would not act on). The default, 0, makes
+    /// quiet messages wake like any other.
+    fn quiet_messages_held_max(&self) -> usize {
+        0
     }
 }

@@ -24,22 +24,25 @@
 //! block of slots per mailbox. A store has two mailboxes per region and thousands of idle
 //! regions.
 //!
-//! A message may also be queued quietly (`force_send_quiet`): for news the FSM can take
-//! late (an apply thread's report that nothing but the applied index moved), since waking a
-//! peer for it costs a whole scheduling round trip, which with thousands of active regions
-//! is paid per write. A quiet message wakes the FSM only while the FSM said, when it was
-//! last released, that it waits for such news (`Fsm::wakes_for_quiet_messages`, cached in
-//! the mailbox as `quiet_wakes`); otherwise it is handled, in order, with the FSM's next
-//! message. The lost-wakeup argument covers it the same way: the quiet sender pushes, then
-//! loads `quiet_wakes` and, if set, tries `IDLE -> NOTIFIED`; the releasing poller stores
-//! `quiet_wakes`, swaps `NOTIFIED -> IDLE`, then looks at the queue counting quiet messages
-//! too if it set the flag. A sender that loaded the old value pushed before the poller's
-//! store, so the poller's look finds its message; one that loaded the new value schedules
-//! the FSM itself unless the poller already did.
+//! A message may also be queued quietly (`send_quiet`, `force_send_quiet`): for news the
+//! FSM can take late (a tick the peer would not act on, an apply thread's report that
+//! nothing but the applied index moved), since waking a peer for it costs a whole
+//! scheduling round trip, which with thousands of active regions is paid per write. Quiet
+//! messages wake the FSM only once more of them wait than the FSM said it can hold when it
+//! was last released (`Fsm::quiet_messages_held_max`, cached in the mailbox as
+//! `quiet_held_max`); until then they are handled, in order, with the FSM's next message.
+//! The lost-wakeup argument covers them the same way: a quiet sender pushes, then loads
+//! `quiet_held_max` and, if the quiet messages queued with its own exceed it, tries `IDLE
+//! -> NOTIFIED`; the releasing poller stores `quiet_held_max`, swaps `NOTIFIED -> IDLE`,
+//! then counts the queue against the new limit. A sender that loaded the old limit pushed
+//! before the poller's store, so the poller's count includes its message; one that loaded
+//! the new limit schedules the FSM itself unless the poller already did. The limit never
+//! reaches the mailbox's capacity, so that a mailbox full of held messages, which refuses
+//! every ordinary send, always has its FSM scheduled to empty it.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use thiserror::Error;
@@ -93,6 +96,12 @@ struct Pending<M> {
     waking_len: usize,
 }
 
+impl<M> Pending<M> {
+    fn quiet_len(&self) -> usize {
+        self.messages.len() - self.waking_len
+    }
+}
+
 /// An FSM's pending messages, in order.
 pub(crate) struct MessageQueue<M> {
     pending: Mutex<Pending<M>>,
@@ -119,11 +128,11 @@ impl<M> MessageQueue<M> {
         self.lock().messages.len()
     }
 
-    /// Whether a message that wakes the FSM is queued; quiet ones count only if
-    /// `quiet_wakes`.
-    fn has_waking(&self, quiet_wakes: bool) -> bool {
+    /// Whether the queue should wake the FSM: a waking message waits, or more quiet ones
+    /// than `quiet_held_max`.
+    fn should_wake(&self, quiet_held_max: usize) -> bool {
         let pending = self.lock();
-        pending.waking_len > 0 || (quiet_wakes && !pending.messages.is_empty())
+        pending.waking_len > 0 || pending.quiet_len() > quiet_held_max
     }
 
     /// Takes the oldest message, quiet or not; a queue that this empties gives back a large
@@ -150,9 +159,12 @@ pub(crate) struct MailboxCore<F: Fsm> {
     /// long, since the status decides who may touch it.
     slot: Mutex<Option<Box<F>>>,
     pub(crate) queue: MessageQueue<F::Message>,
-    /// Whether quiet messages wake the FSM: its answer to `wakes_for_quiet_messages` when
-    /// it was last released (see the module docs).
-    quiet_wakes: AtomicBool,
+    /// How many quiet messages may wait before one wakes the FSM: its answer to
+    /// `quiet_messages_held_max` when it was last released, below `len_max` (see the module
+    /// docs).
+    quiet_held_max: AtomicUsize,
+    /// The mailbox's capacity for ordinary and bounded quiet sends.
+    len_max: usize,
 }
 
 /// An FSM out of its mailbox: in the scheduler queue or in a poller's round.
@@ -183,15 +195,15 @@ impl<F: Fsm> MailboxCore<F> {
     /// Gives the FSM back after a round: parks it, or queues it again if messages arrived
     /// while it was being handled, or drops it if the mailbox was closed meanwhile.
     pub(crate) fn release(self: &Arc<Self>, fsm: Box<F>, schedule: impl FnOnce(Scheduled<F>)) {
-        let quiet_wakes = fsm.wakes_for_quiet_messages();
-        self.quiet_wakes.store(quiet_wakes, Ordering::SeqCst);
+        let quiet_held_max = fsm.quiet_messages_held_max().min(self.len_max.saturating_sub(1));
+        self.quiet_held_max.store(quiet_held_max, Ordering::SeqCst);
         // Park before the status says IDLE, so that a sender that wins IDLE -> NOTIFIED
         // always finds the FSM in the slot.
         self.park_fsm(fsm);
         match self.status.compare_exchange(NOTIFIED, IDLE, Ordering::SeqCst, Ordering::SeqCst) {
             Ok(_) => {
                 // The lost-wakeup check: see the module comment.
-                if self.queue.has_waking(quiet_wakes) {
+                if self.queue.should_wake(quiet_held_max) {
                     self.notify(schedule);
                 }
             }
@@ -248,7 +260,8 @@ impl<F: Fsm> Mailbox<F> {
                 slot: Mutex::new(Some(fsm)),
                 queue: MessageQueue::new(),
                 // Until its first release the FSM has not said; waking is the safe answer.
-                quiet_wakes: AtomicBool::new(true),
+                quiet_held_max: AtomicUsize::new(0),
+                len_max: mailbox_len_max,
             }),
             mailbox_len_max,
         }
@@ -274,7 +287,7 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
-        self.send_if(message, Some(schedule), |len| len < self.mailbox_len_max)
+        self.send_if(message, schedule, |len| len < self.mailbox_len_max)
     }
 
     /// Queues `message` whatever the mailbox holds. Only for messages whose number is
@@ -284,50 +297,78 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
-        self.send_if(message, Some(schedule), |_| true)
+        self.send_if(message, schedule, |_| true)
     }
 
-    /// `force_send`, quietly: the message wakes the FSM only if the FSM waits for such news;
-    /// otherwise it waits for the FSM's next waking message (see the module docs). Bounded
-    /// like `force_send`'s, by the work it answers.
+    /// `try_send`, quietly: the message wakes the FSM only once more quiet messages wait
+    /// than the FSM can hold (see the module docs).
+    pub(crate) fn try_send_quiet(
+        &self,
+        message: F::Message,
+        schedule: impl FnOnce(Scheduled<F>),
+    ) -> Result<(), SendError<F::Message>> {
+        let quiet_len = self.push_quiet(message, |len| len < self.mailbox_len_max)?;
+        self.wake_for_quiet(quiet_len, schedule);
+        Ok(())
+    }
+
+    /// `force_send`, quietly (see `try_send_quiet`). Bounded like `force_send`'s messages,
+    /// by the work it answers.
     pub(crate) fn force_send_quiet(
         &self,
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
-        self.send_if(message, None::<fn(Scheduled<F>)>, |_| true)?;
-        if self.core.quiet_wakes.load(Ordering::SeqCst) {
-            self.core.notify(schedule);
-        }
+        let quiet_len = self.push_quiet(message, |_| true)?;
+        self.wake_for_quiet(quiet_len, schedule);
         Ok(())
     }
 
+    /// Queues a quiet message if the mailbox is open and has room; returns how many quiet
+    /// messages wait with it.
+    fn push_quiet(
+        &self,
+        message: F::Message,
+        has_room: impl FnOnce(usize) -> bool,
+    ) -> Result<usize, SendError<F::Message>> {
+        if self.is_closed() {
+            return Err(SendError::Disconnected(message));
+        }
+        let mut pending = self.core.queue.lock();
+        if !has_room(pending.messages.len()) {
+            return Err(SendError::Full(message));
+        }
+        pending.messages.push_back(Queued { message, wakes: false });
+        Ok(pending.quiet_len())
+    }
+
+    /// Schedules the FSM if `quiet_len` quiet messages are more than it can hold.
+    fn wake_for_quiet(&self, quiet_len: usize, schedule: impl FnOnce(Scheduled<F>)) {
+        if quiet_len > self.core.quiet_held_max.load(Ordering::SeqCst) {
+            self.core.notify(schedule);
+        }
+    }
+
     /// Queues `message` if the mailbox is open and `has_room` says yes to its length (both
-    /// checked with the push under one lock), then, unless the message is quiet (no
-    /// `schedule`), schedules the FSM if it was idle.
+    /// checked with the push under one lock), then schedules the FSM if it was idle.
     fn send_if(
         &self,
         message: F::Message,
-        schedule: Option<impl FnOnce(Scheduled<F>)>,
+        schedule: impl FnOnce(Scheduled<F>),
         has_room: impl FnOnce(usize) -> bool,
     ) -> Result<(), SendError<F::Message>> {
         if self.is_closed() {
             return Err(SendError::Disconnected(message));
         }
-        let wakes = schedule.is_some();
         {
             let mut pending = self.core.queue.lock();
             if !has_room(pending.messages.len()) {
                 return Err(SendError::Full(message));
             }
-            pending.messages.push_back(Queued { message, wakes });
-            if wakes {
-                pending.waking_len += 1;
-            }
+            pending.messages.push_back(Queued { message, wakes: true });
+            pending.waking_len += 1;
         }
-        if let Some(schedule) = schedule {
-            self.core.notify(schedule);
-        }
+        self.core.notify(schedule);
         Ok(())
     }
 

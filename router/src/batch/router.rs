@@ -158,9 +158,21 @@ impl<N: Fsm, C: Fsm> BatchRouter<N, C> {
         })
     }
 
-    /// `force_send` for news the FSM may take late: it wakes the FSM only if the FSM said it
-    /// waits for such news (`Fsm::wakes_for_quiet_messages`); otherwise the message is
-    /// handled, in order, with the FSM's next message that does wake it.
+    /// `send` for news the FSM may take late: the message wakes the FSM only once more such
+    /// quiet messages wait than the FSM said it can hold (`Fsm::quiet_messages_held_max`);
+    /// until then they are handled, in order, with the FSM's next message.
+    pub fn send_quiet(&self, addr: u64, message: N::Message) -> Result<(), SendError<N::Message>> {
+        let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(mailbox) = normals.get(&addr) else {
+            return Err(SendError::UnknownAddress(message));
+        };
+        let result = mailbox.try_send_quiet(message, |scheduled| {
+            self.schedule(Task::Normal(scheduled));
+        });
+        self.count_full(result)
+    }
+
+    /// `force_send`, quietly (see `send_quiet`): for completions the FSM may take late.
     pub fn force_send_quiet(&self, addr: u64, message: N::Message) -> Result<(), SendError<N::Message>> {
         let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
         let Some(mailbox) = normals.get(&addr) else {

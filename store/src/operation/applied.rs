@@ -2,14 +2,13 @@
 //!
 //! A report that changed nothing but the applied index does not have to wake the peer:
 //! clients hear of their writes from the apply FSM itself, and the core hands out committed
-//! entries without waiting for the applied index. So the report is sent quietly, to be
-//! taken (before it) with the peer's next message, which at the latest is its next tick.
-//! That saves every store a scheduling round of the peer per write, which with many active
-//! regions is a good part of a write's CPU. A report wakes the peer when it carries a
+//! entries without waiting for the applied index. So the report is sent quietly
+//! (`operation/quiet.rs`), to be taken with the peer's next message. That saves every store a
+//! scheduling round of the peer per write. A report wakes the peer when it carries a
 //! membership change or a compaction, or when the peer waits for applies
-//! (`wants_applied_reports`, which the batch system asks each time it releases the peer):
-//! reads waiting for their index to apply, a snapshot waiting for the apply FSM to go idle,
-//! committed entries waiting for room in the apply mailbox, or a peer on its way out.
+//! (`wants_applied_reports`): reads waiting for their index to apply, a snapshot waiting for
+//! the apply FSM to go idle, committed entries waiting for room in the apply mailbox, or a
+//! peer on its way out.
 
 use super::PollContext;
 use crate::msg::{AppliedConfChange, ApplyResult, ExecResult};

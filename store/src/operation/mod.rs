@@ -9,6 +9,7 @@ mod lease;
 mod log_gc;
 mod message;
 mod propose;
+mod quiet;
 mod read;
 mod ready;
 mod snapshot;

@@ -18,6 +18,9 @@ use crate::peer::{InstalledSnapshot, Life, Peer};
 impl Peer {
     /// Takes the peer's Ready, if it has one, and starts its work.
     pub(crate) fn collect_ready(&mut self, ctx: &mut PollContext<'_>) {
+        if std::mem::take(&mut self.round.ticked) {
+            self.check_tick_clock(ctx);
+        }
         self.take_ready(ctx);
         // A lease read, or one whose index was already applied, is served in this round.
         self.serve_reads(ctx);
