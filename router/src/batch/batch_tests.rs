@@ -27,8 +27,15 @@ struct Node {
     /// If set, the handler reports entering this FSM on the first channel and then waits
     /// on the second, so a test can act while a poller holds the FSM.
     gate: Option<(Sender<()>, Receiver<()>)>,
-    /// Its answer to `quiet_messages_held_max`.
+    /// Its answer to `quiet_messages_held_max`, or, if `quiet_held_cycle` is set, the
+    /// cycle's entry for the number of messages it handled so far (so the answer changes
+    /// from one release to the next).
     quiet_held_max: usize,
+    quiet_held_cycle: Option<Vec<usize>>,
+    /// Messages handled so far.
+    handled: usize,
+    /// Like `gate`, but in the round's end, after every inbox of the round was drained.
+    end_gate: Option<(Sender<()>, Receiver<()>)>,
     _alive: Sender<()>,
     _router: Option<BatchRouter<Node, Control>>,
 }
@@ -41,7 +48,10 @@ impl Fsm for Node {
     }
 
     fn quiet_messages_held_max(&self) -> usize {
-        self.quiet_held_max
+        match &self.quiet_held_cycle {
+            Some(cycle) => cycle[self.handled % cycle.len()],
+            None => self.quiet_held_max,
+        }
     }
 }
 
@@ -102,6 +112,7 @@ impl PollHandler<Node, Control> for Recorder {
         // Leave room for another poller to collide with this one, if it could.
         thread::yield_now();
         for message in inbox.by_ref() {
+            node.handled += 1;
             match message {
                 Msg::Value { sender, seq } => {
                     let event = Event::Handled { id: node.id, sender, seq };
@@ -123,6 +134,12 @@ impl PollHandler<Node, Control> for Recorder {
     fn end(&mut self, normals: &mut [Box<Node>], _results: &mut [HandleResult]) {
         let mut round = self.current.take().expect("end inside a round");
         round.ended_with = normals.iter().map(|node| node.id).collect();
+        for node in normals.iter() {
+            if let Some((entered, proceed)) = &node.end_gate {
+                entered.send(()).unwrap();
+                proceed.recv_timeout(WAIT).unwrap();
+            }
+        }
         for node in normals.iter() {
             self.in_use[node.id as usize].store(false, Ordering::SeqCst);
         }
@@ -174,6 +191,9 @@ impl Harness {
             reschedules_len: 0,
             gate: None,
             quiet_held_max: usize::MAX,
+            quiet_held_cycle: None,
+            handled: 0,
+            end_gate: None,
             _alive: self.alive_sender.clone().unwrap(),
             _router: None,
         })
@@ -456,6 +476,9 @@ fn closing_an_idle_fsm_drops_it_at_once() {
         reschedules_len: 0,
         gate: None,
         quiet_held_max: usize::MAX,
+        quiet_held_cycle: None,
+        handled: 0,
+        end_gate: None,
         _alive: alive_sender,
         _router: None,
     });
@@ -526,27 +549,30 @@ fn a_quiet_message_sent_during_a_round_does_not_reschedule_the_fsm() {
     let (entered_sender, entered) = crossbeam_channel::bounded(1);
     let (proceed, proceed_receiver) = crossbeam_channel::bounded(1);
     let mut node = harness.node(3);
-    node.gate = Some((entered_sender, proceed_receiver));
+    node.end_gate = Some((entered_sender, proceed_receiver));
     harness.router.register(3, node).unwrap();
     harness.spawn();
     harness.router.send(3, Msg::Value { sender: 0, seq: 0 }).unwrap();
     entered.recv_timeout(WAIT).unwrap();
-    // While the poller holds the FSM (which takes quiet news late), a quiet message arrives: the release must park the FSM
-    // with it rather than queue the FSM again (that second round is what quiet saves).
+    // The poller drained the FSM's inbox and holds it in the round's end when a quiet message
+    // arrives: the release must park the FSM with it rather than queue the FSM again (that
+    // second round is what quiet saves).
     harness.router.force_send_quiet(3, Msg::Value { sender: 1, seq: 0 }).unwrap();
     proceed.send(()).unwrap();
-    assert_eq!(
-        harness.collect(2)[..],
-        [Event::Handled { id: 3, sender: 0, seq: 0 }, Event::Handled { id: 3, sender: 1, seq: 0 }]
-    );
-    // The gate is passed once per round: a second round would block on it here.
-    thread::sleep(Duration::from_millis(20));
+    assert_eq!(harness.collect(1), [Event::Handled { id: 3, sender: 0, seq: 0 }]);
+    // A second round would stop at the end gate, and nothing handles the quiet message.
+    assert!(entered.recv_timeout(Duration::from_millis(50)).is_err(), "the FSM was scheduled again");
+    harness.assert_no_more_events();
     assert_eq!(harness.router.stats().poll_rounds(), 1);
-    // The next waking message finds the FSM idle and schedules it as usual.
+    assert_eq!(harness.router.mailbox_len(3), Some(1));
+    // The next waking message takes it along, first.
     harness.router.send(3, Msg::Value { sender: 0, seq: 1 }).unwrap();
     entered.recv_timeout(WAIT).unwrap();
     proceed.send(()).unwrap();
-    assert_eq!(harness.collect(1), [Event::Handled { id: 3, sender: 0, seq: 1 }]);
+    assert_eq!(
+        harness.collect(2)[..],
+        [Event::Handled { id: 3, sender: 1, seq: 0 }, Event::Handled { id: 3, sender: 0, seq: 1 }]
+    );
     harness.shutdown();
 }
 
@@ -618,14 +644,17 @@ fn a_bounded_quiet_send_is_refused_by_a_full_mailbox() {
     assert_eq!(harness.router.stats().mailbox_full(), 1);
 }
 
-/// Quiet senders racing pollers that park an FSM holding up to three quiet messages: every
-/// message is handled although nothing but quiet messages is ever sent.
+/// Quiet senders racing pollers that release FSMs saying, from one release to the next, that
+/// they hold 3, 0 or 5 quiet messages: once the senders stop and the pollers go quiet, no
+/// FSM is parked with more quiet messages than it said it holds (a lost wakeup would leave
+/// more), and nothing is lost or handled twice.
 #[test]
 fn no_quiet_wakeup_is_lost_while_pollers_release() {
-    let mut harness = Harness::new(2, 2, 1, 4);
+    const CYCLE: [usize; 3] = [3, 0, 5];
+    let mut harness = Harness::new(2, 2, 1, 8);
     for id in 0..2 {
         let mut node = harness.node(id);
-        node.quiet_held_max = 0;
+        node.quiet_held_cycle = Some(CYCLE.to_vec());
         harness.router.register(id, node).unwrap();
     }
     harness.spawn();
@@ -642,11 +671,30 @@ fn no_quiet_wakeup_is_lost_while_pollers_release() {
             });
         }
     });
-    // Up to three may still be held: one ordinary message each takes them along.
+    let sent = senders_len * messages_len;
+    // Everything the pollers will do on their own, they do within a short while.
+    let mut events = Vec::new();
+    while let Ok(event) = harness.events.recv_timeout(Duration::from_millis(200)) {
+        events.push(event);
+    }
+    for id in 0..2u64 {
+        let handled = events.iter().filter(|e| matches!(e, Event::Handled { id: i, .. } if *i == id)).count();
+        let queued = harness.router.mailbox_len(id).unwrap();
+        assert_eq!(handled + queued, sent, "FSM {id}: every message is handled or queued");
+        // The FSM was last released after handling `handled` messages, so it holds at most
+        // what its cycle says for that count.
+        let held_max = CYCLE[handled % CYCLE.len()];
+        assert!(
+            queued <= held_max,
+            "FSM {id} parked with {queued} quiet messages, holding at most {held_max}"
+        );
+    }
+    // One ordinary message each takes the held ones along.
     for id in 0..2 {
         send_retrying(&harness.router, id, Msg::Value { sender: senders_len, seq: 0 });
     }
-    let events = harness.collect(2 * senders_len * messages_len + 2);
+    let rest = 2 * sent + 2 - events.len();
+    events.extend(harness.collect(rest));
     let quiet: Vec<Event> = events
         .into_iter()
         .filter(|event| !matches!(event, Event::Handled { sender, .. } if *sender == senders_len))

@@ -17,7 +17,8 @@ impl Peer {
             return;
         }
         if ctx.store.apply_router.force_send(self.region_id, ApplyMsg::Destroy).is_err() {
-            // A full apply mailbox: try again on the next message or tick.
+            // A forced send ignores the mailbox's length: it fails only when the apply FSM is
+            // gone, which it is not while the peer is alive (it stops on `Destroy` alone).
             return;
         }
         self.life = Life::Destroying;

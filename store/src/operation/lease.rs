@@ -13,8 +13,9 @@
 //! So a leader measures its ticks against the real clock. Every tick carries the time the
 //! store timer fired it, and the timer fires at least an interval apart by those times.
 //! The clock counts the ticks fired after a reference tick; the `n`-th must have been counted
-//! by `n + TICK_LATE_MAX` intervals after the reference. When one is overdue (checked on every
-//! tick and before every read, so a timer that stopped altogether is caught too), the leader
+//! by `n + TICK_LATE_MAX` intervals after the reference. When one is overdue (checked once the
+//! ticks a round handles are all in, and before every read, so a timer that stopped
+//! altogether is caught too), the leader
 //! gives up the lease (`RawNode::expire_lease`, which also keeps rounds sent before from
 //! renewing it) and takes its last tick as the new reference. The bound this gives: a read
 //! answered at `now` under a round sent at `s` has `now - s <= (L + TICK_LATE_MAX)`
@@ -26,8 +27,11 @@
 //! - the reference is always a tick's fire time, never the instant of a restart: the next
 //!   tick could come at once and count as a whole interval, and ticks queued behind a
 //!   stalled poller (ten at once after a second) would each count as an interval after the
-//!   restart. Counted from their own fire times they stand for exactly the time that passed.
-//!   Until the first tick there is no reference, and no lease is trusted;
+//!   restart. Counted from their own fire times they stand for exactly the time that passed,
+//!   which is also why ticks a peer held in its mailbox (`operation/quiet.rs`) and handles
+//!   together count right, and why the clock is checked only after the last of them: a check
+//!   between two of them would compare an old count with the time now. Until the first
+//!   tick there is no reference, and no lease is trusted;
 //! - a tick fired at or before the reference is not counted, and neither is the wake-up tick
 //!   a store sends every peer at start, which no timer fired.
 

@@ -22,6 +22,12 @@
 
 use crate::peer::{Life, Peer};
 
+/// The most quiet messages a peer holds, whatever its Raft node says. A learner, or a peer
+/// waiting for its snapshot, never acts on a tick: cut off from its leader, it would hold
+/// ticks until its mailbox filled, refusing real messages behind them. At 100 ms ticks this
+/// wakes such a peer every few seconds, and costs it a few KiB of queue.
+const QUIET_MESSAGES_HELD_MAX: usize = 32;
+
 impl Peer {
     /// How many quiet messages may wait before one wakes this peer (see the module docs).
     pub(crate) fn quiet_messages_held_max(&self) -> usize {
@@ -32,7 +38,7 @@ impl Peer {
         if !self.proposals.is_empty() && !leading {
             return 0;
         }
-        let mut held_max = self.raw.ticks_before_due();
+        let mut held_max = self.raw.ticks_before_due().min(QUIET_MESSAGES_HELD_MAX);
         if leading {
             let gc_ticks_left = self.log_gc_check_ticks.saturating_sub(self.log_gc_elapsed_ticks + 1);
             held_max = held_max.min(gc_ticks_left);
