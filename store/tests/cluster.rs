@@ -242,8 +242,11 @@ fn raft_pollers_sync_once_per_round_for_many_regions() {
     }
     // Each fsync is one round's write; with 64 regions writing, rounds carry many peers. (A
     // peer counts once per round it wrote in, however many of its entries the round held.)
+    // A store without batching would sync once per peer write. Alone this test sees about
+    // six peer writes per fsync; a cold CI run, with the whole suite beside it, once saw 3.7,
+    // so the bound asks for two.
     assert!(
-        fsyncs * 4 <= written,
+        fsyncs * 2 <= written,
         "fsyncs ({fsyncs}) are shared by the peers of a round ({written} peer writes)"
     );
 }
