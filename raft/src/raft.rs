@@ -1307,15 +1307,17 @@ impl<S: Storage> Raft<S> {
         if self.role != StateRole::Leader {
             return conf_state;
         }
-        if membership != Some(false) {
-            // This leader was removed or demoted. It may keep leading until a new leader
-            // emerges (demote-then-remove sequences rely on that), or step down now if
-            // configured: a removed leader that keeps heartbeating can wedge the group.
-            if self.step_down_on_removal {
-                self.become_follower(self.term, NONE);
-            }
+        if membership != Some(false) && self.step_down_on_removal {
+            // This leader was removed or demoted, and steps down now: a removed leader that
+            // keeps heartbeating can wedge the group.
+            self.become_follower(self.term, NONE);
             return conf_state;
         }
+        // A removed or demoted leader that keeps leading (until a new leader emerges, which
+        // demote-then-remove sequences rely on) is still the one that commits: it counts the
+        // new quorum like any leader. Skipping this left a demoted leader whose remaining
+        // voters already held its last entries with a commit index that nothing would move
+        // again (no new acknowledgement changes a match index that is already there).
         if self.lead_transferee != NONE && !self.trk.config.voters.contains(self.lead_transferee) {
             // The transfer target was removed or demoted: it can no longer be elected.
             self.abort_leader_transfer();

@@ -119,6 +119,7 @@ scenarios!(
     check_quorum_step_down,
     committed_entries_pagination,
     confchange_add_voter,
+    confchange_demoted_leader_recounts_commit,
     confchange_auto_leave_during_transfer,
     confchange_auto_leave_new_leader,
     confchange_joint_auto_leave,
