@@ -307,7 +307,7 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
-        let quiet_len = self.push_quiet(message, |len| len < self.mailbox_len_max)?;
+        let quiet_len = self.push(message, false, |len| len < self.mailbox_len_max)?;
         self.wake_for_quiet(quiet_len, schedule);
         Ok(())
     }
@@ -319,16 +319,17 @@ impl<F: Fsm> Mailbox<F> {
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
     ) -> Result<(), SendError<F::Message>> {
-        let quiet_len = self.push_quiet(message, |_| true)?;
+        let quiet_len = self.push(message, false, |_| true)?;
         self.wake_for_quiet(quiet_len, schedule);
         Ok(())
     }
 
-    /// Queues a quiet message if the mailbox is open and has room; returns how many quiet
-    /// messages wait with it.
-    fn push_quiet(
+    /// Queues `message` if the mailbox is open and `has_room` says yes to its length (both
+    /// checked with the push under one lock); returns how many quiet messages wait then.
+    fn push(
         &self,
         message: F::Message,
+        wakes: bool,
         has_room: impl FnOnce(usize) -> bool,
     ) -> Result<usize, SendError<F::Message>> {
         if self.is_closed() {
@@ -338,7 +339,10 @@ impl<F: Fsm> Mailbox<F> {
         if !has_room(pending.messages.len()) {
             return Err(SendError::Full(message));
         }
-        pending.messages.push_back(Queued { message, wakes: false });
+        pending.messages.push_back(Queued { message, wakes });
+        if wakes {
+            pending.waking_len += 1;
+        }
         Ok(pending.quiet_len())
     }
 
@@ -349,25 +353,14 @@ impl<F: Fsm> Mailbox<F> {
         }
     }
 
-    /// Queues `message` if the mailbox is open and `has_room` says yes to its length (both
-    /// checked with the push under one lock), then schedules the FSM if it was idle.
+    /// Queues a waking `message` (see `push`), then schedules the FSM if it was idle.
     fn send_if(
         &self,
         message: F::Message,
         schedule: impl FnOnce(Scheduled<F>),
         has_room: impl FnOnce(usize) -> bool,
     ) -> Result<(), SendError<F::Message>> {
-        if self.is_closed() {
-            return Err(SendError::Disconnected(message));
-        }
-        {
-            let mut pending = self.core.queue.lock();
-            if !has_room(pending.messages.len()) {
-                return Err(SendError::Full(message));
-            }
-            pending.messages.push_back(Queued { message, wakes: true });
-            pending.waking_len += 1;
-        }
+        self.push(message, true, has_room)?;
         self.core.notify(schedule);
         Ok(())
     }

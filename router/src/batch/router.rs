@@ -113,14 +113,24 @@ impl<N: Fsm, C: Fsm> BatchRouter<N, C> {
 
     /// Queues `message` for the FSM at `addr` without blocking.
     pub fn send(&self, addr: u64, message: N::Message) -> Result<(), SendError<N::Message>> {
+        let result =
+            self.deliver(addr, message, |mailbox, message, schedule| mailbox.try_send(message, schedule));
+        self.count_full(result)
+    }
+
+    /// Hands `message` to the mailbox at `addr` (looked up under the map's read lock)
+    /// through `push`, which gets this router's way of scheduling the FSM.
+    fn deliver(
+        &self,
+        addr: u64,
+        message: N::Message,
+        push: impl FnOnce(&Mailbox<N>, N::Message, &dyn Fn(Scheduled<N>)) -> Result<(), SendError<N::Message>>,
+    ) -> Result<(), SendError<N::Message>> {
         let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
         let Some(mailbox) = normals.get(&addr) else {
             return Err(SendError::UnknownAddress(message));
         };
-        let result = mailbox.try_send(message, |scheduled| {
-            self.schedule(Task::Normal(scheduled));
-        });
-        self.count_full(result)
+        push(mailbox, message, &|scheduled| self.schedule(Task::Normal(scheduled)))
     }
 
     /// `send` for many messages under one look-up lock; `refused` gets each message that was
@@ -149,38 +159,21 @@ impl<N: Fsm, C: Fsm> BatchRouter<N, C> {
     /// of work the FSM handed out (their number is bounded by that work, which went through
     /// bounded queues): dropping one would leave the FSM waiting forever.
     pub fn force_send(&self, addr: u64, message: N::Message) -> Result<(), SendError<N::Message>> {
-        let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(mailbox) = normals.get(&addr) else {
-            return Err(SendError::UnknownAddress(message));
-        };
-        mailbox.force_send(message, |scheduled| {
-            self.schedule(Task::Normal(scheduled));
-        })
+        self.deliver(addr, message, |mailbox, message, schedule| mailbox.force_send(message, schedule))
     }
 
     /// `send` for news the FSM may take late: the message wakes the FSM only once more such
     /// quiet messages wait than the FSM said it can hold (`Fsm::quiet_messages_held_max`);
     /// until then they are handled, in order, with the FSM's next message.
     pub fn send_quiet(&self, addr: u64, message: N::Message) -> Result<(), SendError<N::Message>> {
-        let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(mailbox) = normals.get(&addr) else {
-            return Err(SendError::UnknownAddress(message));
-        };
-        let result = mailbox.try_send_quiet(message, |scheduled| {
-            self.schedule(Task::Normal(scheduled));
-        });
+        let result = self
+            .deliver(addr, message, |mailbox, message, schedule| mailbox.try_send_quiet(message, schedule));
         self.count_full(result)
     }
 
     /// `force_send`, quietly (see `send_quiet`): for completions the FSM may take late.
     pub fn force_send_quiet(&self, addr: u64, message: N::Message) -> Result<(), SendError<N::Message>> {
-        let normals = self.shared.normals.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(mailbox) = normals.get(&addr) else {
-            return Err(SendError::UnknownAddress(message));
-        };
-        mailbox.force_send_quiet(message, |scheduled| {
-            self.schedule(Task::Normal(scheduled));
-        })
+        self.deliver(addr, message, |mailbox, message, schedule| mailbox.force_send_quiet(message, schedule))
     }
 
     /// Queues `message` for the control FSM without blocking.
