@@ -971,9 +971,22 @@ impl Sim {
         let flushed_conf = self.nodes[i].conf_durable.clone();
         self.history.check_state(id, &flushed, "flushed state machine");
         // With async storage writes the apply thread may run ahead of the write that
-        // records the commit index, and the core refuses a restart with `applied` above
-        // the stored commit: claim no more than that, and skip the entries applied again.
-        let stored_commit = disk.rl().hard_state().commit;
+        // records the commit index (which Raft keeps volatile), and the core refuses a
+        // restart with `applied` above the stored commit. The applied entries were
+        // committed, so the stored commit is raised to them, as the store does on load
+        // (`PeerStorage::load`). Claiming less than was applied instead left a node whose
+        // state machine was ahead of its own commit index, which then served a read at an
+        // index it did not know committed (seed 4025842).
+        let last_index = disk.last_index().expect("invariant: a disk copy knows its last index");
+        let stored_commit = {
+            let mut store = disk.wl();
+            let mut hard_state = *store.hard_state();
+            if flushed.index > hard_state.commit && flushed.index <= last_index {
+                hard_state.commit = flushed.index;
+                store.set_hard_state(hard_state);
+            }
+            hard_state.commit
+        };
         let (sm, applied, conf) = if self.rng.coin() {
             (snapshot_sm, 0, snapshot_conf)
         } else if flushed.index > snapshot_sm.index {
