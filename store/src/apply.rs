@@ -140,6 +140,10 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
     }
 
     fn end(&mut self, fsms: &mut [Box<ApplyFsm>], _results: &mut [HandleResult]) {
+        let delay = *self.ctx.apply_delay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(delay) = delay.filter(|_| !self.batch.is_empty()) {
+            std::thread::sleep(delay);
+        }
         if !self.batch.is_empty() {
             let started = Instant::now();
             let batch = std::mem::replace(&mut self.batch, self.ctx.engine.write_batch());

@@ -150,6 +150,7 @@ impl Store {
             stopped: AtomicBool::new(false),
             ticking: Mutex::new(Default::default()),
             timer_stalled_until: Mutex::new(None),
+            apply_delay: Mutex::new(None),
             config,
         });
         load_regions(&ctx)?;
@@ -318,6 +319,13 @@ impl Store {
     pub fn stall_timer(&self, duration: Duration) {
         *self.ctx.timer_stalled_until.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(Instant::now() + duration);
+    }
+
+    /// Fault injection for tests: every apply round waits `delay` before its write, as a
+    /// slow disk or a heavy batch would make it (`None` ends it). Entries then stay committed
+    /// and unapplied for a while, which reads must wait out.
+    pub fn slow_applies(&self, delay: Option<Duration>) {
+        *self.ctx.apply_delay.lock().unwrap_or_else(PoisonError::into_inner) = delay;
     }
 
     /// Raft poll rounds so far, as the batch system counts them.

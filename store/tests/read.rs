@@ -220,6 +220,47 @@ fn a_read_does_not_wait_for_the_tick() {
     }
 }
 
+/// A read whose index is committed but not yet applied waits for the apply FSM's report,
+/// which a peer otherwise takes quietly with its next message (`operation/quiet.rs`): while a
+/// read waits, the report must wake the peer. Applies are slowed so that each read's index
+/// (the write just before it, committed) is still being applied when the read's heartbeat
+/// round comes back. With a 2 s tick, a missed wake-up would leave the read waiting for the
+/// next heartbeat, seconds later.
+#[test]
+fn a_read_waiting_for_an_apply_is_woken_by_its_report() {
+    let tick = Duration::from_secs(2);
+    let apply_delay = Duration::from_millis(200);
+    let mut cluster = Cluster::new(3, 1, 3, |config| config.raft_tick_interval = tick);
+    cluster.start_all();
+    cluster.store(1).campaign(1).unwrap();
+    assert!(wait_until(WAIT, || cluster.store(1).peer_status(1, WAIT).is_some_and(|s| s.is_leader)));
+    let key = key_in_region(1, "a");
+    cluster.must_put(1, &key, b"0");
+    let epoch = cluster.region(1, WAIT).unwrap().epoch;
+    cluster.store(1).slow_applies(Some(apply_delay));
+    for i in 1..=5u32 {
+        let value = i.to_string();
+        let written = cluster.store(1).propose_and_wait(put_command(1, epoch, &key, value.as_bytes()));
+        // Long enough for the write to commit (a round trip on the in-memory network), short
+        // of its apply.
+        std::thread::sleep(apply_delay / 4);
+        let started = std::time::Instant::now();
+        let read = cluster.store(1).read_and_wait(ReadRequest {
+            region_id: 1,
+            region_epoch: epoch,
+            query: get(&key),
+        });
+        let answer = read.recv_timeout(WAIT).expect("every read is answered").unwrap();
+        let took = started.elapsed();
+        written.recv_timeout(WAIT).expect("every write is answered").unwrap();
+        // Almost always the write had committed when the read came, and the read waited for
+        // its apply; on a slow machine it may have come first and read the value before.
+        let seen = [Some((i - 1).to_string().into_bytes()), Some(value.into_bytes())];
+        assert!(matches!(&answer, ReadResponse::Value(v) if seen.contains(v)), "read {i}: {answer:?}");
+        assert!(took < tick / 2, "read {i} took {took:?}, a tick is {tick:?}");
+    }
+}
+
 #[test]
 fn region_for_key_finds_the_hosting_region() {
     let mut cluster = Cluster::new(3, 3, 3, |_| {});
