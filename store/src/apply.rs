@@ -87,8 +87,7 @@ pub(crate) struct ApplyPoller {
     ctx: Arc<StoreContext>,
     batch: WriteBatch,
     acks: Vec<Ack>,
-    /// Each region's report, and whether it must wake the peer.
-    results: Vec<(u64, ApplyResult, bool)>,
+    results: Vec<(u64, ApplyResult)>,
     entries_applied: u64,
 }
 
@@ -120,10 +119,7 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
                 ApplyMsg::Apply(task) => {
                     let result =
                         fsm.apply_task(&mut self.batch, *task, &mut self.acks, &mut self.entries_applied);
-                    // A membership change or a compaction is acted on at once; a report of
-                    // nothing but the applied index may wait (`operation/applied.rs`).
-                    let wakes = !result.exec_results.is_empty();
-                    self.results.push((fsm.region_id, result, wakes));
+                    self.results.push((fsm.region_id, result));
                 }
                 ApplyMsg::SnapshotInstalled(installed) => {
                     let InstalledState { region, apply_state, conf_state } = *installed;
@@ -140,9 +136,9 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
     }
 
     fn end(&mut self, fsms: &mut [Box<ApplyFsm>], _results: &mut [HandleResult]) {
-        let delay = *self.ctx.apply_delay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(delay) = delay.filter(|_| !self.batch.is_empty()) {
-            std::thread::sleep(delay);
+        let delay_us = self.ctx.apply_delay_us.load(std::sync::atomic::Ordering::Relaxed);
+        if delay_us > 0 && !self.batch.is_empty() {
+            std::thread::sleep(std::time::Duration::from_micros(delay_us));
         }
         if !self.batch.is_empty() {
             let started = Instant::now();
@@ -160,7 +156,10 @@ impl PollHandler<ApplyFsm, ApplyControlFsm> for ApplyPoller {
         for (callback, result) in self.acks.drain(..) {
             callback.invoke(result);
         }
-        for (region_id, result, wakes) in self.results.drain(..) {
+        for (region_id, result) in self.results.drain(..) {
+            // A membership change or a compaction is acted on at once; a report of nothing
+            // but the applied index may wait (`operation/applied.rs`).
+            let wakes = !result.exec_results.is_empty();
             let report = PeerMsg::Applied(Box::new(result));
             // A peer that is gone has nobody to tell.
             let _ = if wakes {

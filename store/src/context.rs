@@ -147,9 +147,9 @@ pub(crate) struct StoreContext {
     pub ticking: Mutex<HashSet<u64>>,
     /// Fault injection: the store timer skips its ticks until then (`Store::stall_timer`).
     pub timer_stalled_until: Mutex<Option<std::time::Instant>>,
-    /// Fault injection: every apply round waits this long before its write
-    /// (`Store::slow_applies`).
-    pub apply_delay: Mutex<Option<std::time::Duration>>,
+    /// Fault injection: every apply round that writes waits this many microseconds first
+    /// (`Store::slow_applies`; 0, the normal case, costs the apply path one atomic load).
+    pub apply_delay_us: AtomicU64,
 }
 
 impl std::fmt::Debug for StoreContext {

@@ -1,7 +1,7 @@
 //! A running store: open the engine, load every region, start the raft and apply pollers
 //! and the store timer; route client commands and inbound messages; stop.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -150,7 +150,7 @@ impl Store {
             stopped: AtomicBool::new(false),
             ticking: Mutex::new(Default::default()),
             timer_stalled_until: Mutex::new(None),
-            apply_delay: Mutex::new(None),
+            apply_delay_us: AtomicU64::new(0),
             config,
         });
         load_regions(&ctx)?;
@@ -325,7 +325,8 @@ impl Store {
     /// slow disk or a heavy batch would make it (`None` ends it). Entries then stay committed
     /// and unapplied for a while, which reads must wait out.
     pub fn slow_applies(&self, delay: Option<Duration>) {
-        *self.ctx.apply_delay.lock().unwrap_or_else(PoisonError::into_inner) = delay;
+        let delay_us = delay.map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.ctx.apply_delay_us.store(delay_us, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Raft poll rounds so far, as the batch system counts them.
