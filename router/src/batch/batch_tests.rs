@@ -538,6 +538,12 @@ fn a_quiet_message_waits_for_the_next_waking_one_and_goes_first() {
     // No message was handled twice, and nothing woke the FSM again.
     thread::sleep(Duration::from_millis(20));
     harness.assert_no_more_events();
+    let stats = harness.router.stats();
+    assert_eq!(
+        (stats.messages_handled(), stats.quiet_messages_handled()),
+        (8, 6),
+        "the quiet ones are counted"
+    );
     let rounds = harness.shutdown();
     assert_eq!(rounds.len(), 2, "one round for the waking message and the quiet ones before it");
     assert_eq!(harness.router.force_send_quiet(9, Msg::Stop), Err(SendError::UnknownAddress(Msg::Stop)));

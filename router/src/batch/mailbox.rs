@@ -135,9 +135,9 @@ impl<M> MessageQueue<M> {
         pending.waking_len > 0 || pending.quiet_len() > quiet_held_max
     }
 
-    /// Takes the oldest message, quiet or not; a queue that this empties gives back a large
-    /// buffer.
-    pub(crate) fn pop(&self) -> Option<M> {
+    /// Takes the oldest message, quiet or not, and whether it was sent to wake; a queue that
+    /// this empties gives back a large buffer.
+    fn pop(&self) -> Option<(M, bool)> {
         let mut pending = self.lock();
         let Queued { message, wakes } = pending.messages.pop_front()?;
         if wakes {
@@ -146,7 +146,7 @@ impl<M> MessageQueue<M> {
         if pending.messages.is_empty() && pending.messages.capacity() > QUEUE_CAPACITY_KEPT_MAX {
             pending.messages = VecDeque::new();
         }
-        Some(message)
+        Some((message, wakes))
     }
 }
 
@@ -378,16 +378,22 @@ pub struct Inbox<'a, M> {
     queue: &'a MessageQueue<M>,
     remaining: usize,
     received: usize,
+    quiet_received: usize,
 }
 
 impl<'a, M> Inbox<'a, M> {
     pub(crate) fn new(queue: &'a MessageQueue<M>, messages_max: usize) -> Self {
-        Inbox { queue, remaining: messages_max, received: 0 }
+        Inbox { queue, remaining: messages_max, received: 0, quiet_received: 0 }
     }
 
     /// Messages taken from this inbox so far.
     pub fn received(&self) -> usize {
         self.received
+    }
+
+    /// Of those, the ones that were sent quietly.
+    pub fn quiet_received(&self) -> usize {
+        self.quiet_received
     }
 }
 
@@ -398,9 +404,10 @@ impl<M> Iterator for Inbox<'_, M> {
         if self.remaining == 0 {
             return None;
         }
-        let message = self.queue.pop()?;
+        let (message, wakes) = self.queue.pop()?;
         self.remaining -= 1;
         self.received += 1;
+        self.quiet_received += usize::from(!wakes);
         Some(message)
     }
 }

@@ -13,6 +13,7 @@ pub struct BatchStats {
     fsms_handled: AtomicU64,
     round_fsms_max: AtomicU64,
     messages_handled: AtomicU64,
+    quiet_messages_handled: AtomicU64,
     mailbox_full: AtomicU64,
     /// The `system` label of its metrics ("raft", "apply").
     system: &'static str,
@@ -44,21 +45,30 @@ impl BatchStats {
         self.messages_handled.load(Ordering::Relaxed)
     }
 
+    /// Of those, the messages that were sent quietly and waited for another to wake their
+    /// FSM (or woke it once more of them waited than it holds).
+    pub fn quiet_messages_handled(&self) -> u64 {
+        self.quiet_messages_handled.load(Ordering::Relaxed)
+    }
+
     /// Sends refused because the mailbox was full (each one a `ServerIsBusy` upstream).
     pub fn mailbox_full(&self) -> u64 {
         self.mailbox_full.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn on_round_end(&self, fsms_len: usize, messages_len: usize) {
+    pub(crate) fn on_round_end(&self, fsms_len: usize, messages_len: usize, quiet_len: usize) {
         let fsms_len = fsms_len as u64;
         self.poll_rounds.fetch_add(1, Ordering::Relaxed);
         self.fsms_handled.fetch_add(fsms_len, Ordering::Relaxed);
         self.round_fsms_max.fetch_max(fsms_len, Ordering::Relaxed);
         self.messages_handled.fetch_add(messages_len as u64, Ordering::Relaxed);
+        self.quiet_messages_handled.fetch_add(quiet_len as u64, Ordering::Relaxed);
         metrics::counter!("tessera_batch_poll_rounds_total", "system" => self.system).increment(1);
         metrics::histogram!("tessera_batch_fsms_per_round", "system" => self.system).record(fsms_len as f64);
         metrics::counter!("tessera_batch_messages_handled_total", "system" => self.system)
             .increment(messages_len as u64);
+        metrics::counter!("tessera_batch_quiet_messages_handled_total", "system" => self.system)
+            .increment(quiet_len as u64);
     }
 
     pub(crate) fn on_mailbox_full(&self) {

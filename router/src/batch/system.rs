@@ -247,20 +247,22 @@ impl<N: Fsm, C: Fsm, H: PollHandler<N, C>> Poller<N, C, H> {
 
     fn handle_round(&mut self, round: &mut Round<N, C>) {
         self.handler.begin(round.len());
-        let mut messages_len = 0;
+        let (mut messages_len, mut quiet_len) = (0, 0);
         if let Some(control) = round.control.as_mut() {
             let mut inbox = Inbox::new(&control.core.queue, self.messages_per_fsm_max);
             round.control_result = self.handler.handle_control(&mut control.fsm, &mut inbox);
             messages_len += inbox.received();
+            quiet_len += inbox.quiet_received();
         }
         for (fsm, core) in round.normals.iter_mut().zip(&round.normal_cores) {
             let mut inbox = Inbox::new(&core.queue, self.messages_per_fsm_max);
             let result = self.handler.handle_normal(fsm, &mut inbox);
             messages_len += inbox.received();
+            quiet_len += inbox.quiet_received();
             round.normal_results.push(result);
         }
         self.handler.end(&mut round.normals, &mut round.normal_results);
-        self.router.stats().on_round_end(round.len(), messages_len);
+        self.router.stats().on_round_end(round.len(), messages_len, quiet_len);
     }
 
     fn release_round(&self, round: &mut Round<N, C>) {
