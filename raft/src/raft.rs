@@ -536,14 +536,15 @@ impl<S: Storage> Raft<S> {
 
     /// How many more ticks the node can take without acting on any of them: until then a
     /// tick only advances its timers; the tick after them may send messages or change the
-    /// node's role (a heartbeat, a check-quorum round, an election). (For a leader without
-    /// check-quorum that tick may also do nothing: its election timer then only resets.) An application that
-    /// hosts many nodes may hold such ticks back and hand them over, in order, before the
-    /// node's next message or call, as long as it hands over the one after them promptly:
-    /// the node then ends up exactly where ticking on time would have left it, because
-    /// nothing reads its timers between two calls. (Every call of the node's API counts,
-    /// reads and votes included: a vote request judged against a timer that lags would
-    /// refuse a vote it should grant.)
+    /// node's role (a heartbeat, a check-quorum round, an election; for a leader without
+    /// check-quorum it may also do nothing, its election timer then only resets).
+    ///
+    /// An application that hosts many nodes may hold such ticks back and hand them over, in
+    /// order, before the node's next message or call, as long as it hands over the one after
+    /// them promptly: the node then ends up exactly where ticking on time would have left
+    /// it, because nothing reads its timers between two calls. Every call of the node's API
+    /// counts, reads and votes included: a vote request judged against a timer that lags
+    /// would refuse a vote it should grant.
     pub fn ticks_before_due(&self) -> usize {
         let left = |timeout: usize, elapsed: usize| timeout.saturating_sub(elapsed + 1);
         match self.role {

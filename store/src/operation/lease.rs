@@ -15,13 +15,13 @@
 //! The clock counts the ticks fired after a reference tick; the `n`-th must have been counted
 //! by `n + TICK_LATE_MAX` intervals after the reference. When one is overdue (checked once the
 //! ticks a round handles are all in, and before every read, so a timer that stopped
-//! altogether is caught too), the leader
-//! gives up the lease (`RawNode::expire_lease`, which also keeps rounds sent before from
-//! renewing it) and takes its last tick as the new reference. The bound this gives: a read
-//! answered at `now` under a round sent at `s` has `now - s <= (L + TICK_LATE_MAX)`
-//! intervals, since the round's tick `c` fired before `s` and the count at `now` is at most
-//! `c + L - 1`. That stays below the followers' `election_ticks - 1` intervals as long as
-//! `TICK_LATE_MAX < lease_margin_ticks - 1`; the rest of the margin is left for clock drift.
+//! altogether is caught too), the leader gives up the lease (`RawNode::expire_lease`, which
+//! also keeps rounds sent before from renewing it) and takes its last tick as the new
+//! reference. The bound this gives: a read answered at `now` under a round sent at `s` has
+//! `now - s <= (L + TICK_LATE_MAX)` intervals, since the round's tick `c` fired before `s`
+//! and the count at `now` is at most `c + L - 1`. That stays below the followers'
+//! `election_ticks - 1` intervals as long as `TICK_LATE_MAX < lease_margin_ticks - 1`; the
+//! rest of the margin is left for clock drift.
 //!
 //! Two details keep the count from running ahead of real time, which would void that bound:
 //! - the reference is always a tick's fire time, never the instant of a restart: the next
