@@ -46,3 +46,87 @@ impl Peer {
         held_max
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tessera_proto::raftpb::ConfState;
+    use tessera_proto::storepb::{Peer as PeerMeta, PeerRole, Region, RegionEpoch};
+
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::msg::{ApplyTask, Callback, Proposal};
+    use crate::peer_storage::write_initial_region;
+
+    /// Peer 1 of a region of three, as a store loads it: a voter, or a learner beside two
+    /// voters.
+    fn peer(dir: &std::path::Path, learner: bool) -> Peer {
+        let engine = Arc::new(Engine::open(dir, &EngineConfig::default()).unwrap());
+        let meta = |id, role: PeerRole| PeerMeta { id, store_id: id, role: role as i32 };
+        let own_role = if learner { PeerRole::Learner } else { PeerRole::Voter };
+        let region = Region {
+            id: 1,
+            epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+            peers: vec![meta(1, own_role), meta(2, PeerRole::Voter), meta(3, PeerRole::Voter)],
+            ..Default::default()
+        };
+        let conf_state = if learner {
+            ConfState { voters: vec![2, 3], learners: vec![1], ..Default::default() }
+        } else {
+            ConfState { voters: vec![1, 2, 3], ..Default::default() }
+        };
+        let mut batch = engine.write_batch();
+        write_initial_region(&mut batch, &region, &conf_state, 1);
+        engine.write(batch, true).unwrap();
+        Peer::new(&StoreConfig::new(1, dir), engine, region, meta(1, own_role)).unwrap()
+    }
+
+    #[test]
+    fn a_follower_holds_the_ticks_its_node_would_not_act_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = peer(dir.path(), false);
+        let due = follower.raw.ticks_before_due();
+        assert!(due > 0, "a fresh follower has ticks before its election timeout");
+        assert_eq!(follower.quiet_messages_held_max(), due.min(QUIET_MESSAGES_HELD_MAX));
+        // Each tick brings the election closer; the last one before it is held no more.
+        for _ in 0..due {
+            follower.raw.tick();
+        }
+        assert_eq!(follower.quiet_messages_held_max(), 0, "the next tick starts an election");
+    }
+
+    #[test]
+    fn a_learner_never_acts_on_a_tick_but_holds_no_more_than_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let learner = peer(dir.path(), true);
+        assert_eq!(learner.raw.ticks_before_due(), usize::MAX);
+        assert_eq!(learner.quiet_messages_held_max(), QUIET_MESSAGES_HELD_MAX);
+    }
+
+    #[test]
+    fn a_peer_that_waits_for_news_holds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut follower = peer(dir.path(), false);
+        assert!(follower.quiet_messages_held_max() > 0);
+        // Committed entries waiting for room in the apply mailbox wait for an apply report.
+        let task = ApplyTask { entries: Vec::new(), proposals: Vec::new(), responses: Vec::new() };
+        follower.apply_backlog.push_back(task);
+        assert_eq!(follower.quiet_messages_held_max(), 0);
+        follower.apply_backlog.clear();
+        // A peer that lost its leadership answers its replaced proposals on ticks.
+        let proposal = Proposal {
+            index: 6,
+            term: 5,
+            callback: Callback::new(|_| {}),
+            proposed_at: std::time::Instant::now(),
+        };
+        follower.proposals.push_back(proposal);
+        assert_eq!(follower.quiet_messages_held_max(), 0);
+        follower.proposals.clear();
+        // A peer on its way out waits for its apply FSM.
+        follower.life = Life::Destroying;
+        assert_eq!(follower.quiet_messages_held_max(), 0);
+    }
+}
