@@ -96,13 +96,24 @@ pub struct Config {
     /// other leader exists before `t + election_ticks - lease_margin_ticks`.
     ///
     /// Clock assumption: ticks on different nodes advance at rates that differ by less
-    /// than `lease_margin_ticks` per election timeout, and a node that restarts waits an
-    /// election timeout before voting. Violate it and a lease read may be stale; use
-    /// `Safe` (the default) when clocks cannot be trusted. Requires `check_quorum`.
+    /// than `lease_margin_ticks` per election timeout. Violate it and a lease read may be
+    /// stale; use `Safe` (the default) when clocks cannot be trusted. Requires
+    /// `check_quorum`. A restart must not break the followers' promise either: see
+    /// `vote_lease_at_start`.
     pub read_only_option: ReadOnlyOption,
 
     /// Ticks cut from the lease for clock drift; see `read_only_option`.
     pub lease_margin_ticks: usize,
+
+    /// With `LeaseBased` reads: a node that starts with a term (a restart, as far as the
+    /// core can tell) neither votes nor campaigns for its first `election_ticks` ticks,
+    /// unless a leader hands leadership over to it. Just before it went down it may have
+    /// acknowledged a heartbeat that a leader's lease counts on, promising to help elect
+    /// no one for an election timeout; the restart forgot that leader, and without this
+    /// its first vote could elect a second leader while the first still serves reads
+    /// from its lease. A node that starts without a term acknowledged nothing. Turn it
+    /// off only where nodes are known to stay down an election timeout after a crash.
+    pub vote_lease_at_start: bool,
 }
 
 impl Default for Config {
@@ -126,6 +137,7 @@ impl Default for Config {
             lazy_commit_broadcast: false,
             read_only_option: ReadOnlyOption::Safe,
             lease_margin_ticks: 2,
+            vote_lease_at_start: true,
         }
     }
 }

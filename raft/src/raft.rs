@@ -99,6 +99,10 @@ pub struct Raft<S: Storage> {
     pub(crate) transfer_started_this_term: bool,
     /// The node's logical clock: ticks since start. Only leases read it.
     pub(crate) ticks: u64,
+    /// Until this tick of `ticks` the node neither votes nor campaigns, leader transfers
+    /// aside: the vote lease it may have promised before a restart (see
+    /// `Config::vote_lease_at_start`). Zero when there is nothing to keep.
+    votes_held_until_tick: u64,
 
     /// Ticks since the last election timeout reset (followers and candidates), or since
     /// the last check-quorum round (leaders).
@@ -162,6 +166,7 @@ impl<S: Storage> Raft<S> {
             reads_postponed: Vec::new(),
             transfer_started_this_term: false,
             ticks: 0,
+            votes_held_until_tick: 0,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             randomized_election_ticks: config.election_ticks,
@@ -203,8 +208,20 @@ impl<S: Storage> Raft<S> {
         if config.applied > raft.raft_log.applied {
             raft.raft_log.applied_to(config.applied);
         }
+        if config.vote_lease_at_start
+            && config.read_only_option == ReadOnlyOption::LeaseBased
+            && raft.term > 0
+        {
+            raft.votes_held_until_tick = config.election_ticks as u64;
+        }
         raft.become_follower(raft.term, NONE);
         Ok(raft)
+    }
+
+    /// Whether this node still keeps the vote lease it may have promised before it
+    /// restarted (`votes_held_until_tick`).
+    fn holds_votes_since_start(&self) -> bool {
+        self.ticks < self.votes_held_until_tick
     }
 
     fn load_hard_state(&mut self, hs: &HardState) {
@@ -601,6 +618,11 @@ impl<S: Storage> Raft<S> {
         if self.role == StateRole::Leader || !self.promotable() {
             return;
         }
+        if kind != CampaignKind::Transfer && self.holds_votes_since_start() {
+            // Our own vote would break the vote lease we may have promised before the
+            // restart as surely as a vote for another.
+            return;
+        }
         if self.has_unapplied_conf_change() {
             // The configuration we would campaign in is not final yet: a membership change
             // is committed but not applied. Campaigning could count the wrong voters.
@@ -682,8 +704,8 @@ impl<S: Storage> Raft<S> {
             if matches!(msg_type, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
                 let forced = m.context == CAMPAIGN_TRANSFER;
                 let in_lease = self.check_quorum
-                    && self.leader_id != NONE
-                    && self.election_elapsed < self.election_ticks;
+                    && ((self.leader_id != NONE && self.election_elapsed < self.election_ticks)
+                        || self.holds_votes_since_start());
                 if !forced && in_lease {
                     // We heard from a live leader within the election timeout: this vote
                     // request comes from a node that lost contact (the vote lease). Ignore

@@ -238,7 +238,8 @@ impl Env {
             }
             "restart" => {
                 let id = take_one_id(tc)?;
-                self.restart(id)?
+                let vote_lease_at_start: Option<bool> = arg(tc, "vote-lease-at-start")?;
+                self.restart(id, vote_lease_at_start)?
             }
             "raft-log" => {
                 let id = take_one_id(tc)?;
@@ -344,6 +345,7 @@ impl Env {
         option!("step-down-on-removal", step_down_on_removal);
         option!("lazy-commit-broadcast", lazy_commit_broadcast);
         option!("lease-margin-ticks", lease_margin_ticks);
+        option!("vote-lease-at-start", vote_lease_at_start);
         match arg::<String>(tc, "read-only")?.as_deref() {
             None => {}
             Some("safe") => template.read_only_option = ReadOnlyOption::Safe,
@@ -406,8 +408,11 @@ impl Env {
         Ok(out)
     }
 
-    fn restart(&mut self, id: u64) -> CmdResult {
+    fn restart(&mut self, id: u64, vote_lease_at_start: Option<bool>) -> CmdResult {
         let node = self.node_mut(id)?;
+        if let Some(hold) = vote_lease_at_start {
+            node.config.vote_lease_at_start = hold;
+        }
         // Unpersisted state dies with the process: the Ready in hand, queued storage work.
         node.append_work.clear();
         node.apply_work.clear();

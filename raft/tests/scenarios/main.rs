@@ -165,6 +165,8 @@ scenarios!(
     read_index_new_leader,
     read_lease,
     read_lease_transfer,
+    lease_restart_forgets_vote_lease,
+    lease_restart_keeps_vote_lease,
     report_unreachable,
     single_node,
     snapshot_lagging_follower,

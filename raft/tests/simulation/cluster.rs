@@ -109,8 +109,6 @@ struct Node {
     /// The highest commit index checked for durability (see `History::check_commit`), or
     /// learned as a follower.
     commit_checked: u64,
-    /// The cluster tick at which the node went down (lease seeds keep it down a while).
-    down_since_tick: u64,
     /// Reads answered (`ReadState`) but not yet served: (read, read index).
     reads_confirmed: Vec<(u64, u64)>,
     /// The term this node campaigned in because it received TimeoutNow.
@@ -199,7 +197,6 @@ impl Sim {
                     readies_taken: 0,
                     snapshot_queued_index: 0,
                     commit_checked: 0,
-                    down_since_tick: 0,
                     reads_confirmed: Vec::new(),
                     timeout_now_term: 0,
                     append_queue: VecDeque::new(),
@@ -415,16 +412,13 @@ impl Sim {
         }
     }
 
-    /// Whether node `i` is down and may come back. In lease seeds a crashed node stays
-    /// down for an election timeout of cluster ticks: the clock assumption says a
-    /// restarted node waits that long before it votes, and the simulation keeps it so by
-    /// keeping the node down (it restarts with no leader, so it would vote at once).
+    /// Whether node `i` is down and may come back. Lease seeds need no down time: the core
+    /// itself keeps a restarted node from voting or campaigning for an election timeout
+    /// (the vote lease it may have promised before it went down), and restarts at once are
+    /// what test that.
     fn may_restart(&self, i: usize) -> bool {
         let node = &self.nodes[i];
-        node.lifecycle == Lifecycle::Created
-            && node.raw.is_none()
-            && (!self.knobs.lease_reads
-                || self.cluster_ticks >= node.down_since_tick + self.knobs.election_ticks as u64)
+        node.lifecycle == Lifecycle::Created && node.raw.is_none()
     }
 
     fn inject_faults(&mut self) {
@@ -931,13 +925,11 @@ impl Sim {
         self.trace(|| format!("node {} crashes {when}", i + 1));
         self.stats.crashes += 1;
         self.stats.crashes_mid_ready += u64::from(mid_work);
-        let down_since_tick = self.cluster_ticks;
         let node = &mut self.nodes[i];
         node.raw = None;
         // Held ticks were the process's, and die with it.
         node.held_ticks = 0;
         node.incarnation += 1;
-        node.down_since_tick = down_since_tick;
         node.append_queue.clear();
         node.apply_queue.clear();
         node.sm = StateMachine::default();

@@ -58,9 +58,10 @@ pub struct Knobs {
     pub read_permille: u64,
     pub step_down_on_removal: bool,
     /// Lease reads, with the clock assumption they rest on honoured: every node ticks in
-    /// lockstep (no drift, no jumps), a crashed node stays down for an election timeout
-    /// of cluster ticks, and nobody is told to campaign. Implies check-quorum.
+    /// lockstep (no drift, no jumps), and nobody is told to campaign. Implies check-quorum.
+    /// A crashed node may restart at once: the core's vote lease at start covers it.
     pub lease_reads: bool,
+
     pub lease_margin_ticks: usize,
     pub lazy_commit_broadcast: bool,
     /// The application holds back ticks the node would not act on and hands them over
@@ -162,6 +163,8 @@ impl Knobs {
             },
             lease_margin_ticks: self.lease_margin_ticks,
             lazy_commit_broadcast: self.lazy_commit_broadcast,
+            // What lets lease seeds restart a crashed node at once.
+            vote_lease_at_start: true,
         }
     }
 }
