@@ -35,6 +35,10 @@ pub enum Error {
     ProposalEmpty,
     #[error("read index dropped: {0:?}")]
     ReadIndexDropped(ProposalDropReason),
+    /// With lease reads, a node inside its vote lease does not campaign when asked: a
+    /// leader's lease may count on it to help elect no one (`Config::read_only_option`).
+    #[error("campaign refused: inside the vote lease a leader's lease may count on")]
+    CampaignInVoteLease,
     #[error("membership change refused: {0}")]
     ConfChange(#[from] crate::confchange::ConfChangeError),
     #[error("storage: {0}")]

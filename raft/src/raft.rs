@@ -224,6 +224,17 @@ impl<S: Storage> Raft<S> {
         self.ticks < self.votes_held_until_tick
     }
 
+    /// Whether a leader's lease may count on this node to help elect no one now: with lease
+    /// reads, a follower that heard from its leader within the election timeout, or one
+    /// that restarted less than an election timeout ago. An election timer that fires is
+    /// past both, so only a campaign asked for from outside can meet this.
+    pub(crate) fn in_vote_lease_with_lease_reads(&self) -> bool {
+        self.read_only_option == ReadOnlyOption::LeaseBased
+            && self.role != StateRole::Leader
+            && ((self.leader_id != NONE && self.election_elapsed < self.election_ticks)
+                || self.holds_votes_since_start())
+    }
+
     fn load_hard_state(&mut self, hs: &HardState) {
         let (committed, last) = (self.raft_log.committed, self.raft_log.last_index());
         assert!(

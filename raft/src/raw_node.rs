@@ -141,8 +141,15 @@ impl<S: Storage> RawNode<S> {
         self.raft.ticks_before_due()
     }
 
-    /// Starts an election now (after a pre-election if pre-vote is on).
+    /// Starts an election now (after a pre-election if pre-vote is on). With lease reads,
+    /// refused with `CampaignInVoteLease` while the node heard from a leader within the
+    /// election timeout, or restarted less than one ago: its own vote could elect a second
+    /// leader while the first serves reads from its lease. `transfer_leader` is the way to
+    /// move leadership then.
     pub fn campaign(&mut self) -> Result<()> {
+        if self.raft.in_vote_lease_with_lease_reads() {
+            return Err(Error::CampaignInVoteLease);
+        }
         self.raft.step(Message { msg_type: MessageType::MsgHup as i32, ..Default::default() })
     }
 

@@ -192,6 +192,7 @@ fn run_class(class: u64) {
             ("reads served on a learner", total.reads_served_on_learner),
             ("lease reads served", total.lease_reads_served),
             ("ticks held back", total.ticks_held),
+            ("campaigns refused inside a vote lease", total.campaigns_refused_in_vote_lease),
         ];
         for (what, n) in covered {
             assert!(n > 0, "class {class}: no {what} in {count} seeds; the simulation lost its teeth");

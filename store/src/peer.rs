@@ -220,8 +220,13 @@ impl Peer {
     }
 
     /// Starts an election now; a learner or a peer outside its configuration ignores it.
+    /// With lease reads, a peer inside its vote lease refuses (the core's
+    /// `CampaignInVoteLease`): a leader's lease may count on it. It says so in the log,
+    /// since the caller's `Store::campaign` returned when the request was queued.
     pub(crate) fn campaign(&mut self) {
-        let _ = self.raw.campaign();
+        if let Err(e) = self.raw.campaign() {
+            tracing::info!(region_id = self.region_id, peer_id = self.meta.id, "not campaigning: {e}");
+        }
     }
 
     /// Asks for leadership to move to `to_peer_id`; the core ignores impossible targets.

@@ -453,7 +453,14 @@ impl Sim {
         if self.rng.chance(self.knobs.campaign_permille) {
             if let Some(i) = self.random_live_node() {
                 self.trace(|| format!("node {} campaigns", i + 1));
-                self.raw(i).campaign().expect("invariant: campaigning cannot fail");
+                match self.raw(i).campaign() {
+                    Ok(()) => {}
+                    Err(Error::CampaignInVoteLease) if self.knobs.lease_reads => {
+                        self.trace(|| format!("node {} refuses: inside its vote lease", i + 1));
+                        self.stats.campaigns_refused_in_vote_lease += 1;
+                    }
+                    Err(e) => panic!("invariant: campaigning cannot fail: {e}"),
+                }
                 self.observe(i);
             }
         }

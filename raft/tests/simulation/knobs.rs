@@ -58,8 +58,9 @@ pub struct Knobs {
     pub read_permille: u64,
     pub step_down_on_removal: bool,
     /// Lease reads, with the clock assumption they rest on honoured: every node ticks in
-    /// lockstep (no drift, no jumps), and nobody is told to campaign. Implies check-quorum.
-    /// A crashed node may restart at once: the core's vote lease at start covers it.
+    /// lockstep (no drift, no jumps). Implies check-quorum. A crashed node may restart at
+    /// once and any node may be told to campaign: the core's vote lease (kept from start,
+    /// and refusing campaigns asked for inside it) covers both.
     pub lease_reads: bool,
 
     pub lease_margin_ticks: usize,
@@ -129,7 +130,6 @@ impl Knobs {
         };
         if knobs.lease_reads {
             knobs.check_quorum = true;
-            knobs.campaign_permille = 0;
         }
         knobs
     }
@@ -226,6 +226,8 @@ pub struct RunStats {
     pub liveness_wedged_by_demoted_leader: u64,
     /// Ticks held back and handed over later (held-ticks seeds).
     pub ticks_held: u64,
+    /// Campaigns asked of a node inside its vote lease, which it refused (lease seeds).
+    pub campaigns_refused_in_vote_lease: u64,
 }
 
 impl RunStats {
@@ -271,5 +273,6 @@ impl RunStats {
         self.reads_unanswered += o.reads_unanswered;
         self.liveness_wedged_by_demoted_leader += o.liveness_wedged_by_demoted_leader;
         self.ticks_held += o.ticks_held;
+        self.campaigns_refused_in_vote_lease += o.campaigns_refused_in_vote_lease;
     }
 }
