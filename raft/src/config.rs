@@ -105,6 +105,13 @@ pub struct Config {
     /// Ticks cut from the lease for clock drift; see `read_only_option`.
     pub lease_margin_ticks: usize,
 
+    /// The most reads a leader holds unconfirmed (waiting for its first commit in the
+    /// term, or for a heartbeat round). A leader cut off from its quorum confirms none, so
+    /// without a bound they pile up for as long as it believes it leads. Beyond it a local
+    /// `read_index` fails with `ReadIndexDropped(ReadsPendingExceeded)` and a read
+    /// forwarded by a follower is dropped (its caller retries, as after a lost message).
+    pub reads_pending_max: usize,
+
     /// With `LeaseBased` reads: a node that starts with a term (a restart, as far as the
     /// core can tell) neither votes nor campaigns for its first `election_ticks` ticks,
     /// unless a leader hands leadership over to it. Just before it went down it may have
@@ -137,6 +144,7 @@ impl Default for Config {
             lazy_commit_broadcast: false,
             read_only_option: ReadOnlyOption::Safe,
             lease_margin_ticks: 2,
+            reads_pending_max: 4096,
             vote_lease_at_start: true,
         }
     }
@@ -170,6 +178,9 @@ impl Config {
         }
         if self.lease_margin_ticks >= self.election_ticks {
             return invalid("lease_margin_ticks must be smaller than election_ticks");
+        }
+        if self.reads_pending_max == 0 {
+            return invalid("reads_pending_max must be positive");
         }
         if self.uncommitted_bytes_max == 0 {
             return invalid("uncommitted_bytes_max must be positive");

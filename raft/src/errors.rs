@@ -16,6 +16,8 @@ pub enum ProposalDropReason {
     TransferringLeader,
     /// The leader is no longer a member of the configuration.
     NotAMember,
+    /// Reads only: `Config::reads_pending_max` reads already wait for confirmation.
+    ReadsPendingExceeded,
 }
 
 /// Errors of the consensus core.

@@ -122,6 +122,7 @@ pub struct Raft<S: Storage> {
     step_down_on_removal: bool,
     lazy_commit_broadcast: bool,
     lease_margin_ticks: usize,
+    reads_pending_max: usize,
 }
 
 impl<S: Storage> std::fmt::Debug for Raft<S> {
@@ -182,6 +183,7 @@ impl<S: Storage> Raft<S> {
             step_down_on_removal: config.step_down_on_removal,
             lazy_commit_broadcast: config.lazy_commit_broadcast,
             lease_margin_ticks: config.lease_margin_ticks,
+            reads_pending_max: config.reads_pending_max,
         };
         let last_index = raft.raft_log.last_index();
         confchange::restore(&mut raft.trk, last_index, &initial.conf_state)?;
@@ -893,6 +895,14 @@ impl<S: Storage> Raft<S> {
                 return Ok(());
             }
             MessageType::MsgReadIndex => {
+                if self.reads_pending() >= self.reads_pending_max {
+                    if m.from == self.id {
+                        return Err(Error::ReadIndexDropped(ProposalDropReason::ReadsPendingExceeded));
+                    }
+                    // A follower's read: nothing answers a refusal, so its caller retries
+                    // as after a lost message.
+                    return Ok(());
+                }
                 self.handle_read_index_on_leader(std::mem::take(m));
                 return Ok(());
             }
@@ -1435,6 +1445,12 @@ impl<S: Storage> Raft<S> {
             && self.check_quorum
             && !self.transfer_started_this_term
             && self.ticks < self.read_only.lease_until_tick
+    }
+
+    /// Reads this leader holds unconfirmed: postponed until it commits in its term, waiting
+    /// for the next round, or in a started round. Bounded by `reads_pending_max`.
+    pub fn reads_pending(&self) -> usize {
+        self.reads_postponed.len() + self.reads_waiting.len() + self.read_only.reads_in_rounds()
     }
 
     fn handle_read_index_on_leader(&mut self, request: Message) {

@@ -193,6 +193,7 @@ fn run_class(class: u64) {
             ("lease reads served", total.lease_reads_served),
             ("ticks held back", total.ticks_held),
             ("campaigns refused inside a vote lease", total.campaigns_refused_in_vote_lease),
+            ("reads refused at the pending-reads bound", total.reads_refused_pending_max),
         ];
         for (what, n) in covered {
             assert!(n > 0, "class {class}: no {what} in {count} seeds; the simulation lost its teeth");

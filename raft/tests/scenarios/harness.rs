@@ -346,6 +346,7 @@ impl Env {
         option!("lazy-commit-broadcast", lazy_commit_broadcast);
         option!("lease-margin-ticks", lease_margin_ticks);
         option!("vote-lease-at-start", vote_lease_at_start);
+        option!("reads-pending-max", reads_pending_max);
         match arg::<String>(tc, "read-only")?.as_deref() {
             None => {}
             Some("safe") => template.read_only_option = ReadOnlyOption::Safe,

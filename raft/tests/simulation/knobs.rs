@@ -68,6 +68,9 @@ pub struct Knobs {
     /// The application holds back ticks the node would not act on and hands them over
     /// before anything else reaches it (`RawNode::ticks_before_due`), as the store does.
     pub held_ticks: bool,
+    /// `Config::reads_pending_max`: small in some seeds, so that leaders cut off from
+    /// their quorum reach it and refuse reads.
+    pub reads_pending_max: usize,
 }
 
 impl Knobs {
@@ -127,6 +130,7 @@ impl Knobs {
             // seeds that played before the knob existed would no longer replay.
             lazy_commit_broadcast: (seed / 4) % 2 == 1,
             held_ticks: (seed / 8) % 2 == 1,
+            reads_pending_max: if (seed / 16) % 2 == 1 { 3 } else { 4096 },
         };
         if knobs.lease_reads {
             knobs.check_quorum = true;
@@ -163,6 +167,7 @@ impl Knobs {
             },
             lease_margin_ticks: self.lease_margin_ticks,
             lazy_commit_broadcast: self.lazy_commit_broadcast,
+            reads_pending_max: self.reads_pending_max,
             // What lets lease seeds restart a crashed node at once.
             vote_lease_at_start: true,
         }
@@ -211,6 +216,8 @@ pub struct RunStats {
     pub transfers_completed: u64,
     pub reads_issued: u64,
     pub reads_refused: u64,
+    /// Of them, refused because `reads_pending_max` reads already waited.
+    pub reads_refused_pending_max: u64,
     pub reads_served_on_leader: u64,
     pub reads_served_on_follower: u64,
     pub reads_served_on_learner: u64,
@@ -265,6 +272,7 @@ impl RunStats {
         self.transfers_completed += o.transfers_completed;
         self.reads_issued += o.reads_issued;
         self.reads_refused += o.reads_refused;
+        self.reads_refused_pending_max += o.reads_refused_pending_max;
         self.reads_served_on_leader += o.reads_served_on_leader;
         self.reads_served_on_follower += o.reads_served_on_follower;
         self.reads_served_on_learner += o.reads_served_on_learner;

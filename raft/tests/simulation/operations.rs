@@ -6,7 +6,7 @@ use tessera_raft::raftpb::{
     ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState, Entry,
     EntryType, MessageType,
 };
-use tessera_raft::{conf_change_of, describe, Error, RawNode, StateRole, Storage};
+use tessera_raft::{conf_change_of, describe, Error, ProposalDropReason, RawNode, StateRole, Storage};
 
 use super::super::history::StateMachine;
 use super::{Lifecycle, ReadOrigin, ReadState, Sim};
@@ -456,6 +456,8 @@ impl Sim {
             Ok(()) => self.stats.reads_issued += 1,
             Err(Error::ReadIndexDropped(why)) => {
                 self.stats.reads_refused += 1;
+                self.stats.reads_refused_pending_max +=
+                    u64::from(why == ProposalDropReason::ReadsPendingExceeded);
                 self.reads.refuse(seq);
                 self.trace(|| format!("node {id} refuses read {seq}: {why:?}"));
             }

@@ -5,6 +5,7 @@
 //! before the read arrived.
 
 use std::collections::VecDeque;
+use tessera_raft::{Error as RaftError, ProposalDropReason};
 
 use super::PollContext;
 use crate::error::{StoreError, StoreResult};
@@ -69,7 +70,14 @@ impl Peer {
         let id = self.reads.next_id;
         self.reads.next_id += 1;
         if let Err(e) = self.raw.read_index(id.to_be_bytes().to_vec()) {
-            return callback.invoke(Err(StoreError::ProposalDropped(format!("read refused: {e}"))));
+            let error = match e {
+                // The store's own bound (`proposals_per_peer_max`) is normally the lower.
+                RaftError::ReadIndexDropped(ProposalDropReason::ReadsPendingExceeded) => {
+                    StoreError::ServerIsBusy(format!("region {}: too many reads pending", self.region_id))
+                }
+                e => StoreError::ProposalDropped(format!("read refused: {e}")),
+            };
+            return callback.invoke(Err(error));
         }
         let term = self.raw.raft().term();
         let asked_at = std::time::Instant::now();
