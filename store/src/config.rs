@@ -72,6 +72,12 @@ pub struct StoreConfig {
     /// A store not heard from for this long is taken as down: resting peers whose leader
     /// lives there wake up to elect another. Must exceed `store_heartbeat_ticks`.
     pub store_down_ticks: usize,
+    /// A peer that has heard from no leader for this many ticks asks the other members of
+    /// its region whether it is still one of them, and again every as many ticks: a peer
+    /// removed while cut off (a learner above all, which never campaigns) learns so from
+    /// their tombstone answer and is destroyed (`operation/stale_peer.rs`). At least
+    /// `2 * raft_election_ticks`, so that elections run their course first.
+    pub stale_peer_check_ticks: usize,
     pub snapshot: SnapshotConfig,
 }
 
@@ -104,6 +110,7 @@ impl StoreConfig {
             hibernate_idle_ticks: 10,
             store_heartbeat_ticks: 2,
             store_down_ticks: 20,
+            stale_peer_check_ticks: 50,
         }
     }
 
@@ -121,6 +128,11 @@ impl StoreConfig {
         if self.raft_heartbeat_ticks == 0 || self.raft_election_ticks <= self.raft_heartbeat_ticks {
             return Err(StoreConfigError::Invalid(
                 "raft_election_ticks must exceed raft_heartbeat_ticks, which must be at least 1".into(),
+            ));
+        }
+        if self.stale_peer_check_ticks < 2 * self.raft_election_ticks {
+            return Err(StoreConfigError::Invalid(
+                "stale_peer_check_ticks must be at least twice raft_election_ticks".into(),
             ));
         }
         // The core's own checks (the lease margin against the election timeout, ...), here
@@ -161,6 +173,20 @@ pub enum StoreConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_peer_check_inside_an_election_is_refused() {
+        let mut config = StoreConfig::new(1, "/nonexistent");
+        config.stale_peer_check_ticks = 2 * config.raft_election_ticks - 1;
+        match config.validate() {
+            Err(StoreConfigError::Invalid(reason)) => {
+                assert!(reason.contains("stale_peer_check_ticks"), "{reason}")
+            }
+            other => panic!("expected a config refusal, got {other:?}"),
+        }
+        config.stale_peer_check_ticks += 1;
+        assert!(config.validate().is_ok());
+    }
 
     #[test]
     fn raft_settings_the_core_refuses_are_refused_as_config() {

@@ -162,6 +162,49 @@ fn a_peer_is_added_by_snapshot_and_removed_for_good() {
     assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 3);
 }
 
+/// A peer cut off while it was removed never hears of its removal from the leader
+/// (LESSONS.md #21). A voter finds out when it campaigns: the members answer its vote
+/// requests with a tombstone. A learner never campaigns, so a peer that hears from no leader
+/// for `stale_peer_check_ticks` asks the members of the region it knows, who answer the
+/// same way.
+fn a_peer_removed_while_cut_off_destroys_itself_once_back(role: PeerRole) {
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.add_store(4, |_| {});
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
+    assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT), "the learner catches up");
+    let peer = Peer { role: role as i32, ..learner };
+    if role == PeerRole::Voter {
+        cluster.change_peer(1, ConfChangeType::AddNode, peer, WAIT).unwrap();
+    }
+    cluster.must_put(1, &key_in_region(1, "b"), b"2");
+    assert!(cluster.wait_for_value(4, &key_in_region(1, "b"), Some(b"2"), WAIT));
+
+    cluster.network.isolate(4);
+    cluster.change_peer(1, ConfChangeType::RemoveNode, peer, WAIT).unwrap();
+    cluster.must_put(1, &key_in_region(1, "c"), b"3");
+    cluster.network.heal();
+    let tombstoned = wait_until(WAIT, || {
+        let record = cluster.store(4).region_record(1).unwrap();
+        record.is_some_and(|r| r.state == PeerState::Tombstone as i32)
+    });
+    assert!(tombstoned, "the removed {role:?} destroys itself once it can reach the members");
+    assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), None, WAIT), "its data is gone");
+    assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 3);
+}
+
+#[test]
+fn a_voter_removed_while_cut_off_destroys_itself_once_back() {
+    a_peer_removed_while_cut_off_destroys_itself_once_back(PeerRole::Voter);
+}
+
+#[test]
+fn a_learner_removed_while_cut_off_destroys_itself_once_back() {
+    a_peer_removed_while_cut_off_destroys_itself_once_back(PeerRole::Learner);
+}
+
 #[test]
 fn removing_the_leader_moves_leadership_first() {
     let mut cluster = Cluster::new(3, 1, 3, |_| {});

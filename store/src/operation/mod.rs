@@ -13,6 +13,7 @@ mod quiet;
 mod read;
 mod ready;
 mod snapshot;
+mod stale_peer;
 
 use crate::context::StoreContext;
 use crate::engine::WriteBatch;
