@@ -300,3 +300,47 @@ fn a_raw_node_runs_over_peer_storage_and_restarts_from_it() {
     handle_ready(&mut node, &engine, &mut applied);
     assert_eq!(applied, vec!["d"], "nothing is applied twice after a restart");
 }
+
+/// Log GC and tail overwrites remove their entries with one range delete each, however many
+/// entries go (LESSONS.md #22: a delete per index turned compaction into a write storm and
+/// left tombstones for every entry).
+#[test]
+fn removing_many_entries_costs_a_range_delete_not_a_delete_each() {
+    const ENTRIES: u64 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    bootstrap(&engine);
+    let mut storage = load(&engine, CACHE_BYTES);
+    let entries: Vec<Entry> = (6..6 + ENTRIES).map(|i| entry(i, 6, "v")).collect();
+    persist(&engine, &mut storage, &entries);
+    let last = 5 + ENTRIES;
+
+    // A new leader replaces the second half of the log with one entry.
+    let mut batch = engine.write_batch();
+    let replaced_from = last - ENTRIES / 2;
+    storage.append(&mut batch, &[entry(replaced_from, 7, "x")]);
+    // The new entry, and one range delete for the old tail behind it.
+    assert_eq!(batch.len(), 2, "overwriting {} entries", ENTRIES / 2);
+    engine.write(batch, true).unwrap();
+    assert_eq!(storage.last_index().unwrap(), replaced_from);
+
+    // Compaction of all but the last few entries.
+    storage.set_hard_state(HardState { term: 7, vote: 1, commit: replaced_from });
+    let mut batch = engine.write_batch();
+    storage.set_applied(&mut batch, replaced_from);
+    let before = batch.len();
+    storage.compact_to(&mut batch, replaced_from - 1).unwrap();
+    // One range delete plus the apply state that records the truncation.
+    assert!(batch.len() - before <= 2, "compaction wrote {} operations", batch.len() - before);
+    engine.write(batch, true).unwrap();
+    assert_eq!(storage.first_index().unwrap(), replaced_from);
+    let range = keys::raft_log_range(REGION_ID, 0, replaced_from);
+    let mut left = 0;
+    engine
+        .scan(CF_RAFT, &range.start, &range.end, |_, _| {
+            left += 1;
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(left, 0, "compacted entries are gone from disk");
+}
