@@ -165,6 +165,7 @@ scenarios!(
     read_index_new_leader,
     read_lease,
     read_lease_transfer,
+    read_index_forwarded_to_old_leader,
     read_lease_transfer_aborted,
     read_pending_limit,
     lease_restart_forgets_vote_lease,
