@@ -156,6 +156,11 @@ impl Cluster {
         self.start_store(store_id);
     }
 
+    /// The configuration store `store_id` runs (or will run) with.
+    pub fn config(&self, store_id: u64) -> &StoreConfig {
+        &self.configs[&store_id]
+    }
+
     pub fn store(&self, store_id: u64) -> &Store {
         &self.stores[&store_id]
     }

@@ -783,4 +783,14 @@ fn a_snapshot_overlapping_a_hosted_region_is_refused() {
     assert!(!status.initialized, "the overlapping snapshot was not installed");
     assert_eq!(cluster.store(4).get_local(&key_in_region(1, "a")).unwrap(), None);
     assert_eq!(cluster.store(4).get_local(&squatter_key).unwrap(), Some(b"9".to_vec()));
+    // A refused snapshot's file goes with it (LESSONS.md #24). The leader keeps retrying,
+    // so a file may be on its way to refusal at any one look, but never stays.
+    let snapshot_dir = cluster.config(4).snapshot.dir.clone();
+    let received_files = || {
+        std::fs::read_dir(&snapshot_dir)
+            .unwrap()
+            .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().starts_with("rcv_"))
+            .count()
+    };
+    assert!(wait_until(WAIT, || received_files() == 0), "refused snapshot files are removed");
 }
