@@ -51,6 +51,20 @@ fn persist(engine: &Arc<Engine>, storage: &mut PeerStorage, entries: &[Entry]) {
     engine.write(batch, true).unwrap();
 }
 
+/// How many log entries of the region CF raft holds in `[low, high)`, read from disk
+/// rather than through the storage's view of its log.
+fn entries_on_disk(engine: &Arc<Engine>, low: u64, high: u64) -> usize {
+    let range = keys::raft_log_range(REGION_ID, low, high);
+    let mut count = 0;
+    engine
+        .scan(CF_RAFT, &range.start, &range.end, |_, _| {
+            count += 1;
+            Ok(true)
+        })
+        .unwrap();
+    count
+}
+
 fn indexes_and_terms(entries: &[Entry]) -> Vec<(u64, u64)> {
     entries.iter().map(|e| (e.index, e.term)).collect()
 }
@@ -126,15 +140,7 @@ fn an_overwritten_tail_is_deleted_in_the_same_batch() {
     assert_eq!(storage.last_index().unwrap(), 7);
     assert_eq!(indexes_and_terms(&storage.entries(6, 8, None).unwrap()), vec![(6, 6), (7, 7)]);
     // The stale entries 8 and 9 are gone from disk, not just hidden.
-    let range = keys::raft_log_range(REGION_ID, 8, 10);
-    let mut stale = 0;
-    engine
-        .scan(CF_RAFT, &range.start, &range.end, |_, _| {
-            stale += 1;
-            Ok(true)
-        })
-        .unwrap();
-    assert_eq!(stale, 0);
+    assert_eq!(entries_on_disk(&engine, 8, 10), 0);
 }
 
 #[test]
@@ -334,13 +340,5 @@ fn removing_many_entries_costs_a_range_delete_not_a_delete_each() {
     assert!(batch.len() - before <= 2, "compaction wrote {} operations", batch.len() - before);
     engine.write(batch, true).unwrap();
     assert_eq!(storage.first_index().unwrap(), replaced_from);
-    let range = keys::raft_log_range(REGION_ID, 0, replaced_from);
-    let mut left = 0;
-    engine
-        .scan(CF_RAFT, &range.start, &range.end, |_, _| {
-            left += 1;
-            Ok(true)
-        })
-        .unwrap();
-    assert_eq!(left, 0, "compacted entries are gone from disk");
+    assert_eq!(entries_on_disk(&engine, 0, replaced_from), 0, "compacted entries are gone from disk");
 }

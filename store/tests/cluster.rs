@@ -123,15 +123,22 @@ fn a_store_that_missed_compacted_entries_catches_up_by_snapshot() {
     assert!(cluster.wait_for_value(lagging, &key_in_region(1, "after"), Some(b"y"), WAIT));
 }
 
-#[test]
-fn a_peer_is_added_by_snapshot_and_removed_for_good() {
+/// Three stores with region 1 holding key "a", and a fourth store whose learner of region 1
+/// has caught up (by snapshot, as a new peer does).
+fn cluster_with_a_learner_on_store_4() -> (Cluster, Peer) {
     let mut cluster = Cluster::new(3, 1, 3, |_| {});
     cluster.start_all();
     cluster.add_store(4, |_| {});
     cluster.must_put(1, &key_in_region(1, "a"), b"1");
-    let new_peer = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
-    cluster.change_peer(1, ConfChangeType::AddLearnerNode, new_peer, WAIT).unwrap();
+    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT), "the learner catches up");
+    (cluster, learner)
+}
+
+#[test]
+fn a_peer_is_added_by_snapshot_and_removed_for_good() {
+    let (mut cluster, new_peer) = cluster_with_a_learner_on_store_4();
     let voter = Peer { role: PeerRole::Voter as i32, ..new_peer };
     cluster.change_peer(1, ConfChangeType::AddNode, voter, WAIT).unwrap();
     cluster.must_put(1, &key_in_region(1, "b"), b"2");
@@ -168,13 +175,7 @@ fn a_peer_is_added_by_snapshot_and_removed_for_good() {
 /// for `stale_peer_check_ticks` asks the members of the region it knows, who answer the
 /// same way.
 fn a_peer_removed_while_cut_off_destroys_itself_once_back(role: PeerRole) {
-    let mut cluster = Cluster::new(3, 1, 3, |_| {});
-    cluster.start_all();
-    cluster.add_store(4, |_| {});
-    cluster.must_put(1, &key_in_region(1, "a"), b"1");
-    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
-    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
-    assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT), "the learner catches up");
+    let (cluster, learner) = cluster_with_a_learner_on_store_4();
     let peer = Peer { role: role as i32, ..learner };
     if role == PeerRole::Voter {
         cluster.change_peer(1, ConfChangeType::AddNode, peer, WAIT).unwrap();
