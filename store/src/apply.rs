@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use prost::Message as _;
 use tessera_proto::raftpb::{ConfChangeType, ConfState, Entry, EntryType};
-use tessera_proto::serverpb::{admin_request, CmdType, RaftCmdRequest};
+use tessera_proto::serverpb::{admin_request, ChangePeer, CmdType, RaftCmdRequest};
 use tessera_proto::storepb::{ApplyState, PeerRole, PeerState, Region, RegionLocalState};
 
 use crate::batch::{Fsm, HandleResult, Inbox, PollHandler};
@@ -330,39 +330,20 @@ impl ApplyFsm {
             tessera_raft::confchange::next_conf_state(&self.conf_state, &cc).unwrap_or_else(|e| {
                 panic!("invariant: region {} conf change at {} applies: {e}", self.region_id, entry.index)
             });
-        let mut region = self.region.clone();
-        // The peers named by the command (a leave-joint entry names none).
-        if !entry.context.is_empty() {
-            let request = RaftCmdRequest::decode(entry.context.as_slice()).unwrap_or_default();
-            if let Some(admin_request::Cmd::ChangePeer(change)) = request.admin.and_then(|a| a.cmd) {
-                for c in change.changes {
-                    let Some(peer) = c.peer else { continue };
-                    let keep = c.change_type != ConfChangeType::RemoveNode as i32;
-                    region.peers.retain(|p| p.id != peer.id);
-                    if keep {
-                        region.peers.push(peer);
-                    }
-                }
+        let named_peers = if entry.context.is_empty() {
+            Vec::new()
+        } else {
+            match RaftCmdRequest::decode(entry.context.as_slice())
+                .unwrap_or_default()
+                .admin
+                .and_then(|a| a.cmd)
+            {
+                Some(admin_request::Cmd::ChangePeer(change)) => change.changes,
+                _ => Vec::new(),
             }
-        }
-        // Roles and membership follow the configuration in force.
-        let in_conf = |id: u64| {
-            conf_state.voters.contains(&id)
-                || conf_state.learners.contains(&id)
-                || conf_state.voters_outgoing.contains(&id)
-                || conf_state.learners_next.contains(&id)
         };
-        region.peers.retain(|p| in_conf(p.id));
-        for peer in &mut region.peers {
-            peer.role =
-                if conf_state.learners.contains(&peer.id) { PeerRole::Learner } else { PeerRole::Voter }
-                    as i32;
-        }
-        region.peers.sort_by_key(|p| p.id);
-        let mut epoch = region.epoch.unwrap_or_default();
-        epoch.conf_ver += 1;
-        region.epoch = Some(epoch);
-        let removed_self = !in_conf(self.peer_id);
+        let region = region_after_conf_change(&self.region, &named_peers, &conf_state);
+        let removed_self = !conf_state_names(&conf_state, self.peer_id);
         let record = RegionLocalState {
             region: Some(region.clone()),
             state: PeerState::Normal as i32,
@@ -378,5 +359,108 @@ impl ApplyFsm {
             conf_state,
             removed_self,
         })));
+    }
+}
+
+/// Whether `conf_state` counts peer `id` in any role, outgoing voters of a joint
+/// configuration included.
+fn conf_state_names(conf_state: &ConfState, id: u64) -> bool {
+    conf_state.voters.contains(&id)
+        || conf_state.learners.contains(&id)
+        || conf_state.voters_outgoing.contains(&id)
+        || conf_state.learners_next.contains(&id)
+}
+
+/// The region's peers once a conf change applied: the peers it names join (or change role)
+/// with the addresses it gives, and membership and roles then follow `conf_state`, the
+/// configuration in force. A removed voter stays while a joint configuration still counts
+/// it as outgoing: dropped earlier, its own store's messages would be answered with a
+/// tombstone and destroy it while the outgoing half's quorum may need it. It goes with the
+/// leave-joint entry.
+pub(crate) fn region_after_conf_change(
+    region: &Region,
+    named: &[ChangePeer],
+    conf_state: &ConfState,
+) -> Region {
+    let mut region = region.clone();
+    for change in named {
+        let Some(peer) = change.peer else { continue };
+        if change.change_type == ConfChangeType::RemoveNode as i32 {
+            continue;
+        }
+        region.peers.retain(|p| p.id != peer.id);
+        region.peers.push(peer);
+    }
+    region.peers.retain(|p| conf_state_names(conf_state, p.id));
+    for peer in &mut region.peers {
+        peer.role =
+            if conf_state.learners.contains(&peer.id) { PeerRole::Learner } else { PeerRole::Voter } as i32;
+    }
+    region.peers.sort_by_key(|p| p.id);
+    let mut epoch = region.epoch.unwrap_or_default();
+    epoch.conf_ver += 1;
+    region.epoch = Some(epoch);
+    region
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_proto::storepb::{Peer, RegionEpoch};
+
+    use super::*;
+
+    fn voter(id: u64) -> Peer {
+        Peer { id, store_id: id, role: PeerRole::Voter as i32 }
+    }
+
+    fn change(change_type: ConfChangeType, peer: Peer) -> ChangePeer {
+        ChangePeer { change_type: change_type as i32, peer: Some(peer) }
+    }
+
+    fn ids(region: &Region) -> Vec<u64> {
+        region.peers.iter().map(|p| p.id).collect()
+    }
+
+    /// Replacing voter 3 by voter 4 in one request goes through a joint configuration:
+    /// voter 3 stays in the region (outgoing, still counted) until the leave-joint entry.
+    #[test]
+    fn a_voter_removed_in_a_joint_change_stays_until_the_joint_configuration_is_left() {
+        let region = Region {
+            id: 1,
+            peers: vec![voter(1), voter(2), voter(3)],
+            epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+            ..Default::default()
+        };
+        let named = [change(ConfChangeType::AddNode, voter(4)), change(ConfChangeType::RemoveNode, voter(3))];
+        let joint = ConfState { voters: vec![1, 2, 4], voters_outgoing: vec![1, 2, 3], ..Default::default() };
+        let entered = region_after_conf_change(&region, &named, &joint);
+        assert_eq!(ids(&entered), vec![1, 2, 3, 4]);
+        assert_eq!(entered.epoch.unwrap().conf_ver, 2);
+
+        let left = ConfState { voters: vec![1, 2, 4], ..Default::default() };
+        let after = region_after_conf_change(&entered, &[], &left);
+        assert_eq!(ids(&after), vec![1, 2, 4]);
+        assert_eq!(after.epoch.unwrap().conf_ver, 3);
+    }
+
+    /// A simple removal and a learner's addition: the peers and roles follow the new
+    /// configuration, with the addresses the request gives.
+    #[test]
+    fn simple_changes_follow_the_configuration() {
+        let region = Region { id: 1, peers: vec![voter(1), voter(2), voter(3)], ..Default::default() };
+        let removed = region_after_conf_change(
+            &region,
+            &[change(ConfChangeType::RemoveNode, voter(3))],
+            &ConfState { voters: vec![1, 2], ..Default::default() },
+        );
+        assert_eq!(ids(&removed), vec![1, 2]);
+        let learner = Peer { id: 5, store_id: 9, role: PeerRole::Learner as i32 };
+        let added = region_after_conf_change(
+            &removed,
+            &[change(ConfChangeType::AddLearnerNode, learner)],
+            &ConfState { voters: vec![1, 2], learners: vec![5], ..Default::default() },
+        );
+        assert_eq!(ids(&added), vec![1, 2, 5]);
+        assert_eq!(added.peers[2], learner);
     }
 }
