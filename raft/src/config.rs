@@ -112,14 +112,15 @@ pub struct Config {
     /// forwarded by a follower is dropped (its caller retries, as after a lost message).
     pub reads_pending_max: usize,
 
-    /// With `LeaseBased` reads: a node that starts with a term (a restart, as far as the
-    /// core can tell) neither votes nor campaigns for its first `election_ticks` ticks,
-    /// unless a leader hands leadership over to it. Just before it went down it may have
-    /// acknowledged a heartbeat that a leader's lease counts on, promising to help elect
-    /// no one for an election timeout; the restart forgot that leader, and without this
-    /// its first vote could elect a second leader while the first still serves reads
-    /// from its lease. A node that starts without a term acknowledged nothing. Turn it
-    /// off only where nodes are known to stay down an election timeout after a crash.
+    /// With `LeaseBased` reads: a node neither votes nor campaigns for its first
+    /// `election_ticks` ticks after it starts, unless a leader hands leadership over to it.
+    /// Just before a restart it may have acknowledged a heartbeat that a leader's lease
+    /// counts on, promising to help elect no one for an election timeout; the restart
+    /// forgot that leader, and without this its first vote could elect a second leader
+    /// while the first still serves reads from its lease. Every start counts, even one
+    /// with no term on disk: a heartbeat is answered before the term it raised is durable,
+    /// so a node may have acknowledged a round and lost its term. Turn it off only where
+    /// nodes are known to stay down an election timeout after a crash.
     pub vote_lease_at_start: bool,
 }
 

@@ -100,7 +100,7 @@ pub struct Raft<S: Storage> {
     /// The node's logical clock: ticks since start. Only leases read it.
     pub(crate) ticks: u64,
     /// Until this tick of `ticks` the node neither votes nor campaigns, leader transfers
-    /// aside: the vote lease it may have promised before a restart (see
+    /// aside: the vote lease it may have promised before it started (see
     /// `Config::vote_lease_at_start`). Zero when there is nothing to keep.
     votes_held_until_tick: u64,
 
@@ -210,10 +210,7 @@ impl<S: Storage> Raft<S> {
         if config.applied > raft.raft_log.applied {
             raft.raft_log.applied_to(config.applied);
         }
-        if config.vote_lease_at_start
-            && config.read_only_option == ReadOnlyOption::LeaseBased
-            && raft.term > 0
-        {
+        if config.vote_lease_at_start && config.read_only_option == ReadOnlyOption::LeaseBased {
             raft.votes_held_until_tick = config.election_ticks as u64;
         }
         raft.become_follower(raft.term, NONE);
@@ -228,7 +225,7 @@ impl<S: Storage> Raft<S> {
 
     /// Whether a leader's lease may count on this node to help elect no one now: with lease
     /// reads, a follower that heard from its leader within the election timeout, or one
-    /// that restarted less than an election timeout ago. An election timer that fires is
+    /// that started less than an election timeout ago. An election timer that fires is
     /// past both, so only a campaign asked for from outside can meet this.
     pub(crate) fn in_vote_lease_with_lease_reads(&self) -> bool {
         self.read_only_option == ReadOnlyOption::LeaseBased
@@ -632,8 +629,8 @@ impl<S: Storage> Raft<S> {
             return;
         }
         if kind != CampaignKind::Transfer && self.holds_votes_since_start() {
-            // Our own vote would break the vote lease we may have promised before the
-            // restart as surely as a vote for another.
+            // Our own vote would break the vote lease we may have promised before we
+            // started as surely as a vote for another.
             return;
         }
         if self.has_unapplied_conf_change() {

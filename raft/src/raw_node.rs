@@ -143,7 +143,7 @@ impl<S: Storage> RawNode<S> {
 
     /// Starts an election now (after a pre-election if pre-vote is on). With lease reads,
     /// refused with `CampaignInVoteLease` while the node heard from a leader within the
-    /// election timeout, or restarted less than one ago: its own vote could elect a second
+    /// election timeout, or started less than one ago: its own vote could elect a second
     /// leader while the first serves reads from its lease. `transfer_leader` is the way to
     /// move leadership then.
     pub fn campaign(&mut self) -> Result<()> {
@@ -234,6 +234,10 @@ impl<S: Storage> RawNode<S> {
         let from_local_thread = is_local_thread(m.from) || m.from == self.raft.id;
         if msg_type.is_local() && !from_local_thread {
             return Err(Error::StepLocalMessage(msg_type));
+        }
+        if msg_type == MessageType::MsgHup {
+            // A campaign asked for by stepping follows the rules of `campaign`.
+            return self.campaign();
         }
         if msg_type.is_response() && !from_local_thread && !self.raft.trk.progress.contains_key(&m.from) {
             return Err(Error::StepPeerNotFound(m.from));

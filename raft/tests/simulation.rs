@@ -47,10 +47,10 @@
 //!   learner), served once the node has applied the read index;
 //! - lease reads (`ReadOnlyOption::LeaseBased`, a quarter of the seeds, with check-quorum)
 //!   under their clock assumption, which these seeds honour: every node ticks in lockstep
-//!   with one cluster clock (no drift, no jumps), a crashed node stays down for an
-//!   election timeout of cluster ticks before it restarts (standing in for "a restarted
-//!   node waits an election timeout before voting"), and no node is told to campaign
-//!   (an application's `campaign` bypasses the vote leases). Not modelled for lease reads:
+//!   with one cluster clock (no drift, no jumps). Crashed nodes may restart at once and
+//!   nodes are told to campaign: the core's vote lease (kept from start, and refusing
+//!   campaigns asked for inside it, `Error::CampaignInVoteLease`) is what keeps leases
+//!   safe then, and these seeds test it. Not modelled for lease reads:
 //!   drift within `lease_margin_ticks`, process pauses that stop one node's clock, and
 //!   clocks that jump; the other seeds drift and jump, and use the safe read-only option.
 //!

@@ -126,7 +126,14 @@ fn add_voters_jointly_transfer_and_read() {
 #[test]
 fn lease_reads_skip_the_round_while_the_lease_holds() {
     let config =
-        |id| Config { check_quorum: true, read_only_option: ReadOnlyOption::LeaseBased, ..Config::new(id) };
+        // Nodes that stand for long-running ones: no vote lease kept from start, so that
+        // node 1 may campaign at once.
+        |id| Config {
+            check_quorum: true,
+            read_only_option: ReadOnlyOption::LeaseBased,
+            vote_lease_at_start: false,
+            ..Config::new(id)
+        };
     let mut g = Group::new(&[1, 2, 3], 3, config);
     g.node(1).campaign().unwrap();
     g.settle(&config);
@@ -178,7 +185,14 @@ fn transfer_without_a_known_leader_is_refused() {
 #[test]
 fn an_expired_lease_is_not_renewed_by_rounds_started_before_it_expired() {
     let config =
-        |id| Config { check_quorum: true, read_only_option: ReadOnlyOption::LeaseBased, ..Config::new(id) };
+        // Nodes that stand for long-running ones: no vote lease kept from start, so that
+        // node 1 may campaign at once.
+        |id| Config {
+            check_quorum: true,
+            read_only_option: ReadOnlyOption::LeaseBased,
+            vote_lease_at_start: false,
+            ..Config::new(id)
+        };
     let mut g = Group::new(&[1, 2, 3], 3, config);
     g.node(1).campaign().unwrap();
     g.settle(&config);
@@ -214,4 +228,30 @@ fn an_expired_lease_is_not_renewed_by_rounds_started_before_it_expired() {
     let rd = g.node(1).ready();
     assert_eq!(rd.read_states.len(), 1, "the renewed lease answers at once");
     g.node(1).advance(rd);
+}
+
+/// With lease reads, a campaign asked for inside the vote lease is refused whether the
+/// application calls `campaign` or steps a `MsgHup` of its own; once the node has ticked an
+/// election timeout it campaigns.
+#[test]
+fn a_campaign_inside_the_vote_lease_is_refused_however_it_is_asked() {
+    let config =
+        Config { check_quorum: true, read_only_option: ReadOnlyOption::LeaseBased, ..Config::new(1) };
+    let mut node = RawNode::new(&config, MemStorage::new_with_voters(&[1, 2, 3])).unwrap();
+    let hup = Message {
+        msg_type: tessera_raft::raftpb::MessageType::MsgHup as i32,
+        from: 1,
+        to: 1,
+        ..Default::default()
+    };
+    assert!(matches!(node.campaign(), Err(tessera_raft::Error::CampaignInVoteLease)));
+    assert!(matches!(node.step(hup.clone()), Err(tessera_raft::Error::CampaignInVoteLease)));
+    assert_eq!(node.raft().role(), StateRole::Follower);
+    for _ in 0..config.election_ticks - 1 {
+        node.tick();
+    }
+    assert!(matches!(node.step(hup.clone()), Err(tessera_raft::Error::CampaignInVoteLease)));
+    node.tick();
+    node.step(hup).unwrap();
+    assert_eq!(node.raft().role(), StateRole::Candidate);
 }

@@ -223,9 +223,9 @@ impl Store {
 
     /// Asks a region's peer to campaign now (an election without waiting for a timeout).
     /// With `raft_lease_reads` on, a peer that heard from its leader within the election
-    /// timeout, or restarted less than one ago, declines (and logs it): its vote could
-    /// elect a second leader while the first serves reads from its lease. Use
-    /// `transfer_leader` on the leader to move leadership.
+    /// timeout, or started less than one ago (bootstrap included), declines and logs it:
+    /// its vote could elect a second leader while the first serves reads from its lease.
+    /// Use `transfer_leader` on the leader to move leadership.
     pub fn campaign(&self, region_id: u64) -> StoreResult<()> {
         self.send_peer(region_id, PeerMsg::Campaign)
     }

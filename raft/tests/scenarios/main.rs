@@ -165,6 +165,7 @@ scenarios!(
     read_index_new_leader,
     read_lease,
     read_lease_transfer,
+    lease_new_node_keeps_vote_lease,
     read_index_forwarded_to_old_leader,
     read_lease_transfer_aborted,
     read_pending_limit,
