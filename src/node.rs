@@ -145,6 +145,9 @@ impl NodeConfig {
         config.raft_tick_interval = self.raft_tick_interval;
         config.raft_election_ticks = self.raft_election_ticks;
         config.raft_heartbeat_ticks = self.raft_heartbeat_ticks;
+        // The node file has no key for it: it follows a longer election timeout, which it
+        // must leave room for.
+        config.stale_peer_check_ticks = config.stale_peer_check_ticks.max(5 * self.raft_election_ticks);
         config
     }
 
@@ -381,6 +384,18 @@ mod tests {
         let peer_ids: Vec<u64> = regions[2].peers.iter().map(|p| p.id).collect();
         assert_eq!(peer_ids, vec![3001, 3002, 3003]);
         assert_eq!(initial_regions(&[1], 1)[0].end_key, Vec::<u8>::new());
+    }
+
+    /// Settings the node file leaves out follow the ones it gives, so that any valid
+    /// election timeout makes a store config that validates.
+    #[test]
+    fn a_long_election_timeout_makes_a_valid_store_config() {
+        let peers = BTreeMap::from([(1, "127.0.0.1:1".to_string())]);
+        let mut node = NodeConfig::new(1, "/nonexistent", "127.0.0.1:1", "127.0.0.1:0", peers);
+        node.raft_election_ticks = 60;
+        let store = node.store_config();
+        assert!(store.validate().is_ok(), "{:?}", store.validate());
+        assert_eq!(store.stale_peer_check_ticks, 300);
     }
 
     #[test]

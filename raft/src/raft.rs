@@ -892,7 +892,7 @@ impl<S: Storage> Raft<S> {
                 return Ok(());
             }
             MessageType::MsgReadIndex => {
-                if self.reads_pending() >= self.reads_pending_max {
+                if self.reads_pending() >= self.reads_pending_max && !self.answers_reads_at_once() {
                     if m.from == self.id {
                         return Err(Error::ReadIndexDropped(ProposalDropReason::ReadsPendingExceeded));
                     }
@@ -1447,7 +1447,17 @@ impl<S: Storage> Raft<S> {
     /// Reads this leader holds unconfirmed: postponed until it commits in its term, waiting
     /// for the next round, or in a started round. Bounded by `reads_pending_max`.
     pub fn reads_pending(&self) -> usize {
-        self.reads_postponed.len() + self.reads_waiting.len() + self.read_only.reads_in_rounds()
+        self.reads_postponed.len() + self.reads_waiting.len() + self.read_only.pending_reads()
+    }
+
+    /// Whether a read arriving now is answered without waiting: this leader committed in
+    /// its term, and it is the sole voter or holds the lease. Such reads never count
+    /// against `reads_pending_max`.
+    fn answers_reads_at_once(&self) -> bool {
+        // Only the sole voter itself needs nobody's confirmation: a demoted leader whose
+        // configuration has one voter must ask that voter, which may lead already.
+        let sole_voter = self.trk.is_singleton() && self.trk.config.voters.contains(self.id);
+        self.committed_entry_in_current_term() && (sole_voter || self.lease_valid())
     }
 
     fn handle_read_index_on_leader(&mut self, request: Message) {
@@ -1455,11 +1465,9 @@ impl<S: Storage> Raft<S> {
             self.reads_postponed.push(request);
             return;
         }
+        let answer_now = self.answers_reads_at_once();
         let read = PendingRead { request, index: self.raft_log.committed };
-        // Only the sole voter itself needs nobody's confirmation: a demoted leader whose
-        // configuration has one voter must ask that voter, which may lead already.
-        let sole_voter = self.trk.is_singleton() && self.trk.config.voters.contains(self.id);
-        if sole_voter || self.lease_valid() {
+        if answer_now {
             self.respond_read(read);
         } else {
             self.reads_waiting.push(read);

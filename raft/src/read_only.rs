@@ -69,11 +69,6 @@ pub struct ReadOnly {
 }
 
 impl ReadOnly {
-    /// Reads waiting in started rounds for a quorum's acknowledgement.
-    pub(crate) fn reads_in_rounds(&self) -> usize {
-        self.rounds.iter().map(|round| round.reads.len()).sum()
-    }
-
     /// Forgets rounds, reads and the lease: leadership changed. Reads not yet confirmed are
     /// returned so the caller can report them.
     pub(crate) fn reset(&mut self) -> Vec<PendingRead> {

@@ -9,6 +9,7 @@ use tessera_proto::storepb::{Peer, PeerRole, PeerState};
 use tessera_store::cluster::{
     command, initial_peer_id, key_in_region, put_command, request, wait_until, Cluster,
 };
+use tessera_store::StoreConfig;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -124,11 +125,11 @@ fn a_store_that_missed_compacted_entries_catches_up_by_snapshot() {
 }
 
 /// Three stores with region 1 holding key "a", and a fourth store whose learner of region 1
-/// has caught up (by snapshot, as a new peer does).
-fn cluster_with_a_learner_on_store_4() -> (Cluster, Peer) {
-    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+/// has caught up (by snapshot, as a new peer does); `configure` adjusts every store.
+fn cluster_with_a_learner_on_store_4(configure: impl Fn(&mut StoreConfig) + Copy) -> (Cluster, Peer) {
+    let mut cluster = Cluster::new(3, 1, 3, configure);
     cluster.start_all();
-    cluster.add_store(4, |_| {});
+    cluster.add_store(4, configure);
     cluster.must_put(1, &key_in_region(1, "a"), b"1");
     let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
     cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
@@ -138,7 +139,7 @@ fn cluster_with_a_learner_on_store_4() -> (Cluster, Peer) {
 
 #[test]
 fn a_peer_is_added_by_snapshot_and_removed_for_good() {
-    let (mut cluster, new_peer) = cluster_with_a_learner_on_store_4();
+    let (mut cluster, new_peer) = cluster_with_a_learner_on_store_4(|_| {});
     let voter = Peer { role: PeerRole::Voter as i32, ..new_peer };
     cluster.change_peer(1, ConfChangeType::AddNode, voter, WAIT).unwrap();
     cluster.must_put(1, &key_in_region(1, "b"), b"2");
@@ -175,7 +176,9 @@ fn a_peer_is_added_by_snapshot_and_removed_for_good() {
 /// for `stale_peer_check_ticks` asks the members of the region it knows, who answer the
 /// same way.
 fn a_peer_removed_while_cut_off_destroys_itself_once_back(role: PeerRole) {
-    let (cluster, learner) = cluster_with_a_learner_on_store_4();
+    // A region that rests before store 4 is cut off would leave its peer there asleep,
+    // taking no ticks and so never asking (see `operation/stale_peer.rs`).
+    let (cluster, learner) = cluster_with_a_learner_on_store_4(|config| config.hibernate_regions = false);
     let peer = Peer { role: role as i32, ..learner };
     if role == PeerRole::Voter {
         cluster.change_peer(1, ConfChangeType::AddNode, peer, WAIT).unwrap();

@@ -169,6 +169,7 @@ scenarios!(
     read_index_forwarded_to_old_leader,
     read_lease_transfer_aborted,
     read_pending_limit,
+    read_pending_limit_postponed,
     lease_restart_forgets_vote_lease,
     lease_restart_keeps_vote_lease,
     report_unreachable,
