@@ -217,7 +217,7 @@ impl Peer {
             }
         }
         self.hibernation_tick(ctx);
-        self.maybe_check_membership(ctx);
+        let _asked = self.maybe_check_membership(ctx);
     }
 
     /// Starts an election now; a learner or a peer outside its configuration ignores it.

@@ -133,8 +133,8 @@ impl Peer {
         match extra.extra_type() {
             ExtraMessageType::HibernateRequest => self.on_hibernate_request(ctx, from, extra),
             ExtraMessageType::HibernateAgree => self.on_hibernate_agree(ctx, from.id, extra),
-            // From a member of our membership (a removed one got a tombstone before this):
-            // nothing to say.
+            // From a member, or from a peer whose membership is not older than ours: nothing
+            // to say. (A peer our newer membership leaves out got a tombstone before this.)
             ExtraMessageType::MembershipCheck => {}
             ExtraMessageType::ExtraNone | ExtraMessageType::StoreHeartbeat => {
                 metrics::counter!("tessera_store_messages_malformed_total").increment(1);

@@ -18,7 +18,9 @@
 //! apply FSM, committed entries waiting for room in the apply mailbox, proposals of a peer
 //! that lost its leadership (they are answered on ticks), or a peer on its way out. A leader
 //! also wakes for its periodic log GC check. Hibernation's idle count is kept by the ticks
-//! too, but only as a heuristic: it may ask the followers to rest a tick late.
+//! too, but only as a heuristic: it may ask the followers to rest a tick late. So is the
+//! stale-peer check (`operation/stale_peer.rs`): a peer cut off from its leader may ask its
+//! members up to `QUIET_MESSAGES_HELD_MAX` ticks late.
 
 use crate::peer::{Life, Peer};
 

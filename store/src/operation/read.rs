@@ -73,6 +73,7 @@ impl Peer {
             let error = match e {
                 // The store's own bound (`proposals_per_peer_max`) is normally the lower.
                 RaftError::ReadIndexDropped(ProposalDropReason::ReadsPendingExceeded) => {
+                    metrics::counter!("tessera_store_server_busy_total").increment(1);
                     StoreError::ServerIsBusy(format!("region {}: too many reads pending", self.region_id))
                 }
                 e => StoreError::ProposalDropped(format!("read refused: {e}")),

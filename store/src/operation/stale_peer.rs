@@ -11,7 +11,9 @@
 //!
 //! What it does not cover: a peer whose known members have all left their stores (nobody
 //! answers; the placement driver would have to), and a peer resting in hibernation, which
-//! takes no ticks (it was asleep when cut off, so its region woke without it).
+//! takes no ticks (it was asleep when cut off, so its region woke without it). Both would
+//! need the leader that applies a removal to keep telling the removed peer until it
+//! confirms. Held ticks (`operation/quiet.rs`) may delay a check by up to 32 ticks.
 
 use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 
@@ -27,20 +29,22 @@ pub(crate) fn membership_check_due(leader_missing_ticks: usize, check_ticks: usi
 
 impl Peer {
     /// Called on every tick: asks the region's other members whether this peer is still
-    /// one of them when no leader has been heard from for long.
-    pub(crate) fn maybe_check_membership(&mut self, ctx: &mut PollContext<'_>) {
+    /// one of them when no leader has been heard from for long. Returns whether it asked.
+    pub(crate) fn maybe_check_membership(&mut self, ctx: &mut PollContext<'_>) -> bool {
         if self.is_leader() || !self.is_initialized() {
-            return;
+            return false;
         }
         // The core counts ticks since it last heard from a leader (an append, a heartbeat or
         // a snapshot); a voter's count restarts when it campaigns, and its vote requests
         // reach the members anyway.
         let leader_missing_ticks = self.raw.raft().election_elapsed();
         if !membership_check_due(leader_missing_ticks, ctx.store.config.stale_peer_check_ticks) {
-            return;
+            return false;
         }
         metrics::counter!("tessera_store_membership_checks_total").increment(1);
-        tracing::info!(
+        // Debug, not info: a store cut off from many regions asks for each of them, over
+        // and over; the counter says how often.
+        tracing::debug!(
             store_id = ctx.store.store_id,
             region_id = self.region_id,
             peer_id = self.meta.id,
@@ -63,6 +67,7 @@ impl Peer {
                 StoreStats::add(&ctx.store.stats.messages_sent, 1);
             }
         }
+        true
     }
 }
 
