@@ -342,3 +342,47 @@ fn removing_many_entries_costs_a_range_delete_not_a_delete_each() {
     assert_eq!(storage.first_index().unwrap(), replaced_from);
     assert_eq!(entries_on_disk(&engine, 0, replaced_from), 0, "compacted entries are gone from disk");
 }
+
+/// Installing a snapshot touches nothing until its batch is written, and then all of it at
+/// once: a crash before the write finds the old log and states, one after finds the
+/// snapshot's (LESSONS.md #20; the snapshot's data and the region record go in the same
+/// batch, see `operation/ready.rs`).
+#[test]
+fn a_snapshot_install_is_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        bootstrap(&engine);
+        let mut storage = load(&engine, CACHE_BYTES);
+        let entries: Vec<Entry> = (6..=20).map(|i| entry(i, 6, "v")).collect();
+        persist(&engine, &mut storage, &entries);
+        let conf_state = ConfState { voters: vec![1, 2], ..Default::default() };
+        // Built and dropped: a crash before the write.
+        let mut batch = engine.write_batch();
+        storage.install_snapshot(&mut batch, region(), conf_state, 40, 9);
+        drop(batch);
+    }
+    {
+        let engine = open(dir.path());
+        let mut storage = load(&engine, CACHE_BYTES);
+        assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (6, 20));
+        assert_eq!(entries_on_disk(&engine, 0, 100), 15);
+        assert_eq!(storage.apply_state().truncated_index, 5);
+        // Built and written.
+        let conf_state = ConfState { voters: vec![1, 2], ..Default::default() };
+        let mut batch = engine.write_batch();
+        storage.install_snapshot(&mut batch, region(), conf_state, 40, 9);
+        engine.write(batch, true).unwrap();
+    }
+    let engine = open(dir.path());
+    let storage = load(&engine, CACHE_BYTES);
+    assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (41, 40));
+    assert_eq!(storage.term(40).unwrap(), 9);
+    assert_eq!(entries_on_disk(&engine, 0, 100), 0, "the old log is gone");
+    assert_eq!(
+        storage.apply_state(),
+        &ApplyState { applied_index: 40, truncated_index: 40, truncated_term: 9 }
+    );
+    let hard_state = storage.hard_state();
+    assert_eq!((hard_state.term, hard_state.commit), (9, 40));
+}
