@@ -798,3 +798,32 @@ fn a_snapshot_overlapping_a_hosted_region_is_refused() {
     };
     assert!(wait_until(WAIT, || received_files() == 0), "refused snapshot files are removed");
 }
+
+/// Messages that may create a peer on their receiver (appends, here) carry the region's
+/// range; responses carry none, which would copy two keys per message for nothing.
+#[test]
+fn only_messages_that_may_create_a_peer_carry_the_range() {
+    use std::sync::{Arc, Mutex};
+    use tessera_proto::raftpb::MessageType;
+    let mut cluster = Cluster::new(3, 2, 3, |_| {});
+    cluster.start_all();
+    let seen: Arc<Mutex<Vec<(MessageType, bool)>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let filter = cluster.network.add_filter(move |msg| {
+        if let Some(message) = msg.message.as_ref() {
+            let has_range = !msg.start_key.is_empty() || !msg.end_key.is_empty();
+            record.lock().unwrap().push((message.msg_type(), has_range));
+        }
+        false
+    });
+    for i in 0..5 {
+        cluster.must_put(1, &key_in_region(1, &format!("k{i}")), b"v");
+    }
+    cluster.network.remove_filter(filter);
+    let seen = seen.lock().unwrap();
+    let of_type = |t: MessageType| seen.iter().filter(move |(msg_type, _)| *msg_type == t);
+    assert!(of_type(MessageType::MsgAppend).count() > 0, "{seen:?}");
+    assert!(of_type(MessageType::MsgAppend).all(|(_, has_range)| *has_range), "{seen:?}");
+    assert!(of_type(MessageType::MsgAppendResponse).count() > 0, "{seen:?}");
+    assert!(of_type(MessageType::MsgAppendResponse).all(|(_, has_range)| !*has_range), "{seen:?}");
+}

@@ -69,14 +69,21 @@ impl Peer {
             return;
         };
         let is_snapshot = message.msg_type == MessageType::MsgSnapshot as i32;
-        // Heartbeats carry no range, so that they travel as compact records (the range
-        // only informs a store that may create a peer, which heartbeats create without).
-        let is_heartbeat =
-            matches!(message.msg_type(), MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse);
-        let (start_key, end_key) = if is_heartbeat {
-            (Vec::new(), Vec::new())
-        } else {
+        // The range only informs a store that may create a peer for the message, so only
+        // the messages that can create one carry it, heartbeats aside: they travel as
+        // compact records, and create peers without it. Responses, the other half of the
+        // traffic, would copy two keys each for nothing.
+        let carries_range = matches!(
+            message.msg_type(),
+            MessageType::MsgAppend
+                | MessageType::MsgSnapshot
+                | MessageType::MsgRequestVote
+                | MessageType::MsgRequestPreVote
+        );
+        let (start_key, end_key) = if carries_range {
             (self.region.start_key.clone(), self.region.end_key.clone())
+        } else {
+            (Vec::new(), Vec::new())
         };
         // Heartbeats carrying a read's round (or answering one) must not wait for the tick.
         let urgent = match message.msg_type() {
