@@ -89,6 +89,9 @@ pub(crate) struct Peer {
     /// The leader's ticks against the real clock; see `operation/lease.rs`.
     pub tick_clock: crate::operation::TickClock,
     pub reads: crate::operation::Reads,
+    /// Peers this region removed, that the leader still tells so; see
+    /// `operation/stale_peer.rs`.
+    pub removed_peers: crate::operation::RemovedPeers,
 }
 
 impl std::fmt::Debug for Peer {
@@ -172,6 +175,7 @@ impl Peer {
             hibernation: Default::default(),
             tick_clock: crate::operation::TickClock::new(),
             reads: Default::default(),
+            removed_peers: Default::default(),
         })
     }
 
@@ -218,6 +222,7 @@ impl Peer {
         }
         self.hibernation_tick(ctx);
         let _asked = self.maybe_check_membership(ctx);
+        let _told = self.maybe_tell_removed_peers(ctx);
     }
 
     /// Starts an election now; a learner or a peer outside its configuration ignores it.

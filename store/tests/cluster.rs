@@ -199,6 +199,30 @@ fn a_peer_removed_while_cut_off_destroys_itself_once_back(role: PeerRole) {
     assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 3);
 }
 
+/// A peer asleep in a resting region when it is cut off takes no ticks, so it never asks
+/// whether it is still a member. The leader that applies its removal tells it instead, for a
+/// while, and a message reaches a resting peer. Store 4 here neither asks nor takes its
+/// leader's store for down, so only the leader's tombstone can destroy it.
+#[test]
+fn a_resting_peer_removed_while_cut_off_is_told_by_the_leader() {
+    let (cluster, learner) = cluster_with_a_learner_on_store_4(|config| {
+        config.stale_peer_check_ticks = 1_000_000;
+        config.store_down_ticks = 1_000_000;
+    });
+    let resting = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| s.hibernating));
+    assert!(resting, "the idle region rests, the learner with it");
+    cluster.network.isolate(4);
+    cluster.change_peer(1, ConfChangeType::RemoveNode, learner, WAIT).unwrap();
+    assert!(cluster.store(4).peer_status(1, WAIT).is_some_and(|s| s.hibernating), "it never heard");
+    cluster.network.heal();
+    let tombstoned = wait_until(WAIT, || {
+        let record = cluster.store(4).region_record(1).unwrap();
+        record.is_some_and(|r| r.state == PeerState::Tombstone as i32)
+    });
+    assert!(tombstoned, "the leader's tombstone reaches the resting peer");
+    assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), None, WAIT), "its data is gone");
+}
+
 #[test]
 fn a_voter_removed_while_cut_off_destroys_itself_once_back() {
     a_peer_removed_while_cut_off_destroys_itself_once_back(PeerRole::Voter);

@@ -28,6 +28,7 @@ impl Peer {
             "invariant: region {}: the core and the apply thread agree on the configuration",
             self.region_id
         );
+        self.removed_peers.note_removals(&self.region, &region, self.meta.id);
         self.region = region.clone();
         self.refresh_peer_cache();
         self.raw.store_mut().set_region(region.clone(), conf_state);

@@ -68,6 +68,7 @@ impl Peer {
             && self.apply_tasks_in_flight == 0
             && self.deferred_snapshot.is_none()
             && raft.lead_transferee() == 0
+            && self.removed_peers.is_empty()
             && !raft.tracker().config.voters.is_joint()
             && log.committed == last
             && log.applied == last;

@@ -224,7 +224,11 @@ impl Peer {
         true
     }
 
-    fn send_tombstone(&mut self, ctx: &mut PollContext<'_>, to_peer: tessera_proto::storepb::Peer) {
+    pub(crate) fn send_tombstone(
+        &mut self,
+        ctx: &mut PollContext<'_>,
+        to_peer: tessera_proto::storepb::Peer,
+    ) {
         let msg = RaftMessage {
             region_id: self.region_id,
             from_peer: Some(self.meta),

@@ -30,3 +30,4 @@ pub(crate) use lease::TickClock;
 pub(crate) use message::discard_snapshot_file;
 pub(crate) use propose::{check_epoch, check_requests};
 pub(crate) use read::Reads;
+pub(crate) use stale_peer::RemovedPeers;

@@ -1,5 +1,10 @@
 //! Peers removed while they were cut off (LESSONS.md #21).
 //!
+//! Two ways, one from each side. The leader that applies a removal tells the removed peer
+//! with a tombstone, every election timeout for a while (`RemovedPeers`): a message reaches
+//! a peer even while it rests in hibernation, and most cut-offs are short. The region does
+//! not rest meanwhile. And the removed peer asks, as below.
+//!
 //! A removed peer learns of its removal from the conf change it applies, or, if it missed
 //! that entry, from a member that hears from it: a member whose membership is newer than the
 //! sender's and leaves the sender out answers any message with a tombstone
@@ -9,17 +14,70 @@
 //! `stale_peer_check_ticks` asks the other members of the region it knows, and asks again
 //! every as many ticks while it still hears from none.
 //!
-//! What it does not cover: a peer whose known members have all left their stores (nobody
-//! answers; the placement driver would have to), and a peer resting in hibernation, which
-//! takes no ticks (it was asleep when cut off, so its region woke without it). Both would
-//! need the leader that applies a removal to keep telling the removed peer until it
-//! confirms. Held ticks (`operation/quiet.rs`) may delay a check by up to 32 ticks.
+//! What neither covers: a peer resting in hibernation that stays cut off longer than the
+//! leader keeps telling it, or past a change of leader (the list is the leader's memory,
+//! not persisted), and a peer whose known members have all left their stores. Those need
+//! removal records kept with the region until the removed peer confirms, or the placement
+//! driver. Held ticks (`operation/quiet.rs`) may delay a check by up to 32 ticks.
 
 use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
+use tessera_proto::storepb::{Peer as PeerMeta, Region};
 
 use super::PollContext;
 use crate::context::StoreStats;
 use crate::peer::Peer;
+
+/// How many times the leader tells a removed peer, one election timeout apart.
+const TOMBSTONES_PER_REMOVED_PEER: usize = 10;
+/// The most removed peers a leader keeps telling; older ones are forgotten first.
+const REMOVED_PEERS_MAX: usize = 16;
+
+/// The peers a leader still tells of their removal, with how many tombstones each has left.
+#[derive(Debug, Default)]
+pub(crate) struct RemovedPeers {
+    peers: Vec<(PeerMeta, usize)>,
+    elapsed_ticks: usize,
+}
+
+impl RemovedPeers {
+    /// Records the peers `before` names and `after` does not, other than this one.
+    pub(crate) fn note_removals(&mut self, before: &Region, after: &Region, self_id: u64) {
+        for peer in &before.peers {
+            let removed = peer.id != self_id && !after.peers.iter().any(|p| p.id == peer.id);
+            if removed {
+                self.peers.retain(|(p, _)| p.id != peer.id);
+                self.peers.push((*peer, TOMBSTONES_PER_REMOVED_PEER));
+            }
+        }
+        if self.peers.len() > REMOVED_PEERS_MAX {
+            let excess = self.peers.len() - REMOVED_PEERS_MAX;
+            self.peers.drain(..excess);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Counts a tick; every `interval_ticks`, returns the peers to tell now and counts one
+    /// tombstone off each.
+    fn due(&mut self, interval_ticks: usize) -> Vec<PeerMeta> {
+        if self.peers.is_empty() {
+            return Vec::new();
+        }
+        self.elapsed_ticks += 1;
+        if self.elapsed_ticks < interval_ticks {
+            return Vec::new();
+        }
+        self.elapsed_ticks = 0;
+        let due = self.peers.iter().map(|(peer, _)| *peer).collect();
+        for (_, left) in &mut self.peers {
+            *left -= 1;
+        }
+        self.peers.retain(|(_, left)| *left > 0);
+        due
+    }
+}
 
 /// Whether a peer that has heard from no leader for `leader_missing_ticks` ticks asks its
 /// members now: once the threshold is reached, and every `check_ticks` after it.
@@ -28,6 +86,19 @@ pub(crate) fn membership_check_due(leader_missing_ticks: usize, check_ticks: usi
 }
 
 impl Peer {
+    /// Called on every tick: a leader tells the peers its region removed, every election
+    /// timeout, until each has had its tombstones. Returns whether it told any now.
+    pub(crate) fn maybe_tell_removed_peers(&mut self, ctx: &mut PollContext<'_>) -> bool {
+        if !self.is_leader() {
+            return false;
+        }
+        let due = self.removed_peers.due(ctx.store.config.raft_election_ticks);
+        for peer in &due {
+            self.send_tombstone(ctx, *peer);
+        }
+        !due.is_empty()
+    }
+
     /// Called on every tick: asks the region's other members whether this peer is still
     /// one of them when no leader has been heard from for long. Returns whether it asked.
     pub(crate) fn maybe_check_membership(&mut self, ctx: &mut PollContext<'_>) -> bool {
@@ -74,6 +145,40 @@ impl Peer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn region_of(ids: &[u64]) -> Region {
+        Region {
+            peers: ids.iter().map(|&id| PeerMeta { id, store_id: id, role: 0 }).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn removed_peers_are_told_every_interval_a_bounded_number_of_times() {
+        let mut removed = RemovedPeers::default();
+        removed.note_removals(&region_of(&[1, 2, 3, 4]), &region_of(&[1, 2, 3]), 1);
+        // Our own removal is not ours to announce.
+        removed.note_removals(&region_of(&[1, 2, 3]), &region_of(&[2, 3]), 1);
+        let mut told = Vec::new();
+        for _ in 0..(TOMBSTONES_PER_REMOVED_PEER + 2) * 10 {
+            told.push(removed.due(10).iter().map(|p| p.id).collect::<Vec<_>>());
+        }
+        let sends: Vec<_> = told.iter().enumerate().filter(|(_, ids)| !ids.is_empty()).collect();
+        assert_eq!(sends.len(), TOMBSTONES_PER_REMOVED_PEER);
+        assert!(sends.iter().all(|(_, ids)| **ids == vec![4]));
+        assert_eq!(sends[0].0, 9, "the first after one interval");
+        assert_eq!(sends[1].0 - sends[0].0, 10);
+        assert!(removed.is_empty());
+    }
+
+    #[test]
+    fn a_leader_tells_at_most_the_newest_removed_peers() {
+        let mut removed = RemovedPeers::default();
+        let all: Vec<u64> = (1..=40).collect();
+        removed.note_removals(&region_of(&all), &region_of(&[1]), 1);
+        assert_eq!(removed.peers.len(), REMOVED_PEERS_MAX);
+        assert_eq!(removed.peers[0].0.id, 40 - REMOVED_PEERS_MAX as u64 + 1);
+    }
 
     #[test]
     fn a_check_is_due_at_the_threshold_and_every_threshold_after() {
