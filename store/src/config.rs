@@ -78,6 +78,10 @@ pub struct StoreConfig {
     /// their tombstone answer and is destroyed (`operation/stale_peer.rs`). At least
     /// `2 * raft_election_ticks`, so that elections run their course first.
     pub stale_peer_check_ticks: usize,
+    /// How many tombstones the leader that applies a removal sends the removed peer, one
+    /// election timeout apart, in case it missed the change (0: none). The region does not
+    /// rest meanwhile. See `operation/stale_peer.rs`.
+    pub removed_peer_tombstones: usize,
     pub snapshot: SnapshotConfig,
 }
 
@@ -111,6 +115,7 @@ impl StoreConfig {
             store_heartbeat_ticks: 2,
             store_down_ticks: 20,
             stale_peer_check_ticks: 50,
+            removed_peer_tombstones: 10,
         }
     }
 

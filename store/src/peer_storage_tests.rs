@@ -344,9 +344,9 @@ fn removing_many_entries_costs_a_range_delete_not_a_delete_each() {
 }
 
 /// Installing a snapshot touches nothing until its batch is written, and then all of it at
-/// once: a crash before the write finds the old log and states, one after finds the
-/// snapshot's (LESSONS.md #20; the snapshot's data and the region record go in the same
-/// batch, see `operation/ready.rs`).
+/// once: a crash before the write finds the old log, Raft state and apply state, one after
+/// finds the snapshot's (LESSONS.md #20). The snapshot's data and the region record join the
+/// same batch in `operation/ready.rs`; `snapshot_tests` covers the data's part.
 #[test]
 fn a_snapshot_install_is_one_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -355,7 +355,11 @@ fn a_snapshot_install_is_one_write() {
         bootstrap(&engine);
         let mut storage = load(&engine, CACHE_BYTES);
         let entries: Vec<Entry> = (6..=20).map(|i| entry(i, 6, "v")).collect();
+        storage.set_hard_state(HardState { term: 6, vote: 1, commit: 12 });
         persist(&engine, &mut storage, &entries);
+        let mut batch = engine.write_batch();
+        storage.set_applied(&mut batch, 10);
+        engine.write(batch, true).unwrap();
         let conf_state = ConfState { voters: vec![1, 2], ..Default::default() };
         // Built and dropped: a crash before the write.
         let mut batch = engine.write_batch();
@@ -368,6 +372,8 @@ fn a_snapshot_install_is_one_write() {
         assert_eq!((storage.first_index().unwrap(), storage.last_index().unwrap()), (6, 20));
         assert_eq!(entries_on_disk(&engine, 0, 100), 15);
         assert_eq!(storage.apply_state().truncated_index, 5);
+        assert_eq!(storage.apply_state().applied_index, 10);
+        assert_eq!(storage.hard_state(), HardState { term: 6, vote: 1, commit: 12 });
         // Built and written.
         let conf_state = ConfState { voters: vec![1, 2], ..Default::default() };
         let mut batch = engine.write_batch();

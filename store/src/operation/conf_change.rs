@@ -28,8 +28,8 @@ impl Peer {
             "invariant: region {}: the core and the apply thread agree on the configuration",
             self.region_id
         );
-        self.removed_peers.note_removals(&self.region, &region, self.meta.id);
-        self.region = region.clone();
+        let before = std::mem::replace(&mut self.region, region.clone());
+        self.note_removed_peers(ctx, &before, &region);
         self.refresh_peer_cache();
         self.raw.store_mut().set_region(region.clone(), conf_state);
         if removed_self {

@@ -235,8 +235,9 @@ impl Peer {
             to_peer: Some(to_peer),
             message: None,
             region_epoch: self.region.epoch,
-            start_key: self.region.start_key.clone(),
-            end_key: self.region.end_key.clone(),
+            // A tombstone never creates a peer, so it carries no range.
+            start_key: Vec::new(),
+            end_key: Vec::new(),
             is_tombstone: true,
             extra: None,
             urgent: false,

@@ -1,9 +1,10 @@
 //! Peers removed while they were cut off (LESSONS.md #21).
 //!
 //! Two ways, one from each side. The leader that applies a removal tells the removed peer
-//! with a tombstone, every election timeout for a while (`RemovedPeers`): a message reaches
-//! a peer even while it rests in hibernation, and most cut-offs are short. The region does
-//! not rest meanwhile. And the removed peer asks, as below.
+//! with a tombstone, every election timeout, `removed_peer_tombstones` times
+//! (`RemovedPeers`): a message reaches a peer even while it rests in hibernation, and most
+//! cut-offs are short. The region does not rest meanwhile. And the removed peer asks, as
+//! below.
 //!
 //! A removed peer learns of its removal from the conf change it applies, or, if it missed
 //! that entry, from a member that hears from it: a member whose membership is newer than the
@@ -27,12 +28,11 @@ use super::PollContext;
 use crate::context::StoreStats;
 use crate::peer::Peer;
 
-/// How many times the leader tells a removed peer, one election timeout apart.
-const TOMBSTONES_PER_REMOVED_PEER: usize = 10;
 /// The most removed peers a leader keeps telling; older ones are forgotten first.
 const REMOVED_PEERS_MAX: usize = 16;
 
 /// The peers a leader still tells of their removal, with how many tombstones each has left.
+/// Only a leader keeps them: the list is its memory, handed to nobody.
 #[derive(Debug, Default)]
 pub(crate) struct RemovedPeers {
     peers: Vec<(PeerMeta, usize)>,
@@ -40,13 +40,18 @@ pub(crate) struct RemovedPeers {
 }
 
 impl RemovedPeers {
-    /// Records the peers `before` names and `after` does not, other than this one.
-    pub(crate) fn note_removals(&mut self, before: &Region, after: &Region, self_id: u64) {
+    /// Records, `tombstones` times over, the peers `before` names and `after` does not,
+    /// other than this one; forgets any that `after` names (an id back in the region).
+    pub(crate) fn note_removals(&mut self, before: &Region, after: &Region, self_id: u64, tombstones: usize) {
+        let in_after = |id: u64| after.peers.iter().any(|p| p.id == id);
+        self.peers.retain(|(p, _)| !in_after(p.id));
+        if tombstones == 0 {
+            return;
+        }
         for peer in &before.peers {
-            let removed = peer.id != self_id && !after.peers.iter().any(|p| p.id == peer.id);
-            if removed {
+            if peer.id != self_id && !in_after(peer.id) {
                 self.peers.retain(|(p, _)| p.id != peer.id);
-                self.peers.push((*peer, TOMBSTONES_PER_REMOVED_PEER));
+                self.peers.push((*peer, tombstones));
             }
         }
         if self.peers.len() > REMOVED_PEERS_MAX {
@@ -57,6 +62,12 @@ impl RemovedPeers {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.peers.is_empty()
+    }
+
+    /// Forgets every peer: this replica no longer leads.
+    fn clear(&mut self) {
+        self.peers.clear();
+        self.elapsed_ticks = 0;
     }
 
     /// Counts a tick; every `interval_ticks`, returns the peers to tell now and counts one
@@ -90,13 +101,29 @@ impl Peer {
     /// timeout, until each has had its tombstones. Returns whether it told any now.
     pub(crate) fn maybe_tell_removed_peers(&mut self, ctx: &mut PollContext<'_>) -> bool {
         if !self.is_leader() {
+            self.removed_peers.clear();
             return false;
         }
         let due = self.removed_peers.due(ctx.store.config.raft_election_ticks);
-        for peer in &due {
-            self.send_tombstone(ctx, *peer);
+        let mut told = false;
+        for peer in due {
+            // Defensive: an id back in the region is a member again.
+            if self.region.peers.iter().any(|p| p.id == peer.id) {
+                continue;
+            }
+            self.send_tombstone(ctx, peer);
+            metrics::counter!("tessera_store_removed_peer_tombstones_sent_total").increment(1);
+            told = true;
         }
-        !due.is_empty()
+        told
+    }
+
+    /// Called when a membership change applied: a leader records the peers it removed.
+    pub(crate) fn note_removed_peers(&mut self, ctx: &PollContext<'_>, before: &Region, after: &Region) {
+        if self.is_leader() {
+            let tombstones = ctx.store.config.removed_peer_tombstones;
+            self.removed_peers.note_removals(before, after, self.meta.id, tombstones);
+        }
     }
 
     /// Called on every tick: asks the region's other members whether this peer is still
@@ -156,15 +183,15 @@ mod tests {
     #[test]
     fn removed_peers_are_told_every_interval_a_bounded_number_of_times() {
         let mut removed = RemovedPeers::default();
-        removed.note_removals(&region_of(&[1, 2, 3, 4]), &region_of(&[1, 2, 3]), 1);
+        removed.note_removals(&region_of(&[1, 2, 3, 4]), &region_of(&[1, 2, 3]), 1, 10);
         // Our own removal is not ours to announce.
-        removed.note_removals(&region_of(&[1, 2, 3]), &region_of(&[2, 3]), 1);
+        removed.note_removals(&region_of(&[1, 2, 3]), &region_of(&[2, 3]), 1, 10);
         let mut told = Vec::new();
-        for _ in 0..(TOMBSTONES_PER_REMOVED_PEER + 2) * 10 {
+        for _ in 0..12 * 10 {
             told.push(removed.due(10).iter().map(|p| p.id).collect::<Vec<_>>());
         }
         let sends: Vec<_> = told.iter().enumerate().filter(|(_, ids)| !ids.is_empty()).collect();
-        assert_eq!(sends.len(), TOMBSTONES_PER_REMOVED_PEER);
+        assert_eq!(sends.len(), 10);
         assert!(sends.iter().all(|(_, ids)| **ids == vec![4]));
         assert_eq!(sends[0].0, 9, "the first after one interval");
         assert_eq!(sends[1].0 - sends[0].0, 10);
@@ -172,10 +199,20 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_back_in_the_region_is_forgotten_and_none_is_kept_when_told_none() {
+        let mut removed = RemovedPeers::default();
+        removed.note_removals(&region_of(&[1, 2, 3, 4]), &region_of(&[1, 2, 3]), 1, 10);
+        removed.note_removals(&region_of(&[1, 2, 3]), &region_of(&[1, 2, 3, 4]), 1, 10);
+        assert!(removed.is_empty());
+        removed.note_removals(&region_of(&[1, 2, 3, 4]), &region_of(&[1, 2, 3]), 1, 0);
+        assert!(removed.is_empty());
+    }
+
+    #[test]
     fn a_leader_tells_at_most_the_newest_removed_peers() {
         let mut removed = RemovedPeers::default();
         let all: Vec<u64> = (1..=40).collect();
-        removed.note_removals(&region_of(&all), &region_of(&[1]), 1);
+        removed.note_removals(&region_of(&all), &region_of(&[1]), 1, 10);
         assert_eq!(removed.peers.len(), REMOVED_PEERS_MAX);
         assert_eq!(removed.peers[0].0.id, 40 - REMOVED_PEERS_MAX as u64 + 1);
     }
