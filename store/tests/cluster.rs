@@ -124,6 +124,14 @@ fn a_store_that_missed_compacted_entries_catches_up_by_snapshot() {
     assert!(cluster.wait_for_value(lagging, &key_in_region(1, "after"), Some(b"y"), WAIT));
 }
 
+/// Waits until store `store_id` keeps region `region_id` as a tombstone.
+fn wait_for_tombstone(cluster: &Cluster, store_id: u64, region_id: u64) -> bool {
+    wait_until(WAIT, || {
+        let record = cluster.store(store_id).region_record(region_id).unwrap();
+        record.is_some_and(|r| r.state == PeerState::Tombstone as i32)
+    })
+}
+
 /// Three stores with region 1 holding key "a", and a fourth store whose learner of region 1
 /// has caught up (by snapshot, as a new peer does); `configure` adjusts every store.
 fn cluster_with_a_learner_on_store_4(configure: impl Fn(&mut StoreConfig) + Copy) -> (Cluster, Peer) {
@@ -153,10 +161,7 @@ fn a_peer_is_added_by_snapshot_and_removed_for_good() {
     let removed_store = (1..=4).find(|id| *id != leader).unwrap();
     let removed = *region.peers.iter().find(|p| p.store_id == removed_store).unwrap();
     cluster.change_peer(1, ConfChangeType::RemoveNode, removed, WAIT).unwrap();
-    let tombstoned = wait_until(WAIT, || {
-        let record = cluster.store(removed_store).region_record(1).unwrap();
-        record.is_some_and(|r| r.state == PeerState::Tombstone as i32)
-    });
+    let tombstoned = wait_for_tombstone(&cluster, removed_store, 1);
     assert!(tombstoned, "the removed peer leaves a tombstone");
     assert!(cluster.wait_for_value(removed_store, &key_in_region(1, "a"), None, WAIT), "its data is gone");
     // Later traffic does not bring it back, even after a restart.
@@ -194,10 +199,7 @@ fn a_peer_removed_while_cut_off_destroys_itself_once_back(role: PeerRole) {
     cluster.change_peer(1, ConfChangeType::RemoveNode, peer, WAIT).unwrap();
     cluster.must_put(1, &key_in_region(1, "c"), b"3");
     cluster.network.heal();
-    let tombstoned = wait_until(WAIT, || {
-        let record = cluster.store(4).region_record(1).unwrap();
-        record.is_some_and(|r| r.state == PeerState::Tombstone as i32)
-    });
+    let tombstoned = wait_for_tombstone(&cluster, 4, 1);
     assert!(tombstoned, "the removed {role:?} destroys itself once it can reach the members");
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), None, WAIT), "its data is gone");
     assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 3);
@@ -222,10 +224,7 @@ fn a_resting_peer_removed_while_cut_off_is_told_by_the_leader() {
     cluster.change_peer(1, ConfChangeType::RemoveNode, learner, WAIT).unwrap();
     assert!(cluster.store(4).peer_status(1, WAIT).is_some_and(|s| s.hibernating), "it never heard");
     cluster.network.heal();
-    let tombstoned = wait_until(WAIT, || {
-        let record = cluster.store(4).region_record(1).unwrap();
-        record.is_some_and(|r| r.state == PeerState::Tombstone as i32)
-    });
+    let tombstoned = wait_for_tombstone(&cluster, 4, 1);
     assert!(tombstoned, "the leader's tombstone reaches the resting peer");
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), None, WAIT), "its data is gone");
 }
