@@ -516,9 +516,7 @@ fn a_quiet_message_waits_for_the_next_waking_one_and_goes_first() {
     harness.spawn();
     // Released once, so that the mailbox knows the FSM takes quiet news late (before its
     // first release a mailbox assumes it does not).
-    harness.router.send(0, Msg::Value { sender: 0, seq: 0 }).unwrap();
-    harness.collect(1);
-    wait_for_rounds(&harness, 1);
+    release_once(&harness, 0);
     // Quiet messages wake nobody. (They count toward the mailbox's length, but like forced
     // sends they are not refused for it: they are bounded by the work they answer.)
     for seq in 0..6 {
@@ -589,9 +587,7 @@ fn a_quiet_message_wakes_an_fsm_that_waits_for_it() {
     node.quiet_held_max = 0;
     harness.router.register(4, node).unwrap();
     harness.spawn();
-    harness.router.send(4, Msg::Value { sender: 0, seq: 0 }).unwrap();
-    harness.collect(1);
-    wait_for_rounds(&harness, 1);
+    release_once(&harness, 4);
     harness.router.force_send_quiet(4, Msg::Value { sender: 1, seq: 0 }).unwrap();
     assert_eq!(harness.collect(1), [Event::Handled { id: 4, sender: 1, seq: 0 }]);
     harness.shutdown();
@@ -604,9 +600,7 @@ fn quiet_messages_wake_an_fsm_once_more_wait_than_it_holds() {
     node.quiet_held_max = 2;
     harness.router.register(6, node).unwrap();
     harness.spawn();
-    harness.router.send(6, Msg::Value { sender: 0, seq: 0 }).unwrap();
-    harness.collect(1);
-    wait_for_rounds(&harness, 1);
+    release_once(&harness, 6);
     // Two are held (the bounded send counts toward the mailbox like any other)...
     harness.router.send_quiet(6, Msg::Value { sender: 1, seq: 0 }).unwrap();
     harness.router.force_send_quiet(6, Msg::Value { sender: 1, seq: 1 }).unwrap();
@@ -626,9 +620,7 @@ fn quiet_messages_that_fill_the_mailbox_wake_the_fsm() {
     let mut harness = Harness::new(1, 4, 8, 3);
     harness.register(0..1);
     harness.spawn();
-    harness.router.send(0, Msg::Value { sender: 0, seq: 0 }).unwrap();
-    harness.collect(1);
-    wait_for_rounds(&harness, 1);
+    release_once(&harness, 0);
     for seq in 0..2 {
         harness.router.send_quiet(0, Msg::Value { sender: 1, seq }).unwrap();
     }
@@ -710,6 +702,15 @@ fn no_quiet_wakeup_is_lost_while_pollers_release() {
 }
 
 /// Waits until the system has completed `rounds` rounds (and so released their FSMs).
+/// Sends FSM `id` one ordinary message and waits until the poller has handled it and
+/// released the FSM, so that its mailbox has heard how many quiet messages it holds (before
+/// its first release a mailbox assumes none).
+fn release_once(harness: &Harness, id: u64) {
+    harness.router.send(id, Msg::Value { sender: 0, seq: 0 }).unwrap();
+    harness.collect(1);
+    wait_for_rounds(harness, 1);
+}
+
 fn wait_for_rounds(harness: &Harness, rounds: u64) {
     let deadline = Instant::now() + WAIT;
     while harness.router.stats().poll_rounds() < rounds {
