@@ -30,6 +30,14 @@ fn bootstrap(engine: &Arc<Engine>) {
     engine.write(batch, true).unwrap();
 }
 
+/// A new engine in `dir` with the region bootstrapped, and its storage loaded.
+fn bootstrapped(dir: &Path) -> (Arc<Engine>, PeerStorage) {
+    let engine = open(dir);
+    bootstrap(&engine);
+    let storage = load(&engine, CACHE_BYTES);
+    (engine, storage)
+}
+
 fn load(engine: &Arc<Engine>, cache_bytes: usize) -> PeerStorage {
     PeerStorage::load(engine.clone(), region(), cache_bytes).expect("records are consistent")
 }
@@ -72,9 +80,7 @@ fn indexes_and_terms(entries: &[Entry]) -> Vec<(u64, u64)> {
 #[test]
 fn a_bootstrapped_region_starts_at_the_initial_index() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path());
-    bootstrap(&engine);
-    let storage = load(&engine, CACHE_BYTES);
+    let (_engine, storage) = bootstrapped(dir.path());
     assert!(storage.is_initialized());
     let state = storage.initial_state().unwrap();
     assert_eq!(state.hard_state, HardState { term: INIT_TERM, vote: 0, commit: INIT_INDEX });
@@ -100,9 +106,7 @@ fn a_region_without_records_is_uninitialized_and_empty() {
 fn entries_survive_a_restart_and_are_read_back_from_the_engine() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = open(dir.path());
-        bootstrap(&engine);
-        let mut storage = load(&engine, CACHE_BYTES);
+        let (engine, mut storage) = bootstrapped(dir.path());
         persist(&engine, &mut storage, &[entry(6, 6, "a"), entry(7, 6, "b"), entry(8, 6, "c")]);
         storage.set_hard_state(HardState { term: 6, vote: 1, commit: 7 });
         persist(&engine, &mut storage, &[entry(9, 6, "d")]);
@@ -122,9 +126,7 @@ fn entries_survive_a_restart_and_are_read_back_from_the_engine() {
 fn an_overwritten_tail_is_deleted_in_the_same_batch() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = open(dir.path());
-        bootstrap(&engine);
-        let mut storage = load(&engine, CACHE_BYTES);
+        let (engine, mut storage) = bootstrapped(dir.path());
         persist(
             &engine,
             &mut storage,
@@ -166,9 +168,7 @@ fn a_small_entry_cache_keeps_the_tail_and_reads_the_rest_from_disk() {
 fn compaction_deletes_a_prefix_and_keeps_its_last_term() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = open(dir.path());
-        bootstrap(&engine);
-        let mut storage = load(&engine, CACHE_BYTES);
+        let (engine, mut storage) = bootstrapped(dir.path());
         let entries: Vec<Entry> = (6..=10).map(|i| entry(i, 6 + i / 8, "v")).collect();
         persist(&engine, &mut storage, &entries);
         storage.set_hard_state(HardState { term: 7, vote: 1, commit: 10 });
@@ -198,9 +198,7 @@ fn compaction_deletes_a_prefix_and_keeps_its_last_term() {
 fn a_commit_index_behind_the_applied_index_is_raised_on_load() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = open(dir.path());
-        bootstrap(&engine);
-        let mut storage = load(&engine, CACHE_BYTES);
+        let (engine, mut storage) = bootstrapped(dir.path());
         storage.set_hard_state(HardState { term: 6, vote: 1, commit: 5 });
         persist(&engine, &mut storage, &[entry(6, 6, "a"), entry(7, 6, "b"), entry(8, 6, "c")]);
         let mut batch = engine.write_batch();
@@ -314,9 +312,7 @@ fn a_raw_node_runs_over_peer_storage_and_restarts_from_it() {
 fn removing_many_entries_costs_a_range_delete_not_a_delete_each() {
     const ENTRIES: u64 = 10_000;
     let dir = tempfile::tempdir().unwrap();
-    let engine = open(dir.path());
-    bootstrap(&engine);
-    let mut storage = load(&engine, CACHE_BYTES);
+    let (engine, mut storage) = bootstrapped(dir.path());
     let entries: Vec<Entry> = (6..6 + ENTRIES).map(|i| entry(i, 6, "v")).collect();
     persist(&engine, &mut storage, &entries);
     let last = 5 + ENTRIES;
@@ -351,9 +347,7 @@ fn removing_many_entries_costs_a_range_delete_not_a_delete_each() {
 fn a_snapshot_install_is_one_write() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = open(dir.path());
-        bootstrap(&engine);
-        let mut storage = load(&engine, CACHE_BYTES);
+        let (engine, mut storage) = bootstrapped(dir.path());
         let entries: Vec<Entry> = (6..=20).map(|i| entry(i, 6, "v")).collect();
         storage.set_hard_state(HardState { term: 6, vote: 1, commit: 12 });
         persist(&engine, &mut storage, &entries);
