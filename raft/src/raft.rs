@@ -218,20 +218,27 @@ impl<S: Storage> Raft<S> {
     }
 
     /// Whether this node still keeps the vote lease it may have promised before it
-    /// restarted (`votes_held_until_tick`).
+    /// started (`votes_held_until_tick`).
     fn holds_votes_since_start(&self) -> bool {
         self.ticks < self.votes_held_until_tick
     }
 
-    /// Whether a leader's lease may count on this node to help elect no one now: with lease
-    /// reads, a follower that heard from its leader within the election timeout, or one
-    /// that started less than an election timeout ago. An election timer that fires is
-    /// past both, so only a campaign asked for from outside can meet this.
+    /// The vote lease: this node heard from a leader within the election timeout, or
+    /// started less than one ago with lease reads on. With check-quorum it then helps elect
+    /// no one, leader transfers aside, which the leader lease counts on.
+    fn in_vote_lease(&self) -> bool {
+        (self.leader_id != NONE && self.election_elapsed < self.election_ticks)
+            || self.holds_votes_since_start()
+    }
+
+    /// Whether a campaign asked for now would break a lease a leader may count on: with
+    /// lease reads, a node other than the leader inside its vote lease. An election timer
+    /// that fires is past the vote lease, so only a campaign asked for from outside can
+    /// meet this.
     pub(crate) fn in_vote_lease_with_lease_reads(&self) -> bool {
         self.read_only_option == ReadOnlyOption::LeaseBased
             && self.role != StateRole::Leader
-            && ((self.leader_id != NONE && self.election_elapsed < self.election_ticks)
-                || self.holds_votes_since_start())
+            && self.in_vote_lease()
     }
 
     fn load_hard_state(&mut self, hs: &HardState) {
@@ -713,13 +720,10 @@ impl<S: Storage> Raft<S> {
         } else if m.term > self.term {
             if matches!(msg_type, MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
                 let forced = m.context == CAMPAIGN_TRANSFER;
-                let in_lease = self.check_quorum
-                    && ((self.leader_id != NONE && self.election_elapsed < self.election_ticks)
-                        || self.holds_votes_since_start());
-                if !forced && in_lease {
-                    // We heard from a live leader within the election timeout: this vote
-                    // request comes from a node that lost contact (the vote lease). Ignore
-                    // it without raising our term.
+                if !forced && self.check_quorum && self.in_vote_lease() {
+                    // We heard from a live leader within the election timeout (or may have,
+                    // just before we started): this vote request comes from a node that lost
+                    // contact. Ignore it without raising our term.
                     return Ok(());
                 }
             }

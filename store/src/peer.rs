@@ -221,8 +221,8 @@ impl Peer {
             }
         }
         self.hibernation_tick(ctx);
-        let _asked = self.maybe_check_membership(ctx);
-        let _told = self.maybe_tell_removed_peers(ctx);
+        let _ = self.maybe_check_membership(ctx);
+        let _ = self.maybe_tell_removed_peers(ctx);
     }
 
     /// Starts an election now; a learner or a peer outside its configuration ignores it.
