@@ -11,6 +11,14 @@
 //!
 //! The system knows nothing of Raft: the FSM types and the handler are the user's.
 //!
+//! One departure from ARCHITECTURE.md's batch system, where every message to an idle FSM
+//! schedules it: a message sent quietly (`BatchRouter::send_quiet`) waits for the FSM's next
+//! ordinary message unless more such messages wait than the FSM said it can hold. With a
+//! thousand busy regions, waking a peer for a tick it would not act on, or for an apply
+//! report that moved only the applied index, was a scheduling round trip several times per
+//! write. The FSM decides (`Fsm::quiet_messages_held_max`, 0 by default, which keeps the
+//! architecture's rule); the lost-wakeup argument that covers it is in `mailbox.rs`.
+//!
 //! Where it lives: ARCHITECTURE.md gives the batch system to `store` and "mailboxes" to
 //! `router`, and issue 4 asks for `router/` to hold "the mailbox and routing pieces the
 //! store needs". `router/` holds the transport seam so far; the mailbox cannot be separated

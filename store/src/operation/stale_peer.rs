@@ -57,6 +57,7 @@ impl RemovedPeers {
         if self.peers.len() > REMOVED_PEERS_MAX {
             let excess = self.peers.len() - REMOVED_PEERS_MAX;
             self.peers.drain(..excess);
+            metrics::counter!("tessera_store_removed_peers_forgotten_total").increment(excess as u64);
         }
     }
 
