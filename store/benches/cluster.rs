@@ -236,7 +236,7 @@ impl StoreCounters {
         let stats = store.stats();
         StoreCounters {
             fsyncs: stats.fsyncs.load(Ordering::Relaxed),
-            raft_rounds: store.raft_rounds(),
+            raft_rounds: store.raft_batch_stats().poll_rounds(),
             raft_fsms: store.raft_batch_stats().fsms_handled(),
             raft_messages: store.raft_batch_stats().messages_handled(),
             raft_quiet_messages: store.raft_batch_stats().quiet_messages_handled(),

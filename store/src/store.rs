@@ -333,11 +333,6 @@ impl Store {
         self.ctx.apply_delay_us.store(delay_us, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Raft poll rounds so far, as the batch system counts them.
-    pub fn raft_rounds(&self) -> u64 {
-        self.raft_system.stats().poll_rounds()
-    }
-
     /// The raft pollers' counters (rounds, FSMs handled, messages handled).
     pub fn raft_batch_stats(&self) -> &crate::batch::BatchStats {
         self.raft_system.stats()

@@ -315,7 +315,7 @@ fn raft_pollers_sync_once_per_round_for_many_regions() {
         // The batch system counts rounds on its own; a store never syncs more than once
         // per round.
         let store = cluster.store(id);
-        assert!(store.stats().fsyncs.load(Ordering::Relaxed) <= store.raft_rounds());
+        assert!(store.stats().fsyncs.load(Ordering::Relaxed) <= store.raft_batch_stats().poll_rounds());
     }
     // Each fsync is one round's write; with 64 regions writing, rounds carry many peers. (A
     // peer counts once per round it wrote in, however many of its entries the round held.)
