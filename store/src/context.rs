@@ -112,6 +112,8 @@ pub struct StoreStats {
     pub snapshots_sent: AtomicU64,
     pub snapshots_applied: AtomicU64,
     pub peers_created: AtomicU64,
+    /// Messages that would have created a peer whose range overlaps a hosted region.
+    pub peer_creations_refused_overlap: AtomicU64,
     pub peers_destroyed: AtomicU64,
     pub log_compactions: AtomicU64,
     /// Ticks peers handled (resting peers get none).

@@ -15,6 +15,7 @@ use crate::context::{StoreContext, StoreStats};
 use crate::fsm::PeerFsm;
 use crate::keys::{self, CF_META};
 use crate::msg::PeerMsg;
+use crate::operation::carries_range;
 use crate::peer::Peer;
 
 #[derive(Debug, Default)]
@@ -183,6 +184,33 @@ impl StoreFsmState {
                 }
             } else {
                 // A live record without a peer: only possible while the store loads.
+                return false;
+            }
+        }
+        // A region's range can only be claimed by one peer on a store. A message from a
+        // region that overlaps one we host is from a membership one of the two has left:
+        // creating a peer for it would let a snapshot of it fight the hosted region for
+        // its keys (LESSONS.md #17). The snapshot check would refuse the data later; this
+        // keeps the peer, and its vote, from existing at all. A message without a range
+        // (a heartbeat) claims no keys, and the peer it creates owns none until a
+        // snapshot, which is checked then.
+        if carries_range(message.msg_type()) {
+            let claimed = Region {
+                id: region_id,
+                start_key: msg.start_key.clone(),
+                end_key: msg.end_key.clone(),
+                ..Default::default()
+            };
+            let overlapping = ctx.meta().overlapping(&claimed, region_id);
+            if let Some(hosted) = overlapping.first() {
+                StoreStats::add(&ctx.stats.peer_creations_refused_overlap, 1);
+                metrics::counter!("tessera_store_peer_creations_refused_overlap_total").increment(1);
+                tracing::info!(
+                    store_id = ctx.store_id,
+                    region_id,
+                    hosted_region_id = *hosted,
+                    "no peer created: the message's range overlaps a hosted region"
+                );
                 return false;
             }
         }

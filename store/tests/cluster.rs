@@ -857,3 +857,56 @@ fn only_messages_that_may_create_a_peer_carry_the_range() {
     assert!(of_type(MessageType::MsgAppendResponse).count() > 0, "{seen:?}");
     assert!(of_type(MessageType::MsgAppendResponse).all(|(_, has_range)| !*has_range), "{seen:?}");
 }
+
+/// A message whose range overlaps a region the store hosts creates no peer there
+/// (LESSONS.md #17); a store that hosts nothing there creates one, and so does a heartbeat,
+/// which carries no range.
+#[test]
+fn a_message_whose_range_overlaps_a_hosted_region_creates_no_peer() {
+    use tessera_proto::raftpb::{Message, MessageType};
+    use tessera_proto::serverpb::RaftMessage;
+    // Regions 1 and 2 split the key space, both on store 1 only; store 2 hosts nothing.
+    let mut cluster = Cluster::new(2, 2, 1, |_| {});
+    cluster.start_all();
+    let message = |region_id: u64, store_id: u64, msg_type: MessageType, range: (&[u8], &[u8])| {
+        let from = Peer { id: 7_001, store_id: 9, role: 0 };
+        let to = Peer { id: 7_000 + store_id * 10 + region_id, store_id, role: 0 };
+        RaftMessage {
+            region_id,
+            from_peer: Some(from),
+            to_peer: Some(to),
+            message: Some(Message {
+                msg_type: msg_type as i32,
+                from: from.id,
+                to: to.id,
+                term: 5,
+                ..Default::default()
+            }),
+            region_epoch: Some(tessera_proto::storepb::RegionEpoch { conf_ver: 3, version: 3 }),
+            start_key: range.0.to_vec(),
+            end_key: range.1.to_vec(),
+            ..Default::default()
+        }
+    };
+    let inside_region_2 = key_in_region(2, "k");
+    let range: (&[u8], &[u8]) = (&inside_region_2, b"");
+    let stats = |store_id: u64| cluster.store(store_id).stats();
+
+    cluster.store(1).receiver().receive(message(77, 1, MessageType::MsgAppend, range));
+    // The heartbeat goes through the same control FSM after the append: once its peer
+    // exists, the append was decided.
+    cluster.store(1).receiver().receive(message(78, 1, MessageType::MsgHeartbeat, (b"", b"")));
+    assert!(wait_until(WAIT, || cluster.store(1).region_ids().contains(&78)), "a heartbeat creates a peer");
+    assert!(!cluster.store(1).region_ids().contains(&77), "the overlapping append created no peer");
+    assert_eq!(stats(1).peer_creations_refused_overlap.load(Ordering::Relaxed), 1);
+
+    cluster.store(2).receiver().receive(message(77, 2, MessageType::MsgAppend, range));
+    assert!(
+        wait_until(WAIT, || cluster.store(2).region_ids().contains(&77)),
+        "no overlap: the peer is created"
+    );
+    assert_eq!(stats(2).peer_creations_refused_overlap.load(Ordering::Relaxed), 0);
+    for store_id in 1..=2 {
+        assert_eq!(cluster.store(store_id).fatal_error(), None);
+    }
+}

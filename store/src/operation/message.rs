@@ -58,6 +58,20 @@ pub(crate) fn discard_snapshot_file(store: &crate::context::StoreContext, msg: &
     }
 }
 
+/// Whether a message of this type carries its region's range: the messages that may create
+/// a peer on their receiver, heartbeats aside (they travel as compact records and create
+/// peers without it). The sender fills the range in by this rule, and the receiver reads it
+/// by the same rule: an empty range on these messages means the whole key space.
+pub(crate) fn carries_range(msg_type: MessageType) -> bool {
+    matches!(
+        msg_type,
+        MessageType::MsgAppend
+            | MessageType::MsgSnapshot
+            | MessageType::MsgRequestVote
+            | MessageType::MsgRequestPreVote
+    )
+}
+
 impl Peer {
     /// Wraps a core message with its routing and sends it (or, for a snapshot, hands it
     /// to a snapshot thread).
@@ -69,18 +83,8 @@ impl Peer {
             return;
         };
         let is_snapshot = message.msg_type == MessageType::MsgSnapshot as i32;
-        // The range only informs a store that may create a peer for the message, so only
-        // the messages that can create one carry it, heartbeats aside: they travel as
-        // compact records, and create peers without it. Responses, the other half of the
-        // traffic, would copy two keys each for nothing.
-        let carries_range = matches!(
-            message.msg_type(),
-            MessageType::MsgAppend
-                | MessageType::MsgSnapshot
-                | MessageType::MsgRequestVote
-                | MessageType::MsgRequestPreVote
-        );
-        let (start_key, end_key) = if carries_range {
+        // Responses, half of the traffic, would copy two keys each for nothing.
+        let (start_key, end_key) = if carries_range(message.msg_type()) {
             (self.region.start_key.clone(), self.region.end_key.clone())
         } else {
             (Vec::new(), Vec::new())
