@@ -215,15 +215,21 @@ impl Slots {
         Arc::new(Slots { what, limit, in_use: AtomicUsize::new(0), busy: AtomicU64::new(0) })
     }
 
+    /// A free slot, or None (counted as busy) at the limit.
     fn try_acquire(self: &Arc<Self>) -> Option<SlotGuard> {
-        let acquired = self
-            .in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1));
-        if acquired.is_err() {
+        let guard = self.take_free();
+        if guard.is_none() {
             self.busy.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("tessera_snapshot_busy_total", "what" => self.what).increment(1);
-            return None;
         }
+        guard
+    }
+
+    /// A free slot, or None at the limit, uncounted.
+    fn take_free(self: &Arc<Self>) -> Option<SlotGuard> {
+        self.in_use
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.limit).then_some(n + 1))
+            .ok()?;
         metrics::gauge!("tessera_snapshot_in_progress", "what" => self.what).increment(1.0);
         Some(SlotGuard { slots: Arc::clone(self) })
     }
@@ -244,6 +250,13 @@ impl Drop for SlotGuard {
         self.slots.in_use.fetch_sub(1, Ordering::AcqRel);
         metrics::gauge!("tessera_snapshot_in_progress", "what" => self.slots.what).decrement(1.0);
     }
+}
+
+/// Every receive slot of a store, taken by a test (`SnapshotManager::hold_receives`):
+/// until it drops, each snapshot that arrives is refused as Busy.
+#[derive(Debug)]
+pub struct ReceiveHold {
+    _slots: Vec<SlotGuard>,
 }
 
 /// The right to run one send; the slot is given back when it drops.
@@ -519,6 +532,16 @@ impl SnapshotManager {
     pub fn remove_generated(&self, snapshot: &Snapshot) -> Result<(), SnapshotError> {
         let described = describe(snapshot)?;
         remove_if_present(&self.path(FileKind::Generated, described.id))
+    }
+
+    /// Fault injection for tests: takes every free receive slot, as receives in flight
+    /// would, so that the store refuses snapshots as Busy until the hold drops.
+    pub fn hold_receives(&self) -> ReceiveHold {
+        let mut taken = Vec::with_capacity(self.receive_slots.limit);
+        while let Some(slot) = self.receive_slots.take_free() {
+            taken.push(slot);
+        }
+        ReceiveHold { _slots: taken }
     }
 
     /// Receives the data file of the snapshot `msg` carries from `chunks`, checks it against

@@ -313,6 +313,17 @@ impl Store {
         &self.ctx.stats
     }
 
+    /// The snapshot manager's counters: generated, sent, received, refused as busy.
+    pub fn snapshot_stats(&self) -> crate::snapshot::SnapshotStats {
+        self.ctx.snapshots.stats()
+    }
+
+    /// Fault injection for tests: every receive slot is taken until the returned hold
+    /// drops, so snapshots sent to this store are refused as Busy meanwhile.
+    pub fn hold_snapshot_receives(&self) -> crate::snapshot::ReceiveHold {
+        self.ctx.snapshots.hold_receives()
+    }
+
     /// Fault injection for tests: every later write of this store's engine fails.
     pub fn fail_writes(&self) {
         self.ctx.engine.fail_writes();

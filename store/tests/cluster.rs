@@ -124,6 +124,48 @@ fn a_store_that_missed_compacted_entries_catches_up_by_snapshot() {
     assert!(cluster.wait_for_value(lagging, &key_in_region(1, "after"), Some(b"y"), WAIT));
 }
 
+/// The snapshot files in store `store_id`'s snapshot directory, generated or received.
+fn snapshot_files(cluster: &Cluster, store_id: u64) -> usize {
+    std::fs::read_dir(&cluster.config(store_id).snapshot.dir)
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name().to_string_lossy().into_owned();
+            name.starts_with("gen_") || name.starts_with("rcv_")
+        })
+        .count()
+}
+
+/// A store at its limit of snapshot receives refuses them as Busy; the leader hears the
+/// send failed, asks again later, and the snapshot lands once the store has room. No store
+/// keeps a refused snapshot's files (LESSONS.md #24).
+#[test]
+fn a_snapshot_refused_by_a_busy_receiver_is_sent_again_later() {
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.add_store(4, |_| {});
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let hold = cluster.store(4).hold_snapshot_receives();
+    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
+    let refused = |cluster: &Cluster| cluster.store(4).snapshot_stats().busy_receive;
+    assert!(wait_until(WAIT, || refused(&cluster) >= 2), "the leader sends again after a refusal");
+    assert_eq!(cluster.store(4).snapshot_stats().received, 0);
+    assert_eq!(cluster.store(4).get_local(&key_in_region(1, "a")).unwrap(), None);
+
+    drop(hold);
+    assert!(
+        cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT),
+        "it lands once there is room"
+    );
+    assert_eq!(cluster.store(4).stats().snapshots_applied.load(Ordering::Relaxed), 1);
+    for store_id in 1..=4 {
+        assert!(
+            wait_until(WAIT, || snapshot_files(&cluster, store_id) == 0),
+            "store {store_id} keeps no file"
+        );
+    }
+}
+
 /// Waits until store `store_id` keeps region `region_id` as a tombstone.
 fn wait_for_tombstone(cluster: &Cluster, store_id: u64, region_id: u64) -> bool {
     wait_until(WAIT, || {
@@ -819,14 +861,7 @@ fn a_snapshot_overlapping_a_hosted_region_is_refused() {
     assert_eq!(cluster.store(4).get_local(&squatter_key).unwrap(), Some(b"9".to_vec()));
     // A refused snapshot's file goes with it (LESSONS.md #24). The leader keeps retrying,
     // so a file may be on its way to refusal at any one look, but never stays.
-    let snapshot_dir = cluster.config(4).snapshot.dir.clone();
-    let received_files = || {
-        std::fs::read_dir(&snapshot_dir)
-            .unwrap()
-            .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().starts_with("rcv_"))
-            .count()
-    };
-    assert!(wait_until(WAIT, || received_files() == 0), "refused snapshot files are removed");
+    assert!(wait_until(WAIT, || snapshot_files(&cluster, 4) == 0), "refused snapshot files are removed");
 }
 
 /// Messages that may create a peer on their receiver (appends, here) carry the region's
