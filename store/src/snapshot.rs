@@ -333,6 +333,17 @@ pub struct SnapshotManager {
     /// the engine at a moment they control.
     #[cfg(test)]
     generate_gate: std::sync::Mutex<Option<crossbeam_channel::Receiver<()>>>,
+    /// Tests make the syncs of snapshot files fail here, as a failing disk would.
+    #[cfg(test)]
+    sync_fault: std::sync::Mutex<Option<SyncFault>>,
+}
+
+/// Which sync of a snapshot file a test makes fail: the file's data, or the directory
+/// entry of its final name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SyncFault {
+    File,
+    Directory,
 }
 
 impl SnapshotManager {
@@ -354,6 +365,8 @@ impl SnapshotManager {
             staging_seq: AtomicU64::new(0),
             #[cfg(test)]
             generate_gate: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            sync_fault: std::sync::Mutex::new(None),
             config,
         };
         Ok(Arc::new(manager))
@@ -452,6 +465,14 @@ impl SnapshotManager {
         view_taken_rx.recv().map_err(|_| SnapshotError::GenerateThreadDied { region_id })
     }
 
+    /// The sync a test made fail, if any.
+    fn injected_sync_fault(&self) -> Option<SyncFault> {
+        #[cfg(test)]
+        return *self.sync_fault.lock().expect("no test panics holding the fault");
+        #[cfg(not(test))]
+        None
+    }
+
     #[cfg(test)]
     fn wait_at_generate_gate(&self) {
         let gate = self.generate_gate.lock().expect("no test panics holding the gate").clone();
@@ -488,7 +509,12 @@ impl SnapshotManager {
         }
         let (buffered, summary) = writer.finish()?;
         let file = buffered.into_inner().map_err(|e| io_error("writing", staging.path())(e.into_error()))?;
-        staging.publish(file, &self.path(FileKind::Generated, id), &self.config.dir)?;
+        staging.publish(
+            file,
+            &self.path(FileKind::Generated, id),
+            &self.config.dir,
+            self.injected_sync_fault(),
+        )?;
         let descriptor = SnapshotDescriptor {
             region: Some(region),
             data_bytes: summary.data_bytes,
@@ -603,7 +629,8 @@ impl SnapshotManager {
         // keeps one reader of the format, the one `apply_to_batch` uses, instead of a
         // second, incremental one for chunks.
         read_records(staging.path(), &described, |_, _| {})?;
-        staging.publish(file, &self.path(FileKind::Received, described.id), &self.config.dir)?;
+        let final_path = self.path(FileKind::Received, described.id);
+        staging.publish(file, &final_path, &self.config.dir, self.injected_sync_fault())?;
         Ok(data_bytes)
     }
 
@@ -702,12 +729,32 @@ impl StagingFile {
 
     /// Syncs `file`, renames it to `final_path` (replacing a file of the same snapshot) and
     /// syncs `dir`, so that a file is under its final name only once it is complete on disk.
-    fn publish(mut self, file: File, final_path: &Path, dir: &Path) -> Result<(), SnapshotError> {
-        file.sync_all().map_err(io_error("syncing", &self.path))?;
+    ///
+    /// A failed sync fails the snapshot and removes its file, under whichever name it has
+    /// then: after a failed fsync the page cache may have dropped the data, so the file is
+    /// never synced again or trusted (LESSONS.md #25). A later transfer writes a new one.
+    fn publish(
+        mut self,
+        file: File,
+        final_path: &Path,
+        dir: &Path,
+        injected_fault: Option<SyncFault>,
+    ) -> Result<(), SnapshotError> {
+        let sync = |file: &File, at: SyncFault| {
+            if injected_fault == Some(at) {
+                return Err(io::Error::other("injected sync failure"));
+            }
+            file.sync_all()
+        };
+        sync(&file, SyncFault::File).map_err(io_error("syncing", &self.path))?;
         drop(file);
         fs::rename(&self.path, final_path).map_err(io_error("renaming", &self.path))?;
+        // From here on the file has its final name, which the drop removes if the
+        // directory's sync fails.
+        self.path = final_path.to_path_buf();
+        File::open(dir).and_then(|d| sync(&d, SyncFault::Directory)).map_err(io_error("syncing", dir))?;
         self.published = true;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing", dir))
+        Ok(())
     }
 }
 

@@ -705,3 +705,44 @@ fn a_removed_generated_file_cannot_be_sent() {
     let result = stores.source.open_chunks(&snapshot).map(|_| ());
     assert!(matches!(result, Err(SnapshotError::Io { op: "opening", .. })), "{result:?}");
 }
+
+/// A failed sync of a snapshot file, of its data or of its directory entry, fails the
+/// generation or the receive and leaves no file under any name: the file is never synced
+/// again or trusted (LESSONS.md #25). Once the disk syncs again, both work.
+#[test]
+fn a_failed_sync_fails_the_snapshot_and_leaves_no_file() {
+    use crate::snapshot::SyncFault;
+    for fault in [SyncFault::File, SyncFault::Directory] {
+        let stores = two_stores(256);
+        put_kvs(&stores.source_engine, &numbered_kvs("k", 100, "v"));
+        let region = region(b"", b"");
+
+        *stores.source.sync_fault.lock().unwrap() = Some(fault);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let on_done = Box::new(move |result| done_tx.send(result).unwrap());
+        stores
+            .source
+            .spawn_generate(stores.source_engine.clone(), region.clone(), INDEX, TERM, conf_state(), on_done)
+            .unwrap();
+        let generated = done_rx.recv_timeout(DONE_TIMEOUT).expect("on_done is called");
+        let error = generated.expect_err("the generation fails").to_string();
+        assert!(error.contains("injected sync failure"), "{fault:?}: {error}");
+        assert_eq!(file_names(&stores.source.config().dir), Vec::<String>::new(), "{fault:?}");
+        assert_eq!(stores.source.stats().generate_failed, 1);
+        *stores.source.sync_fault.lock().unwrap() = None;
+        let (snapshot, data) = small_snapshot(&stores);
+
+        *stores.target.sync_fault.lock().unwrap() = Some(fault);
+        let error =
+            receive_bytes(&stores.target, &snapshot, &data).expect_err("the receive fails").to_string();
+        assert!(error.contains("injected sync failure"), "{fault:?}: {error}");
+        assert!(!stores.target.has_received(&snapshot), "{fault:?}");
+        assert_eq!(file_names(&stores.target.config().dir), Vec::<String>::new(), "{fault:?}");
+        let stats = stores.target.stats();
+        assert_eq!((stats.received, stats.receive_failed, stats.receiving), (0, 1, 0));
+
+        *stores.target.sync_fault.lock().unwrap() = None;
+        receive_bytes(&stores.target, &snapshot, &data).expect("the receive works again");
+        assert!(stores.target.has_received(&snapshot));
+    }
+}
