@@ -57,7 +57,10 @@ pub fn put_command(region_id: u64, epoch: Option<RegionEpoch>, key: &[u8], value
 
 pub struct Cluster {
     pub network: InMemoryNetwork,
-    dir: TempDir,
+    /// Where the stores' directories are, and the temporary directory that holds them
+    /// (removed with the cluster) unless the caller gave its own.
+    root: std::path::PathBuf,
+    _temp_dir: Option<TempDir>,
     configs: HashMap<u64, StoreConfig>,
     stores: HashMap<u64, Store>,
     transports: HashMap<u64, std::sync::Arc<tessera_router::InMemoryTransport>>,
@@ -82,8 +85,23 @@ impl Cluster {
         replicas: u64,
         configure: impl Fn(&mut StoreConfig),
     ) -> Cluster {
+        let temp_dir = tempfile::tempdir().expect("a temporary directory");
+        let mut cluster = Cluster::open(temp_dir.path(), stores_len, regions_len, replicas, configure);
+        cluster._temp_dir = Some(temp_dir);
+        cluster
+    }
+
+    /// `new`, with the stores' directories under `root`, which the cluster leaves in place:
+    /// a later `open` of the same root finds the stores as they were left (bootstrapping
+    /// skips stores that hold regions), as after a crash of the process.
+    pub fn open(
+        root: &std::path::Path,
+        stores_len: u64,
+        regions_len: u64,
+        replicas: u64,
+        configure: impl Fn(&mut StoreConfig),
+    ) -> Cluster {
         assert!(replicas <= stores_len && regions_len >= 1);
-        let dir = tempfile::tempdir().expect("a temporary directory");
         let initial_regions: Vec<Region> = (1..=regions_len)
             .map(|id| Region {
                 id,
@@ -101,7 +119,7 @@ impl Cluster {
             .collect();
         let mut configs = HashMap::new();
         for store_id in 1..=stores_len {
-            let mut config = StoreConfig::new(store_id, dir.path().join(format!("store-{store_id}")));
+            let mut config = StoreConfig::new(store_id, root.join(format!("store-{store_id}")));
             config.raft_tick_interval = Duration::from_millis(10);
             configure(&mut config);
             bootstrap(&config, &initial_regions).expect("bootstrap");
@@ -110,7 +128,8 @@ impl Cluster {
         let next_id = AtomicU64::new((regions_len + 1) * 1_000);
         Cluster {
             network: InMemoryNetwork::new(),
-            dir,
+            root: root.to_path_buf(),
+            _temp_dir: None,
             configs,
             stores: HashMap::new(),
             transports: HashMap::new(),
@@ -149,7 +168,7 @@ impl Cluster {
 
     /// Adds an empty store to the cluster (for membership changes) and starts it.
     pub fn add_store(&mut self, store_id: u64, configure: impl Fn(&mut StoreConfig)) {
-        let mut config = StoreConfig::new(store_id, self.dir.path().join(format!("store-{store_id}")));
+        let mut config = StoreConfig::new(store_id, self.root.join(format!("store-{store_id}")));
         config.raft_tick_interval = Duration::from_millis(10);
         configure(&mut config);
         self.configs.insert(store_id, config);

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use tessera_proto::storepb::{Peer, Region, RegionEpoch};
 use tessera_router::InMemoryNetwork;
-use tessera_store::cluster::{put_command, wait_until};
+use tessera_store::cluster::{key_in_region, put_command, wait_until, Cluster};
+use tessera_store::crash_point::{CRASH_AT_VAR, SNAPSHOT_INSTALL_AFTER_WRITE, SNAPSHOT_INSTALL_BEFORE_WRITE};
 use tessera_store::{bootstrap, Store, StoreConfig};
 
 const REGIONS: u64 = 4;
@@ -137,5 +138,130 @@ fn crash_restart_keeps_every_acknowledged_write() {
         assert!(put(&store, 1, 999_999_999));
         store.stop();
         network.shutdown();
+    }
+}
+
+const SNAPSHOT_CHILD_DIR_VAR: &str = "TESSERA_SNAPSHOT_CRASH_CHILD_DIR";
+/// Rounds of falling behind and catching up the child runs before it gives up on its crash.
+const SNAPSHOT_CHILD_ROUNDS_MAX: u64 = 20;
+
+/// Three stores with one region, whose leader compacts its log soon, so a store that
+/// misses a few dozen writes catches up by snapshot.
+fn snapshot_cluster(root: &Path) -> Cluster {
+    Cluster::open(root, 3, 1, 3, |config| {
+        config.log_gc_count_threshold = 20;
+        config.log_gc_check_ticks = 2;
+        config.log_gc_lag_max = 10;
+    })
+}
+
+/// The key of the `seq`-th write; the child writes them one at a time, in order.
+fn seq_key(seq: u64) -> Vec<u8> {
+    key_in_region(1, &format!("s{seq:08}"))
+}
+
+/// The child: store 3 misses writes while cut off, then catches up by snapshot, over and
+/// over, printing each acknowledged write, until the armed crash point kills the process
+/// at store 3's first install.
+#[test]
+#[ignore = "run by a_crash_during_a_snapshot_install_leaves_the_old_state_or_the_new in a child process"]
+fn snapshot_crash_child() {
+    let Ok(dir) = std::env::var(SNAPSHOT_CHILD_DIR_VAR) else { return };
+    let mut cluster = snapshot_cluster(Path::new(&dir));
+    cluster.start_all();
+    // Store 3 first holds some writes of its own, by log, for the install to replace.
+    let mut seq = 0;
+    while seq < 10 {
+        cluster.must_put(1, &seq_key(seq), b"v");
+        println!("ack {seq}");
+        seq += 1;
+    }
+    cluster.wait_for_value(3, &seq_key(seq - 1), Some(b"v"), Duration::from_secs(20));
+    for _ in 0..SNAPSHOT_CHILD_ROUNDS_MAX {
+        cluster.network.isolate(3);
+        for _ in 0..60 {
+            cluster.must_put(1, &seq_key(seq), b"v");
+            println!("ack {seq}");
+            seq += 1;
+        }
+        cluster.network.heal();
+        cluster.wait_for_value(3, &seq_key(seq - 1), Some(b"v"), Duration::from_secs(20));
+    }
+    // Reaching here means no install hit the crash point: the parent fails on the exit.
+}
+
+/// LESSONS.md #20: a process killed just before or just after the write that installs a
+/// snapshot restarts with the old state or the new one, never a mix: the store that was
+/// installing holds exactly the first n writes for some n, drops the received file, and
+/// then catches up with every acknowledged write.
+#[test]
+fn a_crash_during_a_snapshot_install_leaves_the_old_state_or_the_new() {
+    use std::os::unix::process::ExitStatusExt;
+    for point in [SNAPSHOT_INSTALL_BEFORE_WRITE, SNAPSHOT_INSTALL_AFTER_WRITE] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "snapshot_crash_child", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env(SNAPSHOT_CHILD_DIR_VAR, dir.path())
+            .env(CRASH_AT_VAR, point)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut acked = 0;
+        for line in stdout.lines() {
+            if let Some(seq) = line.unwrap().strip_prefix("ack ") {
+                acked = seq.parse::<u64>().unwrap() + 1;
+            }
+        }
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(9), "{point}: the child was killed at its crash point ({status})");
+        assert!(acked >= 70, "{point}: the child acknowledged a round of writes before the install");
+
+        // Store 3 alone first, so that only its own disk and log decide what it holds.
+        let mut cluster = snapshot_cluster(dir.path());
+        cluster.start_store(3);
+        let store = cluster.store(3);
+        assert!(
+            store.snapshot_stats().leftovers_removed >= 1,
+            "{point}: the received file is removed at start"
+        );
+        // Read from the newest write down: what it applies meanwhile only extends the
+        // prefix, so once a write is found every older one must be there too.
+        let mut found_from = None;
+        for seq in (0..acked + 60).rev() {
+            let present = store.get_local(&seq_key(seq)).unwrap().is_some();
+            match (present, found_from) {
+                (true, None) => found_from = Some(seq),
+                (false, Some(newest)) => panic!("{point}: write {seq} missing below write {newest}"),
+                _ => {}
+            }
+        }
+        let newest = found_from.expect("store 3 kept the writes it had before it was cut off");
+        // The child writes nothing while store 3 catches up, so the snapshot holds every
+        // acknowledged write, and store 3 had none of the round's by log.
+        if point == SNAPSHOT_INSTALL_BEFORE_WRITE {
+            assert!(newest < acked - 1, "the old state: writes 0..={newest} of 0..{acked}");
+        } else {
+            assert!(newest >= acked - 1, "the new state: writes 0..={newest} of 0..{acked}");
+        }
+
+        cluster.start_store(1);
+        cluster.start_store(2);
+        for seq in 0..acked {
+            assert!(
+                cluster.wait_for_value(3, &seq_key(seq), Some(b"v"), Duration::from_secs(30)),
+                "{point}: acknowledged write {seq} reaches store 3"
+            );
+        }
+        cluster.must_put(1, &seq_key(acked + 1_000), b"after");
+        for store_id in 1..=3 {
+            assert!(cluster.wait_for_value(
+                store_id,
+                &seq_key(acked + 1_000),
+                Some(b"after"),
+                Duration::from_secs(30)
+            ));
+        }
     }
 }

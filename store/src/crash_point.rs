@@ -1,0 +1,36 @@
+//! Crash points: moments at which a test has a store's process killed, as `kill -9` would
+//! kill it there, to check what a restart finds (`tests/crash.rs`). A point acts only when
+//! the environment variable `TESSERA_CRASH_AT` names it; the variable is read once, and an
+//! unarmed check costs one load.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The environment variable that arms a crash point, by name.
+pub const CRASH_AT_VAR: &str = "TESSERA_CRASH_AT";
+
+/// A raft round that installs a snapshot, once its batch is staged and before its write.
+pub const SNAPSHOT_INSTALL_BEFORE_WRITE: &str = "snapshot-install-before-write";
+/// A raft round that installs a snapshot, right after its write, before the staged file is
+/// removed and the apply FSM hears of the install.
+pub const SNAPSHOT_INSTALL_AFTER_WRITE: &str = "snapshot-install-after-write";
+
+fn armed() -> Option<&'static str> {
+    static ARMED: OnceLock<Option<String>> = OnceLock::new();
+    ARMED.get_or_init(|| std::env::var(CRASH_AT_VAR).ok()).as_deref()
+}
+
+/// Kills this process with SIGKILL if `point` is armed and `reached()` says this is the
+/// moment. The calling thread never returns: it waits for the signal, so that nothing it
+/// would do next happens. No destructor runs, nothing is flushed.
+pub(crate) fn crash_if_armed(point: &str, reached: impl FnOnce() -> bool) {
+    if armed() != Some(point) || !reached() {
+        return;
+    }
+    eprintln!("crash point {point}: killing process {}", std::process::id());
+    let _ =
+        std::process::Command::new("sh").args(["-c", &format!("kill -9 {}", std::process::id())]).status();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
