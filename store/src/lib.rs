@@ -52,6 +52,7 @@ pub mod keys;
 pub mod msg;
 mod operation;
 mod peer;
+mod peer_cache;
 pub mod peer_storage;
 pub mod snapshot;
 pub mod store;

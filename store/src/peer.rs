@@ -2,7 +2,7 @@
 //! the current poll round. The raft pollers drive it (`fsm.rs`); the operations on it
 //! (propose, ready, conf change, log GC, snapshots, destroy) live in `operation/`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tessera_proto::raftpb::Message;
@@ -14,6 +14,7 @@ use crate::config::StoreConfig;
 use crate::context::StoreStats;
 use crate::engine::{Engine, EngineResult};
 use crate::msg::{ApplyTask, Proposal};
+use crate::peer_cache::PeerCache;
 use crate::peer_storage::PeerStorage;
 
 /// Where a peer is in its life.
@@ -62,7 +63,7 @@ pub(crate) struct Peer {
     pub region: Region,
     /// Where the other peers live, learned from the region and from received messages
     /// (a peer created from a message does not know its region yet).
-    pub peer_cache: HashMap<u64, PeerMeta>,
+    pub peer_cache: PeerCache,
     /// Proposals whose entries are not yet handed to the apply FSM, in log order.
     pub proposals: VecDeque<Proposal>,
     /// Committed entries handed out by the core and not yet sent to the apply FSM
@@ -154,7 +155,7 @@ impl Peer {
             key: crate::keys::raft_state_key(region.id).to_vec(),
             reason: format!("region {}: the Raft node does not start from its records: {e}", region.id),
         })?;
-        let peer_cache = region.peers.iter().map(|p| (p.id, *p)).collect();
+        let peer_cache = PeerCache::new(&region);
         Ok(Peer {
             region_id: region.id,
             meta,
@@ -189,7 +190,7 @@ impl Peer {
 
     pub fn leader(&self) -> Option<PeerMeta> {
         let leader_id = self.raw.raft().leader_id();
-        self.peer_cache.get(&leader_id).cloned()
+        self.peer_cache.get(leader_id)
     }
 
     /// One tick of the store timer: the Raft clock, and the leader's periodic log GC check.
@@ -243,8 +244,6 @@ impl Peer {
     /// Remembers where peers live: the region's list replaces what the cache knew of
     /// them, and keeps what it learned from messages of peers not (yet) in the region.
     pub fn refresh_peer_cache(&mut self) {
-        for peer in &self.region.peers {
-            self.peer_cache.insert(peer.id, *peer);
-        }
+        self.peer_cache.set_members(&self.region);
     }
 }

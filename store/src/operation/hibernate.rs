@@ -164,7 +164,7 @@ impl Peer {
         if !agrees {
             return;
         }
-        self.peer_cache.insert(from.id, from);
+        self.peer_cache.learn(from);
         self.send_extra(ctx, from.id, ExtraMessageType::HibernateAgree, extra.term, extra.index);
         self.rest(ctx);
     }
@@ -261,7 +261,7 @@ impl Peer {
         term: u64,
         index: u64,
     ) {
-        let Some(to_peer) = self.peer_cache.get(&to).copied() else { return };
+        let Some(to_peer) = self.peer_cache.get(to) else { return };
         let msg = RaftMessage {
             region_id: self.region_id,
             from_peer: Some(self.meta),

@@ -77,7 +77,7 @@ impl Peer {
     /// to a snapshot thread).
     pub(crate) fn send_raft_message(&mut self, ctx: &mut PollContext<'_>, message: Message) {
         let to = message.to;
-        let Some(to_peer) = self.peer_cache.get(&to).cloned() else {
+        let Some(to_peer) = self.peer_cache.get(to) else {
             // A peer we have never heard of and that is not in the region: nowhere to send.
             StoreStats::add(&ctx.store.stats.messages_unsent, 1);
             return;
@@ -183,7 +183,7 @@ impl Peer {
             metrics::counter!("tessera_store_messages_malformed_total").increment(1);
             return Some(msg);
         }
-        self.peer_cache.insert(from_peer.id, from_peer);
+        self.peer_cache.learn(from_peer);
         let is_snapshot = msg.message.as_ref().is_some_and(|m| m.msg_type == MessageType::MsgSnapshot as i32);
         if is_snapshot {
             if self.apply_tasks_in_flight > 0 || !self.apply_backlog.is_empty() {
