@@ -727,12 +727,19 @@ impl StagingFile {
         &self.path
     }
 
-    /// Syncs `file`, renames it to `final_path` (replacing a file of the same snapshot) and
-    /// syncs `dir`, so that a file is under its final name only once it is complete on disk.
+    /// Syncs `file`, then gives it `final_path` and syncs `dir`, so that a file is under its
+    /// final name only once it is complete on disk. If another transfer of the same snapshot
+    /// published that name first, its file holds the same snapshot, checked the same way: it
+    /// stays, and this transfer's staging file goes. So a transfer never replaces or removes
+    /// a final file it did not create.
     ///
-    /// A failed sync fails the snapshot and removes its file, under whichever name it has
-    /// then: after a failed fsync the page cache may have dropped the data, so the file is
-    /// never synced again or trusted (LESSONS.md #25). A later transfer writes a new one.
+    /// A failed sync fails the transfer and removes the file it wrote, under whichever name
+    /// it has then: after a failed fsync the page cache may have dropped the data, so the
+    /// file is never synced again or trusted (LESSONS.md #25). Unlike a failed write of the
+    /// engine, it does not stop the store: nothing durable depends on a snapshot file (a
+    /// restart removes them all, and an installed snapshot lives in the engine), so the
+    /// leader's next transfer replaces it, and a failing disk stops the store at the
+    /// engine's next fsync.
     fn publish(
         mut self,
         file: File,
@@ -748,8 +755,15 @@ impl StagingFile {
         };
         sync(&file, SyncFault::File).map_err(io_error("syncing", &self.path))?;
         drop(file);
-        fs::rename(&self.path, final_path).map_err(io_error("renaming", &self.path))?;
-        // From here on the file has its final name, which the drop removes if the
+        // A link, unlike a rename, never replaces an existing name.
+        match fs::hard_link(&self.path, final_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) => return Err(io_error("linking", &self.path)(e)),
+        }
+        // Best effort: a staging name left behind is removed at the next open.
+        let _ = fs::remove_file(&self.path);
+        // From here on the file has only its final name, which the drop removes if the
         // directory's sync fails.
         self.path = final_path.to_path_buf();
         File::open(dir).and_then(|d| sync(&d, SyncFault::Directory)).map_err(io_error("syncing", dir))?;

@@ -282,7 +282,9 @@ fn a_generated_file_holds_exactly_the_regions_keys() {
     assert_eq!(crc32fast::hash(&data), descriptor.data_crc32);
     assert_eq!(file_names(&manager.config().dir), vec!["gen_3_6_42.snap".to_string()]);
 
-    // A region to the end of the key space.
+    // A region to the end of the key space. Its snapshot has the same id (this test's
+    // regions share one), and a published name is never replaced, so the first goes.
+    manager.remove_generated(&snapshot).unwrap();
     let snapshot = generate(&manager, &engine, &region(b"m", b""));
     let keys: Vec<_> =
         file_records(&manager, FileKind::Generated, &snapshot).into_iter().map(|(k, _)| k).collect();
@@ -570,6 +572,13 @@ fn the_same_snapshot_received_twice_is_kept_once() {
     receive_bytes(&stores.target, &snapshot, &data).unwrap();
     assert_eq!(file_names(&stores.target.config().dir), vec!["rcv_3_6_42.snap".to_string()]);
     assert_eq!(file_records(&stores.target, FileKind::Received, &snapshot).len(), 100);
+    // A later transfer of it that fails never takes the published file with it.
+    *stores.target.sync_fault.lock().unwrap() = Some(crate::snapshot::SyncFault::File);
+    assert!(receive_bytes(&stores.target, &snapshot, &data).is_err());
+    *stores.target.sync_fault.lock().unwrap() = Some(crate::snapshot::SyncFault::Directory);
+    receive_bytes(&stores.target, &snapshot, &data).expect("the published file serves it");
+    assert!(stores.target.has_received(&snapshot));
+    assert_eq!(file_names(&stores.target.config().dir), vec!["rcv_3_6_42.snap".to_string()]);
 }
 
 #[test]
