@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use tessera_proto::raftpb::{ConfState, MessageType};
+use tessera_proto::raftpb::ConfState;
 use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 use tessera_proto::storepb::{ApplyState, PeerState, Region, RegionLocalState};
 
@@ -15,7 +15,7 @@ use crate::context::{StoreContext, StoreStats};
 use crate::fsm::PeerFsm;
 use crate::keys::{self, CF_META};
 use crate::msg::PeerMsg;
-use crate::operation::carries_range;
+use crate::operation::{carries_range, may_create_peer};
 use crate::peer::Peer;
 
 #[derive(Debug, Default)]
@@ -48,20 +48,6 @@ fn store_heartbeat(from_store_id: u64, to_store_id: u64) -> RaftMessage {
         }),
         ..Default::default()
     }
-}
-
-/// Whether a message may create a peer: only a current leader (appends, heartbeats,
-/// snapshots) or a candidate (vote requests) may, never a response or a stale peer.
-fn may_create_peer(msg_type: i32) -> bool {
-    [
-        MessageType::MsgAppend,
-        MessageType::MsgHeartbeat,
-        MessageType::MsgSnapshot,
-        MessageType::MsgRequestVote,
-        MessageType::MsgRequestPreVote,
-    ]
-    .iter()
-    .any(|t| *t as i32 == msg_type)
 }
 
 impl StoreFsmState {
@@ -160,7 +146,7 @@ impl StoreFsmState {
         }
         let Some(message) = msg.message.as_ref() else { return false };
         let from_id = msg.from_peer.as_ref().map_or(0, |p| p.id);
-        if !may_create_peer(message.msg_type)
+        if !may_create_peer(message.msg_type())
             || message.to != to_peer.id
             || message.from != from_id
             || from_id == 0
@@ -188,12 +174,11 @@ impl StoreFsmState {
             }
         }
         // A region's range can only be claimed by one peer on a store. A message from a
-        // region that overlaps one we host is from a membership one of the two has left:
-        // creating a peer for it would let a snapshot of it fight the hosted region for
-        // its keys (LESSONS.md #17). The snapshot check would refuse the data later; this
-        // keeps the peer, and its vote, from existing at all. A message without a range
-        // (a heartbeat) claims no keys, and the peer it creates owns none until a
-        // snapshot, which is checked then.
+        // region that overlaps one we host is from a membership one of the two has left
+        // (LESSONS.md #17). Its appends, snapshots and vote requests create no peer here.
+        // A heartbeat carries no range and still creates one, which owns no keys: the
+        // guard of the data is the same check on the snapshot that would give it some
+        // (`Peer::accepts_snapshot`).
         if carries_range(message.msg_type()) {
             let claimed = Region {
                 id: region_id,
@@ -205,7 +190,9 @@ impl StoreFsmState {
             if let Some(hosted) = overlapping.first() {
                 StoreStats::add(&ctx.stats.peer_creations_refused_overlap, 1);
                 metrics::counter!("tessera_store_peer_creations_refused_overlap_total").increment(1);
-                tracing::info!(
+                // Debug: a leader retries every heartbeat while the overlap lasts, and the
+                // counter tells an operator it does.
+                tracing::debug!(
                     store_id = ctx.store_id,
                     region_id,
                     hosted_region_id = *hosted,

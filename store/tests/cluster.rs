@@ -894,18 +894,27 @@ fn only_messages_that_may_create_a_peer_carry_the_range() {
 }
 
 /// A message whose range overlaps a region the store hosts creates no peer there
-/// (LESSONS.md #17); a store that hosts nothing there creates one, and so does a heartbeat,
-/// which carries no range.
+/// (LESSONS.md #17); one whose range is elsewhere does, and so does a heartbeat, which
+/// carries no range.
 #[test]
 fn a_message_whose_range_overlaps_a_hosted_region_creates_no_peer() {
     use tessera_proto::raftpb::{Message, MessageType};
     use tessera_proto::serverpb::RaftMessage;
-    // Regions 1 and 2 split the key space, both on store 1 only; store 2 hosts nothing.
+    use tessera_proto::storepb::{Region, RegionEpoch};
     let mut cluster = Cluster::new(2, 2, 1, |_| {});
     cluster.start_all();
-    let message = |region_id: u64, store_id: u64, msg_type: MessageType, range: (&[u8], &[u8])| {
-        let from = Peer { id: 7_001, store_id: 9, role: 0 };
-        let to = Peer { id: 7_000 + store_id * 10 + region_id, store_id, role: 0 };
+    // Store 3 hosts region 9 alone, over region 1's range, [start, boundary).
+    let (region_1, region_2) = (cluster.initial_regions[0].clone(), cluster.initial_regions[1].clone());
+    let hosted = Region {
+        id: 9,
+        epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+        peers: vec![Peer { id: 9_003, store_id: 3, role: PeerRole::Voter as i32 }],
+        ..region_1.clone()
+    };
+    cluster.add_store(3, |config| tessera_store::bootstrap(config, std::slice::from_ref(&hosted)).unwrap());
+    let message = |region_id: u64, msg_type: MessageType, range: &Region| {
+        let from = Peer { id: 7_001, store_id: 1, role: 0 };
+        let to = Peer { id: 7_000 + region_id, store_id: 3, role: 0 };
         RaftMessage {
             region_id,
             from_peer: Some(from),
@@ -917,31 +926,23 @@ fn a_message_whose_range_overlaps_a_hosted_region_creates_no_peer() {
                 term: 5,
                 ..Default::default()
             }),
-            region_epoch: Some(tessera_proto::storepb::RegionEpoch { conf_ver: 3, version: 3 }),
-            start_key: range.0.to_vec(),
-            end_key: range.1.to_vec(),
+            region_epoch: Some(RegionEpoch { conf_ver: 3, version: 3 }),
+            start_key: range.start_key.clone(),
+            end_key: range.end_key.clone(),
             ..Default::default()
         }
     };
-    let inside_region_2 = key_in_region(2, "k");
-    let range: (&[u8], &[u8]) = (&inside_region_2, b"");
-    let stats = |store_id: u64| cluster.store(store_id).stats();
-
-    cluster.store(1).receiver().receive(message(77, 1, MessageType::MsgAppend, range));
-    // The heartbeat goes through the same control FSM after the append: once its peer
-    // exists, the append was decided.
-    cluster.store(1).receiver().receive(message(78, 1, MessageType::MsgHeartbeat, (b"", b"")));
-    assert!(wait_until(WAIT, || cluster.store(1).region_ids().contains(&78)), "a heartbeat creates a peer");
-    assert!(!cluster.store(1).region_ids().contains(&77), "the overlapping append created no peer");
-    assert_eq!(stats(1).peer_creations_refused_overlap.load(Ordering::Relaxed), 1);
-
-    cluster.store(2).receiver().receive(message(77, 2, MessageType::MsgAppend, range));
-    assert!(
-        wait_until(WAIT, || cluster.store(2).region_ids().contains(&77)),
-        "no overlap: the peer is created"
-    );
-    assert_eq!(stats(2).peer_creations_refused_overlap.load(Ordering::Relaxed), 0);
-    for store_id in 1..=2 {
-        assert_eq!(cluster.store(store_id).fatal_error(), None);
-    }
+    let inside_region_1 = Region { start_key: key_in_region(1, "k"), ..region_1.clone() };
+    let receiver = cluster.store(3).receiver();
+    receiver.receive(message(78, MessageType::MsgRequestVote, &inside_region_1));
+    receiver.receive(message(77, MessageType::MsgAppend, &region_2));
+    // One control FSM takes them in order: once the heartbeat's peer exists, both above
+    // were decided.
+    receiver.receive(message(79, MessageType::MsgHeartbeat, &Region::default()));
+    let created = |id: u64| cluster.store(3).region_ids().contains(&id);
+    assert!(wait_until(WAIT, || created(79)), "a heartbeat creates a peer");
+    assert!(created(77), "a range next to the hosted one creates a peer");
+    assert!(!created(78), "a range inside the hosted one creates none");
+    assert_eq!(cluster.store(3).stats().peer_creations_refused_overlap.load(Ordering::Relaxed), 1);
+    assert_eq!(cluster.store(3).fatal_error(), None);
 }

@@ -72,6 +72,13 @@ pub(crate) fn carries_range(msg_type: MessageType) -> bool {
     )
 }
 
+/// Whether a message may create a peer on a store that has none for its region: only a
+/// leader's (appends, heartbeats, snapshots) or a candidate's (vote requests) may, never a
+/// response.
+pub(crate) fn may_create_peer(msg_type: MessageType) -> bool {
+    carries_range(msg_type) || msg_type == MessageType::MsgHeartbeat
+}
+
 impl Peer {
     /// Wraps a core message with its routing and sends it (or, for a snapshot, hands it
     /// to a snapshot thread).
@@ -85,6 +92,13 @@ impl Peer {
         let is_snapshot = message.msg_type == MessageType::MsgSnapshot as i32;
         // Responses, half of the traffic, would copy two keys each for nothing.
         let (start_key, end_key) = if carries_range(message.msg_type()) {
+            // An uninitialized peer knows no range, and an empty one would claim every key;
+            // it never leads nor stands for election, so it never sends these.
+            debug_assert!(
+                self.is_initialized(),
+                "region {}: a range-carrying message from an uninitialized peer",
+                self.region_id
+            );
             (self.region.start_key.clone(), self.region.end_key.clone())
         } else {
             (Vec::new(), Vec::new())

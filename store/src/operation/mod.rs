@@ -27,7 +27,7 @@ pub(crate) struct PollContext<'a> {
 
 pub(crate) use hibernate::Hibernation;
 pub(crate) use lease::TickClock;
-pub(crate) use message::{carries_range, discard_snapshot_file};
+pub(crate) use message::{carries_range, discard_snapshot_file, may_create_peer};
 pub(crate) use propose::{check_epoch, check_requests};
 pub(crate) use read::Reads;
 pub(crate) use stale_peer::RemovedPeers;
