@@ -1,7 +1,9 @@
 //! Crash points: moments at which a test has a store's process killed, as `kill -9` would
 //! kill it there, to check what a restart finds (`tests/crash.rs`). A point acts only when
-//! the environment variable `TESSERA_CRASH_AT` names it; the variable is read once, and an
-//! unarmed check costs one load.
+//! the environment variable `TESSERA_CRASH_AT` names it exactly; the variable is read once,
+//! and an unarmed check costs one load. Like `Store::fail_writes`, this is test support
+//! compiled into every build (a cargo feature would give tests a build of their own); do
+//! not set the variable for a store you run.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,8 +30,12 @@ pub(crate) fn crash_if_armed(point: &str, reached: impl FnOnce() -> bool) {
         return;
     }
     eprintln!("crash point {point}: killing process {}", std::process::id());
-    let _ =
+    let killed =
         std::process::Command::new("sh").args(["-c", &format!("kill -9 {}", std::process::id())]).status();
+    if killed.is_err() {
+        // No shell to send the signal: an abort stops the process as abruptly.
+        std::process::abort();
+    }
     loop {
         std::thread::sleep(Duration::from_secs(1));
     }

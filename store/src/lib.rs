@@ -44,6 +44,7 @@ pub use tessera_router::batch;
 pub mod cluster;
 pub mod config;
 mod context;
+#[doc(hidden)]
 pub mod crash_point;
 pub mod engine;
 pub mod error;
