@@ -4,6 +4,7 @@ use std::time::Duration;
 use tessera_proto::raftpb::{Message, MessageType};
 use tessera_proto::storepb::{Peer, PeerRole, RegionEpoch};
 
+use super::format::FileSummary;
 use super::*;
 use crate::engine::EngineConfig;
 use crate::keys::{CF_META, CF_RAFT};
