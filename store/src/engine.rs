@@ -54,6 +54,9 @@ pub enum EngineError {
 
 pub type EngineResult<T> = Result<T, EngineError>;
 
+/// A key and its value, as an iterator returns them.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// One RocksDB with the column families of `keys`.
 pub struct Engine {
     db: DB,
@@ -173,6 +176,28 @@ impl Engine {
             reason: e.to_string(),
         })?;
         Ok(Some(msg))
+    }
+
+    /// The last (key, value) in `[start, end)`, if any: one reverse seek, however many keys
+    /// the range holds.
+    pub fn last_in_range(
+        &self,
+        cf: &'static str,
+        start: &[u8],
+        end: &[u8],
+    ) -> EngineResult<Option<KeyValue>> {
+        let mut read_options = ReadOptions::default();
+        read_options.set_iterate_lower_bound(start.to_vec());
+        let iter =
+            self.db.iterator_cf_opt(self.cf(cf), read_options, IteratorMode::From(end, Direction::Reverse));
+        for item in iter {
+            let (key, value) = item.map_err(EngineError::ReadFailed)?;
+            // The seek lands on the last key at or before `end`, which is excluded.
+            if key.as_ref() < end {
+                return Ok(Some((key, value)));
+            }
+        }
+        Ok(None)
     }
 
     /// Calls `visit` with every (key, value) in `[start, end)` in key order, until it

@@ -119,6 +119,8 @@ pub struct PeerStorage {
     region: Region,
     conf_state: ConfState,
     raft_state: RaftLocalState,
+    /// The Raft state as its record on disk holds it (see `write_raft_state_if_needed`).
+    recorded_raft_state: RaftLocalState,
     apply_state: ApplyState,
     cache: EntryCache,
     /// Snapshots are generated off the poller thread; the core asks through `snapshot`
@@ -164,7 +166,18 @@ impl PeerStorage {
             engine.get_msg(CF_RAFT, &keys::raft_state_key(region_id))?.unwrap_or_default();
         let apply_state: ApplyState =
             engine.get_msg(CF_META, &keys::apply_state_key(region_id))?.unwrap_or_default();
+        let recorded_raft_state = raft_state;
         let mut raft_state = raft_state;
+        // A plain append does not rewrite the record (`write_raft_state_if_needed`), so the
+        // recorded last index is a lower bound: the log's last entry says where it ends.
+        let log_tail = keys::raft_log_range(region_id, raft_state.last_index + 1, u64::MAX);
+        if let Some((key, value)) = engine.last_in_range(CF_RAFT, &log_tail.start, &log_tail.end)? {
+            let (_, index) = keys::decode_raft_log_key(&key)
+                .ok_or_else(|| corrupt(CF_RAFT, &key, "not a log key in the log's range".into()))?;
+            let entry = Entry::decode(value.as_ref()).map_err(|e| corrupt(CF_RAFT, &key, e.to_string()))?;
+            raft_state.last_index = index;
+            raft_state.last_term = entry.term;
+        }
         // A commit index that moves alone is not written (Raft keeps it volatile; see
         // `Peer::persist_append`), so the recorded one often lags the applied index. The
         // applied entries were committed: raise the commit to them. An applied index beyond
@@ -181,6 +194,7 @@ impl PeerStorage {
             region,
             conf_state,
             raft_state,
+            recorded_raft_state,
             apply_state,
             cache: EntryCache { bytes_max: entry_cache_bytes_max, ..Default::default() },
             snapshot_generation: RefCell::default(),
@@ -279,8 +293,28 @@ impl PeerStorage {
 
     /// Writes the Raft state (hard state, last index and term); call after `append` and
     /// `set_hard_state` for the Ready, in the same batch.
-    pub fn write_raft_state(&self, batch: &mut WriteBatch) {
+    pub fn write_raft_state(&mut self, batch: &mut WriteBatch) {
         batch.put_msg(CF_RAFT, &keys::raft_state_key(self.region.id), &self.raft_state);
+        self.recorded_raft_state = self.raft_state;
+    }
+
+    /// Writes the Raft state, as `write_raft_state` does, only if a restart could not
+    /// recover it from the record and the log; returns whether it wrote. That is when the
+    /// term or the vote moved, or the log now ends below the recorded last index (an
+    /// overwritten tail, cut shorter). A plain append leaves the record alone: `load` finds
+    /// the log's last entry past the recorded one. Nor does a commit index that moved alone:
+    /// Raft keeps it volatile. With a thousand regions writing, this saves a record write
+    /// per region and round on every replica.
+    pub fn write_raft_state_if_needed(&mut self, batch: &mut WriteBatch) -> bool {
+        let (current, recorded) =
+            (self.hard_state(), self.recorded_raft_state.hard_state.unwrap_or_default());
+        let needed = current.term != recorded.term
+            || current.vote != recorded.vote
+            || self.raft_state.last_index < self.recorded_raft_state.last_index;
+        if needed {
+            self.write_raft_state(batch);
+        }
+        needed
     }
 
     /// Log GC: deletes the entries up to `index` (at most the applied index) with one range
@@ -342,7 +376,7 @@ impl PeerStorage {
         hard_state.term = hard_state.term.max(term);
         self.raft_state = RaftLocalState { hard_state: Some(hard_state), last_index: index, last_term: term };
         self.apply_state = ApplyState { applied_index: index, truncated_index: index, truncated_term: term };
-        batch.put_msg(CF_RAFT, &keys::raft_state_key(region_id), &self.raft_state);
+        self.write_raft_state(batch);
         batch.put_msg(CF_META, &keys::apply_state_key(region_id), &self.apply_state);
         self.cache.clear();
         self.region = region;

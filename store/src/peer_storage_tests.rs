@@ -258,7 +258,7 @@ fn a_raw_node_runs_over_peer_storage_and_restarts_from_it() {
             if let Some(hard_state) = rd.hard_state {
                 node.store_mut().set_hard_state(hard_state);
             }
-            node.store().write_raft_state(&mut batch);
+            node.store_mut().write_raft_state_if_needed(&mut batch);
             if let Some(last) = rd.committed_entries.last() {
                 node.store_mut().set_applied(&mut batch, last.index);
             }
@@ -385,4 +385,65 @@ fn a_snapshot_install_is_one_write() {
     );
     let hard_state = storage.hard_state();
     assert_eq!((hard_state.term, hard_state.commit), (9, 40));
+}
+
+/// The Raft state record as it is on disk.
+fn recorded_raft_state(engine: &Arc<Engine>) -> RaftLocalState {
+    engine.get_msg(CF_RAFT, &keys::raft_state_key(REGION_ID)).unwrap().expect("a record")
+}
+
+/// Appends `entries` with `hard_state` as a raft poller does, writing the record only if
+/// needed; returns whether it was written.
+fn persist_as_a_poller(
+    engine: &Arc<Engine>,
+    storage: &mut PeerStorage,
+    entries: &[Entry],
+    hard_state: HardState,
+) -> bool {
+    let mut batch = engine.write_batch();
+    storage.append(&mut batch, entries);
+    storage.set_hard_state(hard_state);
+    let wrote = storage.write_raft_state_if_needed(&mut batch);
+    engine.write(batch, true).unwrap();
+    wrote
+}
+
+/// Plain appends, and a commit index that moves with them, leave the Raft state record
+/// alone: a restart finds the log's last entry past the recorded one.
+#[test]
+fn plain_appends_leave_the_raft_state_record_and_a_restart_finds_the_log_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, mut storage) = bootstrapped(dir.path());
+    for index in 6..=20 {
+        let hard_state = HardState { term: INIT_TERM, vote: 0, commit: index - 1 };
+        let wrote = persist_as_a_poller(&engine, &mut storage, &[entry(index, INIT_TERM, "x")], hard_state);
+        assert!(!wrote, "append {index} wrote the record");
+    }
+    assert_eq!(recorded_raft_state(&engine).last_index, INIT_INDEX);
+    let reloaded = load(&engine, CACHE_BYTES);
+    assert_eq!((reloaded.last_index().unwrap(), reloaded.term(20).unwrap()), (20, INIT_TERM));
+    assert_eq!(reloaded.entries(6, 21, None).unwrap().len(), 15);
+}
+
+/// A new term or vote rewrites the record; so does an overwritten tail that leaves the log
+/// shorter than the record says, which a restart could not otherwise tell from the log.
+#[test]
+fn a_new_term_and_a_shorter_overwritten_tail_rewrite_the_raft_state_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, mut storage) = bootstrapped(dir.path());
+    let entries: Vec<Entry> = (6..=20).map(|i| entry(i, INIT_TERM, "x")).collect();
+    let old_term = HardState { term: INIT_TERM, vote: 0, commit: 8 };
+    assert!(!persist_as_a_poller(&engine, &mut storage, &entries, old_term));
+    // A leader of a new term makes itself heard: the new term is written, with the log's
+    // end as it is now.
+    let new_term = HardState { term: INIT_TERM + 1, vote: 0, commit: 8 };
+    assert!(persist_as_a_poller(&engine, &mut storage, &[], new_term), "a new term is written");
+    assert_eq!(recorded_raft_state(&engine).last_index, 20);
+    // Its first append replaces everything after index 10 with one entry: nothing in the
+    // hard state moved, but the record would now claim entries the log no longer has.
+    assert!(persist_as_a_poller(&engine, &mut storage, &[entry(11, INIT_TERM + 1, "y")], new_term));
+    assert_eq!(recorded_raft_state(&engine).last_index, 11);
+    let reloaded = load(&engine, CACHE_BYTES);
+    assert_eq!((reloaded.last_index().unwrap(), reloaded.term(11).unwrap()), (11, INIT_TERM + 1));
+    assert_eq!(entries_on_disk(&engine, 12, 21), 0);
 }

@@ -75,11 +75,10 @@ impl Peer {
         // them. A commit index alone is not written at all: Raft keeps it volatile (after a
         // restart the leader tells it again, and `PeerStorage::load` raises a lagging one to
         // the applied index), and the next write of the Raft state records it anyway. Its
-        // completions still wait for the end of the round, like every other.
-        let previous = self.raw.store().hard_state();
-        let must_write = m.snapshot.is_some()
-            || !m.entries.is_empty()
-            || (m.term != 0 && (m.term != previous.term || m.vote != previous.vote));
+        // completions still wait for the end of the round, like every other. The Raft state
+        // record itself is written only when the log cannot tell a restart what it says
+        // (`PeerStorage::write_raft_state_if_needed`).
+        let writes_log = m.snapshot.is_some() || !m.entries.is_empty();
         if let Some(snapshot) = m.snapshot {
             let snapshot = *snapshot;
             let metadata = snapshot.metadata.clone().unwrap_or_default();
@@ -127,8 +126,8 @@ impl Peer {
                 commit: m.commit,
             });
         }
-        if must_write {
-            storage.write_raft_state(ctx.batch);
+        let wrote_state = storage.write_raft_state_if_needed(ctx.batch);
+        if writes_log || wrote_state {
             self.round.needs_sync = true;
             self.round.wrote = true;
         }
