@@ -96,7 +96,8 @@ impl Engine {
                 Options::default()
             } else {
                 // With many regions writing, every round appends an entry and rewrites the
-                // raft and apply state of each region, at scattered places in the memtable:
+                // apply state of each region (the raft state only on a new term or vote),
+                // at scattered places in the memtable:
                 // a full skip-list search each, which profiles showed as the largest CPU
                 // cost per write at 1,024 regions. A record's first bytes name its region
                 // and kind, and each region's records of one kind arrive in key order (log

@@ -6,9 +6,10 @@
 //! cache, so that replication and apply read RocksDB only for a follower far behind.
 //!
 //! On disk a region's log is `(truncated_index, last_index]` in CF raft; `truncated_index`
-//! and its term live in the apply state, `last_index` and its term in the Raft state. Both
-//! are checked when a region is loaded: a store does not start on a log that contradicts
-//! its own records.
+//! and its term live in the apply state. The Raft state records `last_index` and its term
+//! as of its last write, which a plain append does not repeat: loading finds the log's end
+//! past it (`write_raft_state_if_needed`). Both are checked when a region is loaded: a
+//! store does not start on a log that contradicts its own records.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -121,6 +122,8 @@ pub struct PeerStorage {
     raft_state: RaftLocalState,
     /// The Raft state as its record on disk holds it (see `write_raft_state_if_needed`).
     recorded_raft_state: RaftLocalState,
+    /// An append since the record's last write replaced entries the record covers.
+    overwrote_recorded_entries: bool,
     apply_state: ApplyState,
     cache: EntryCache,
     /// Snapshots are generated off the poller thread; the core asks through `snapshot`
@@ -169,14 +172,37 @@ impl PeerStorage {
         let recorded_raft_state = raft_state;
         let mut raft_state = raft_state;
         // A plain append does not rewrite the record (`write_raft_state_if_needed`), so the
-        // recorded last index is a lower bound: the log's last entry says where it ends.
-        let log_tail = keys::raft_log_range(region_id, raft_state.last_index + 1, u64::MAX);
+        // recorded last index is a lower bound: the log's last entry says where it ends. Log
+        // GC may have deleted entries past the record since, so the log starts after the
+        // higher of the two; entries at or below the truncated index may be left over from
+        // a crash (the store deletes them at start) and are no part of the log.
+        let log_start = recorded_raft_state.last_index.max(apply_state.truncated_index) + 1;
+        let log_tail = keys::raft_log_range(region_id, log_start, u64::MAX);
         if let Some((key, value)) = engine.last_in_range(CF_RAFT, &log_tail.start, &log_tail.end)? {
-            let (_, index) = keys::decode_raft_log_key(&key)
-                .ok_or_else(|| corrupt(CF_RAFT, &key, "not a log key in the log's range".into()))?;
             let entry = Entry::decode(value.as_ref()).map_err(|e| corrupt(CF_RAFT, &key, e.to_string()))?;
-            raft_state.last_index = index;
+            if keys::decode_raft_log_key(&key) != Some((region_id, entry.index)) {
+                return Err(corrupt(
+                    CF_RAFT,
+                    &key,
+                    format!("region {region_id}: entry {} under this key", entry.index),
+                ));
+            }
+            // The log is contiguous: where the search started, an entry must be too.
+            let first = keys::raft_log_key(region_id, log_start);
+            if engine.get(CF_RAFT, &first)?.is_none() {
+                return Err(corrupt(
+                    CF_RAFT,
+                    &first,
+                    format!("region {region_id}: the log has a gap between {log_start} and {}", entry.index),
+                ));
+            }
+            raft_state.last_index = entry.index;
             raft_state.last_term = entry.term;
+        } else if raft_state.last_index < apply_state.truncated_index {
+            // Log GC took every entry since the record was written: the log is empty, and
+            // ends where it was truncated.
+            raft_state.last_index = apply_state.truncated_index;
+            raft_state.last_term = apply_state.truncated_term;
         }
         // A commit index that moves alone is not written (Raft keeps it volatile; see
         // `Peer::persist_append`), so the recorded one often lags the applied index. The
@@ -195,6 +221,7 @@ impl PeerStorage {
             conf_state,
             raft_state,
             recorded_raft_state,
+            overwrote_recorded_entries: false,
             apply_state,
             cache: EntryCache { bytes_max: entry_cache_bytes_max, ..Default::default() },
             snapshot_generation: RefCell::default(),
@@ -282,6 +309,9 @@ impl PeerStorage {
             let stale = keys::raft_log_range(region_id, last.index + 1, self.raft_state.last_index + 1);
             batch.delete_range(CF_RAFT, &stale.start, &stale.end);
         }
+        if first.index <= self.recorded_raft_state.last_index {
+            self.overwrote_recorded_entries = true;
+        }
         self.raft_state.last_index = last.index;
         self.raft_state.last_term = last.term;
         self.cache.append(entries);
@@ -296,21 +326,22 @@ impl PeerStorage {
     pub fn write_raft_state(&mut self, batch: &mut WriteBatch) {
         batch.put_msg(CF_RAFT, &keys::raft_state_key(self.region.id), &self.raft_state);
         self.recorded_raft_state = self.raft_state;
+        self.overwrote_recorded_entries = false;
     }
 
     /// Writes the Raft state, as `write_raft_state` does, only if a restart could not
     /// recover it from the record and the log; returns whether it wrote. That is when the
-    /// term or the vote moved, or the log now ends below the recorded last index (an
-    /// overwritten tail, cut shorter). A plain append leaves the record alone: `load` finds
-    /// the log's last entry past the recorded one. Nor does a commit index that moved alone:
-    /// Raft keeps it volatile. With a thousand regions writing, this saves a record write
-    /// per region and round on every replica.
+    /// term or the vote moved, or an append replaced entries the record covers (an
+    /// overwritten tail: the log may now end below the recorded last index, or at it with
+    /// another term). A plain append leaves the record alone: `load` finds the log's last
+    /// entry past the recorded one. Nor does a commit index that moved alone: Raft keeps it
+    /// volatile. With a thousand regions writing, this saves a record write per region and
+    /// round on every replica.
     pub fn write_raft_state_if_needed(&mut self, batch: &mut WriteBatch) -> bool {
         let (current, recorded) =
             (self.hard_state(), self.recorded_raft_state.hard_state.unwrap_or_default());
-        let needed = current.term != recorded.term
-            || current.vote != recorded.vote
-            || self.raft_state.last_index < self.recorded_raft_state.last_index;
+        let needed =
+            current.term != recorded.term || current.vote != recorded.vote || self.overwrote_recorded_entries;
         if needed {
             self.write_raft_state(batch);
         }

@@ -447,3 +447,63 @@ fn a_new_term_and_a_shorter_overwritten_tail_rewrite_the_raft_state_record() {
     assert_eq!((reloaded.last_index().unwrap(), reloaded.term(11).unwrap()), (11, INIT_TERM + 1));
     assert_eq!(entries_on_disk(&engine, 12, 21), 0);
 }
+
+/// An overwritten tail that ends where the record says, with another term, rewrites the
+/// record too: a restart would otherwise read the old term for the last entry and refuse
+/// the log as corrupt (helper-7's case: a new leader's first entry replaces one a deposed
+/// leader left at the same index).
+#[test]
+fn an_overwritten_tail_of_the_same_length_rewrites_the_raft_state_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, mut storage) = bootstrapped(dir.path());
+    let old_leader = HardState { term: INIT_TERM + 1, vote: 0, commit: INIT_INDEX };
+    persist_as_a_poller(&engine, &mut storage, &[entry(6, INIT_TERM + 1, "lost")], old_leader);
+    // A vote request of a new term raises the term: the record is written with the end.
+    let new_term = HardState { term: INIT_TERM + 2, vote: 0, commit: INIT_INDEX };
+    assert!(persist_as_a_poller(&engine, &mut storage, &[], new_term));
+    assert_eq!(recorded_raft_state(&engine).last_index, 6);
+    // The new leader's first entry replaces entry 6: same length, same hard state.
+    assert!(persist_as_a_poller(&engine, &mut storage, &[entry(6, INIT_TERM + 2, "noop")], new_term));
+    let reloaded = load(&engine, CACHE_BYTES);
+    assert_eq!((reloaded.last_index().unwrap(), reloaded.term(6).unwrap()), (6, INIT_TERM + 2));
+}
+
+/// The log past the record must be contiguous: a stray entry above a gap is not taken as
+/// the log's end.
+#[test]
+fn a_gap_past_the_recorded_end_refuses_to_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) = bootstrapped(dir.path());
+    let mut batch = engine.write_batch();
+    let stray = entry(9, INIT_TERM, "stray");
+    batch.put(CF_RAFT, &keys::raft_log_key(REGION_ID, 9), &stray.encode_to_vec());
+    engine.write(batch, true).unwrap();
+    let err = PeerStorage::load(engine.clone(), region(), CACHE_BYTES).unwrap_err();
+    assert!(matches!(err, EngineError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("gap"), "{err}");
+}
+
+/// Log GC may delete entries past the recorded end before the record is written again: a
+/// reload still finds the log, and an emptied one ends at its truncated index.
+#[test]
+fn log_gc_past_the_recorded_end_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, mut storage) = bootstrapped(dir.path());
+    let entries: Vec<Entry> = (6..=30).map(|i| entry(i, INIT_TERM, "x")).collect();
+    let hard_state = HardState { term: INIT_TERM, vote: 0, commit: 30 };
+    assert!(!persist_as_a_poller(&engine, &mut storage, &entries, hard_state));
+    let mut batch = engine.write_batch();
+    storage.set_applied(&mut batch, 30);
+    storage.compact_to(&mut batch, 20).unwrap();
+    engine.write(batch, true).unwrap();
+    let reloaded = load(&engine, CACHE_BYTES);
+    assert_eq!((reloaded.first_index().unwrap(), reloaded.last_index().unwrap()), (21, 30));
+
+    let mut batch = engine.write_batch();
+    storage.compact_to(&mut batch, 30).unwrap();
+    engine.write(batch, true).unwrap();
+    assert_eq!(recorded_raft_state(&engine).last_index, INIT_INDEX, "the record was never rewritten");
+    let reloaded = load(&engine, CACHE_BYTES);
+    assert_eq!((reloaded.first_index().unwrap(), reloaded.last_index().unwrap()), (31, 30));
+    assert_eq!(reloaded.term(30).unwrap(), INIT_TERM);
+}
