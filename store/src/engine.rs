@@ -96,7 +96,8 @@ impl Engine {
                 Options::default()
             } else {
                 // With many regions writing, every round appends an entry and rewrites the
-                // apply state of each region (the raft state only on a new term or vote),
+                // apply state of each region (the raft state only on a new term or vote, an
+                // overwritten tail or a snapshot),
                 // at scattered places in the memtable:
                 // a full skip-list search each, which profiles showed as the largest CPU
                 // cost per write at 1,024 regions. A record's first bytes name its region

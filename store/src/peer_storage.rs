@@ -187,7 +187,8 @@ impl PeerStorage {
                     format!("region {region_id}: entry {} under this key", entry.index),
                 ));
             }
-            // The log is contiguous: where the search started, an entry must be too.
+            // The log is contiguous: where the search started, an entry must be too. (A hole
+            // further in would cost a scan to find at load; reading it fails loudly later.)
             let first = keys::raft_log_key(region_id, log_start);
             if engine.get(CF_RAFT, &first)?.is_none() {
                 return Err(corrupt(
