@@ -408,6 +408,19 @@ fn persist_as_a_poller(
     wrote
 }
 
+/// A bootstrapped region whose log was extended to `last` in one append of the initial
+/// term, as a poller does it, which leaves the Raft state record as bootstrapped.
+fn extended_to(dir: &Path, last: u64, commit: u64) -> (Arc<Engine>, PeerStorage) {
+    let (engine, mut storage) = bootstrapped(dir);
+    let entries: Vec<Entry> = (INIT_INDEX + 1..=last).map(|i| entry(i, INIT_TERM, "x")).collect();
+    let hard_state = HardState { term: INIT_TERM, vote: 0, commit };
+    assert!(
+        !persist_as_a_poller(&engine, &mut storage, &entries, hard_state),
+        "a plain append wrote the record"
+    );
+    (engine, storage)
+}
+
 /// Plain appends, and a commit index that moves with them, leave the Raft state record
 /// alone: a restart finds the log's last entry past the recorded one.
 #[test]
@@ -430,10 +443,7 @@ fn plain_appends_leave_the_raft_state_record_and_a_restart_finds_the_log_end() {
 #[test]
 fn a_new_term_and_a_shorter_overwritten_tail_rewrite_the_raft_state_record() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, mut storage) = bootstrapped(dir.path());
-    let entries: Vec<Entry> = (6..=20).map(|i| entry(i, INIT_TERM, "x")).collect();
-    let old_term = HardState { term: INIT_TERM, vote: 0, commit: 8 };
-    assert!(!persist_as_a_poller(&engine, &mut storage, &entries, old_term));
+    let (engine, mut storage) = extended_to(dir.path(), 20, 8);
     // A leader of a new term makes itself heard: the new term is written, with the log's
     // end as it is now.
     let new_term = HardState { term: INIT_TERM + 1, vote: 0, commit: 8 };
@@ -488,10 +498,7 @@ fn a_gap_past_the_recorded_end_refuses_to_load() {
 #[test]
 fn log_gc_past_the_recorded_end_reloads() {
     let dir = tempfile::tempdir().unwrap();
-    let (engine, mut storage) = bootstrapped(dir.path());
-    let entries: Vec<Entry> = (6..=30).map(|i| entry(i, INIT_TERM, "x")).collect();
-    let hard_state = HardState { term: INIT_TERM, vote: 0, commit: 30 };
-    assert!(!persist_as_a_poller(&engine, &mut storage, &entries, hard_state));
+    let (engine, mut storage) = extended_to(dir.path(), 30, 30);
     let mut batch = engine.write_batch();
     storage.set_applied(&mut batch, 30);
     storage.compact_to(&mut batch, 20).unwrap();
