@@ -1,7 +1,7 @@
 //! Messages between this peer and the other replicas of its region.
 
 use prost::Message as _;
-use tessera_proto::raftpb::{Message, MessageType};
+use tessera_proto::raftpb::{Message, MessageType, Snapshot};
 use tessera_proto::serverpb::{RaftMessage, SnapshotDescriptor};
 use tessera_proto::storepb::RegionEpoch;
 
@@ -53,9 +53,26 @@ fn is_well_formed(msg: &RaftMessage, message: &Message, my_id: u64) -> bool {
 /// Removes the received data file of a snapshot message that will not be installed
 /// (LESSONS.md #24: a refused snapshot must not leave its file behind).
 pub(crate) fn discard_snapshot_file(store: &crate::context::StoreContext, msg: &RaftMessage) {
-    if let Some(snapshot) = msg.message.as_ref().and_then(|m| m.snapshot.as_deref()) {
+    if let Some(snapshot) = snapshot_of(msg) {
         let _ = store.snapshots.remove_received(snapshot);
     }
+}
+
+/// The snapshot a message carries, if any.
+pub(crate) fn snapshot_of(msg: &RaftMessage) -> Option<&Snapshot> {
+    msg.message.as_ref().and_then(|m| m.snapshot.as_deref())
+}
+
+/// Keeps `msg` as the snapshot that waits for the apply FSM, in place of any older one, and
+/// returns the replaced message if its file is no longer needed: not when both carry the
+/// same snapshot, whose one received file the waiting message needs.
+fn defer_snapshot(
+    deferred: &mut Option<Box<RaftMessage>>,
+    msg: Box<RaftMessage>,
+) -> Option<Box<RaftMessage>> {
+    let replaced = deferred.replace(msg)?;
+    let same_snapshot = snapshot_of(&replaced) == deferred.as_deref().and_then(snapshot_of);
+    (!same_snapshot).then_some(replaced)
 }
 
 /// Whether a message of this type carries its region's range: the messages that may create
@@ -203,12 +220,12 @@ impl Peer {
             if self.apply_tasks_in_flight > 0 || !self.apply_backlog.is_empty() {
                 // Installing moves the apply state; wait until the apply FSM is idle. A newer
                 // snapshot replaces one already waiting, whose file is no longer needed.
-                return self.deferred_snapshot.replace(msg);
+                return defer_snapshot(&mut self.deferred_snapshot, msg);
             }
             if !self.accepts_snapshot(ctx, &msg) {
                 return Some(msg);
             }
-            self.snapshot_stepped = msg.message.as_ref().and_then(|m| m.snapshot.as_deref()).cloned();
+            self.snapshot_stepped = snapshot_of(&msg).cloned();
         }
         if msg.urgent {
             self.round.urgent_heartbeat_received = true;
@@ -261,5 +278,44 @@ impl Peer {
             urgent: false,
         };
         let _ = ctx.store.transport.send(msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tessera_proto::raftpb::SnapshotMetadata;
+
+    use super::*;
+
+    fn snapshot_message(index: u64) -> Box<RaftMessage> {
+        let snapshot = Snapshot {
+            metadata: Some(SnapshotMetadata { index, term: 6, ..Default::default() }.into()),
+            ..Default::default()
+        };
+        let message = Message {
+            msg_type: MessageType::MsgSnapshot as i32,
+            snapshot: Some(snapshot.into()),
+            ..Default::default()
+        };
+        Box::new(RaftMessage { region_id: 1, message: Some(message), ..Default::default() })
+    }
+
+    /// A newer snapshot waits in place of an older one, whose file goes; the same snapshot
+    /// sent again waits in place of itself, and its one file stays.
+    #[test]
+    fn a_deferred_snapshot_gives_up_its_file_only_to_another_snapshot() {
+        let mut deferred = None;
+        assert!(defer_snapshot(&mut deferred, snapshot_message(10)).is_none());
+        let replaced =
+            defer_snapshot(&mut deferred, snapshot_message(20)).expect("the older one's file goes");
+        assert_eq!(snapshot_of(&replaced).and_then(|s| s.metadata.as_ref()).map(|m| m.index), Some(10));
+        assert!(
+            defer_snapshot(&mut deferred, snapshot_message(20)).is_none(),
+            "the same snapshot keeps its file"
+        );
+        assert_eq!(
+            deferred.as_deref().and_then(snapshot_of).and_then(|s| s.metadata.as_ref()).map(|m| m.index),
+            Some(20)
+        );
     }
 }

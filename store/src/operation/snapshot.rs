@@ -38,7 +38,7 @@ impl Peer {
     /// concurrent sends; the outcome comes back as `PeerMsg::SnapshotSent`.
     pub(crate) fn send_snapshot(&mut self, ctx: &mut PollContext<'_>, msg: RaftMessage) {
         let to_peer_id = msg.to_peer.as_ref().map_or(0, |p| p.id);
-        let snapshot = msg.message.as_ref().and_then(|m| m.snapshot.as_deref()).cloned().unwrap_or_default();
+        let snapshot = super::message::snapshot_of(&msg).cloned().unwrap_or_default();
         let Some(guard) = ctx.store.snapshots.try_acquire_send() else {
             // At the limit: the follower stays in snapshot state until told, so tell it
             // failed at once; the leader asks for a new snapshot later.
