@@ -13,9 +13,9 @@
 //!   each to its region's leader, and the batches, messages and bytes between stores per
 //!   committed write (waking and resting again included).
 //!
-//! Run: `cargo bench -p tessera-store --bench network`. Environment: `BENCH_REGIONS`
-//! (comma-separated, default `1,1000,10000`), `BENCH_IDLE_SECONDS` (default 10),
-//! `BENCH_WRITES` (default 2000).
+//! Run: `cargo bench --workspace --bench network` (the README says why not `-p`).
+//! Environment: `BENCH_REGIONS` (comma-separated, default `1,1000,10000`),
+//! `BENCH_IDLE_SECONDS` (default 10), `BENCH_WRITES` (default 2000).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
