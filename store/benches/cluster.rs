@@ -24,7 +24,8 @@
 //! receive spins and yields first: with a thousand writers on two cores that spinning was
 //! most of the clients' CPU, and varied with latency.
 //!
-//! Run: `cargo bench --workspace --bench cluster` (the README says why not `-p`).
+//! Run: `cargo bench --workspace --bench cluster` (with `-p`, RocksDB compiles again; see
+//! the README).
 //! Environment:
 //! - `BENCH_SECONDS`: the measured time per combination (default 5);
 //! - `BENCH_WRITERS`: concurrent writers in total (default 128);

@@ -13,7 +13,8 @@
 //!   each to its region's leader, and the batches, messages and bytes between stores per
 //!   committed write (waking and resting again included).
 //!
-//! Run: `cargo bench --workspace --bench network` (the README says why not `-p`).
+//! Run: `cargo bench --workspace --bench network` (with `-p`, RocksDB compiles again; see
+//! the README).
 //! Environment: `BENCH_REGIONS` (comma-separated, default `1,1000,10000`),
 //! `BENCH_IDLE_SECONDS` (default 10), `BENCH_WRITES` (default 2000).
 

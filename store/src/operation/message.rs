@@ -64,15 +64,22 @@ pub(crate) fn snapshot_of(msg: &RaftMessage) -> Option<&Snapshot> {
 }
 
 /// Keeps `msg` as the snapshot that waits for the apply FSM, in place of any older one, and
-/// returns the replaced message if its file is no longer needed: not when both carry the
-/// same snapshot, whose one received file the waiting message needs.
+/// returns the replaced message if its file is no longer needed: not when both name the
+/// same received file, which the waiting message needs.
 fn defer_snapshot(
     deferred: &mut Option<Box<RaftMessage>>,
     msg: Box<RaftMessage>,
 ) -> Option<Box<RaftMessage>> {
     let replaced = deferred.replace(msg)?;
-    let same_snapshot = snapshot_of(&replaced) == deferred.as_deref().and_then(snapshot_of);
-    (!same_snapshot).then_some(replaced)
+    let same_file = received_file_of(&replaced) == deferred.as_deref().and_then(received_file_of);
+    (!same_file).then_some(replaced)
+}
+
+/// What names a message's received snapshot file (`SnapshotManager` keeps one per region,
+/// term and index; the receive checked the region against the envelope's).
+fn received_file_of(msg: &RaftMessage) -> Option<(u64, u64, u64)> {
+    let metadata = snapshot_of(msg)?.metadata.as_deref()?;
+    Some((msg.region_id, metadata.term, metadata.index))
 }
 
 /// Whether a message of this type carries its region's range: the messages that may create
@@ -313,6 +320,10 @@ mod tests {
             defer_snapshot(&mut deferred, snapshot_message(20)).is_none(),
             "the same snapshot keeps its file"
         );
+        // Another encoding of the same snapshot names the same file.
+        let mut reencoded = snapshot_message(20);
+        reencoded.message.as_mut().unwrap().snapshot.as_mut().unwrap().data = b"other bytes".to_vec().into();
+        assert!(defer_snapshot(&mut deferred, reencoded).is_none(), "the file is named by index and term");
         assert_eq!(
             deferred.as_deref().and_then(snapshot_of).and_then(|s| s.metadata.as_ref()).map(|m| m.index),
             Some(20)
