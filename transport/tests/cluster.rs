@@ -71,7 +71,10 @@ fn a_store_that_missed_compacted_entries_catches_up_by_snapshot_over_grpc() {
         cluster.store(leader).stats().snapshots_sent.load(Ordering::Relaxed) > sent_before
     });
     assert!(counted, "the leader sent a snapshot");
-    assert!(cluster.store(lagging).stats().snapshots_applied.load(Ordering::Relaxed) >= 1);
+    // The receiver counts its install just after the write that made the data visible.
+    let installed =
+        wait_until(WAIT, || cluster.store(lagging).stats().snapshots_applied.load(Ordering::Relaxed) >= 1);
+    assert!(installed, "the lagging store installed a snapshot");
     // Replication goes on by log after the snapshot.
     cluster.must_put(&key("after"), b"y");
     assert!(cluster.wait_for_value(lagging, &key("after"), b"y", WAIT));
