@@ -131,14 +131,14 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
         let synced = !self.batch.is_empty();
         if synced {
             let installs_snapshot = || fsms.iter().any(|f| f.peer.round.installed_snapshot.is_some());
-            crash_if_armed(crash_point::SNAPSHOT_INSTALL_BEFORE_WRITE, installs_snapshot);
+            crash_if_armed(crash_point::SNAPSHOT_INSTALL_BEFORE_WRITE, self.ctx.store_id, installs_snapshot);
             let started = Instant::now();
             let batch_bytes = self.batch.bytes();
             let batch = std::mem::replace(&mut self.batch, self.ctx.engine.write_batch());
             if let Err(e) = self.ctx.engine.write(batch, true) {
                 self.ctx.stop_fatally(format!("raft write failed: {e}"));
             }
-            crash_if_armed(crash_point::SNAPSHOT_INSTALL_AFTER_WRITE, installs_snapshot);
+            crash_if_armed(crash_point::SNAPSHOT_INSTALL_AFTER_WRITE, self.ctx.store_id, installs_snapshot);
             let stats = &self.ctx.stats;
             StoreStats::add(&stats.fsyncs, 1);
             let peers_written = fsms.iter().filter(|f| f.peer.round.wrote).count() as u64;
