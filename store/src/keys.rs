@@ -5,7 +5,10 @@
 //! region's log is deleted with one range delete, and all regions are loaded with one scan.
 //!
 //! - CF `raft`: `[0x01][region_id][0x01][index]` -> `Entry`;
-//!   `[0x01][region_id][0x02]` -> `RaftLocalState`.
+//!   `[0x01][region_id][0x02]` -> `RaftLocalState`, whose `last_index` is a lower bound
+//!   of the log's end: plain appends do not rewrite it, and loading seeks the end
+//!   (`PeerStorage::load`). Builds from before that rule trust it as the end, so a store
+//!   written by this one must not be opened by them.
 //! - CF `meta`: `[0x01][region_id][0x01]` -> `RegionLocalState`;
 //!   `[0x01][region_id][0x02]` -> `ApplyState`.
 //! - CF `default`: `z` followed by the user key, so that a region's data is the contiguous

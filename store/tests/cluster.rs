@@ -136,8 +136,10 @@ fn snapshot_files(cluster: &Cluster, store_id: u64) -> usize {
 }
 
 /// A store at its limit of snapshot receives refuses them as Busy; the leader hears the
-/// send failed, asks again later, and the snapshot lands once the store has room. No store
-/// keeps a refused snapshot's files (LESSONS.md #24).
+/// send failed, asks again later, and the snapshot lands once the store has room. The
+/// leader's generated files of the refused sends go with them, and nothing is left once
+/// one lands (LESSONS.md #24; a Busy refusal comes before any received file exists, so the
+/// receiver's side of refusals is `a_snapshot_overlapping_a_hosted_region_is_refused`'s).
 #[test]
 fn a_snapshot_refused_by_a_busy_receiver_is_sent_again_later() {
     let mut cluster = Cluster::new(3, 1, 3, |_| {});

@@ -74,7 +74,8 @@ impl Peer {
         // Entries, a snapshot, or a new term or vote must be on disk before anyone hears of
         // them. A commit index alone is not written at all: Raft keeps it volatile (after a
         // restart the leader tells it again, and `PeerStorage::load` raises a lagging one to
-        // the applied index), and the next write of the Raft state records it anyway. Its
+        // the applied index); the Raft state record carries whatever it was at its last
+        // write, which may be long ago. Its
         // completions still wait for the end of the round, like every other. The Raft state
         // record itself is written only when the log cannot tell a restart what it says
         // (`PeerStorage::write_raft_state_if_needed`).

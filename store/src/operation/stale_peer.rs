@@ -19,7 +19,10 @@
 //! leader keeps telling it, or past a change of leader (the list is the leader's memory,
 //! not persisted), and a peer whose known members have all left their stores. Those need
 //! removal records kept with the region until the removed peer confirms, or the placement
-//! driver. Held ticks (`operation/quiet.rs`) may delay a check by up to 32 ticks.
+//! driver. Held ticks (`operation/quiet.rs`) may delay a check by up to
+//! `QUIET_MESSAGES_HELD_MAX` ticks. Nor does it cover a peer created by a heartbeat of a
+//! region whose range overlaps one the store hosts (`store_fsm.rs`): it never initializes,
+//! since its snapshots are refused, and it does not check an uninitialized membership.
 
 use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
 use tessera_proto::storepb::{Peer as PeerMeta, Region};
