@@ -32,7 +32,7 @@
 
 use std::collections::BTreeSet;
 
-use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
+use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType};
 use tessera_proto::storepb::Peer as PeerMeta;
 use tessera_raft::quorum::VoteResult;
 
@@ -250,28 +250,6 @@ impl Peer {
     pub(crate) fn on_store_down(&mut self, ctx: &mut PollContext<'_>, store_id: u64) {
         if self.hibernation.asleep && self.leader().is_some_and(|leader| leader.store_id == store_id) {
             self.wake(ctx);
-        }
-    }
-
-    fn send_extra(
-        &mut self,
-        ctx: &mut PollContext<'_>,
-        to: u64,
-        extra_type: ExtraMessageType,
-        term: u64,
-        index: u64,
-    ) {
-        let Some(to_peer) = self.peer_cache.get(to) else { return };
-        let msg = RaftMessage {
-            region_id: self.region_id,
-            from_peer: Some(self.meta),
-            to_peer: Some(to_peer),
-            region_epoch: self.region.epoch,
-            extra: Some(ExtraMessage { extra_type: extra_type as i32, term, index }),
-            ..Default::default()
-        };
-        if ctx.store.transport.send(msg).is_ok() {
-            StoreStats::add(&ctx.store.stats.messages_sent, 1);
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use prost::Message as _;
 use tessera_proto::raftpb::{Message, MessageType, Snapshot};
-use tessera_proto::serverpb::{RaftMessage, SnapshotDescriptor};
+use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage, SnapshotDescriptor};
 use tessera_proto::storepb::RegionEpoch;
 
 use super::PollContext;
@@ -266,6 +266,29 @@ impl Peer {
         true
     }
 
+    pub(crate) fn send_extra(
+        &mut self,
+        ctx: &mut PollContext<'_>,
+        to: u64,
+        extra_type: ExtraMessageType,
+        term: u64,
+        index: u64,
+    ) {
+        let Some(to_peer) = self.peer_cache.get(to) else { return };
+        let msg = RaftMessage {
+            region_id: self.region_id,
+            from_peer: Some(self.meta),
+            to_peer: Some(to_peer),
+            region_epoch: self.region.epoch,
+            extra: Some(ExtraMessage { extra_type: extra_type as i32, term, index }),
+            ..Default::default()
+        };
+        match ctx.store.transport.send(msg) {
+            Ok(()) => StoreStats::add(&ctx.store.stats.messages_sent, 1),
+            Err(_) => StoreStats::add(&ctx.store.stats.messages_unsent, 1),
+        }
+    }
+
     pub(crate) fn send_tombstone(
         &mut self,
         ctx: &mut PollContext<'_>,
@@ -284,7 +307,10 @@ impl Peer {
             extra: None,
             urgent: false,
         };
-        let _ = ctx.store.transport.send(msg);
+        match ctx.store.transport.send(msg) {
+            Ok(()) => StoreStats::add(&ctx.store.stats.messages_sent, 1),
+            Err(_) => StoreStats::add(&ctx.store.stats.messages_unsent, 1),
+        }
     }
 }
 

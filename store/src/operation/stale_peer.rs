@@ -24,11 +24,10 @@
 //! region whose range overlaps one the store hosts (`store_fsm.rs`): it never initializes,
 //! since its snapshots are refused, and it does not check an uninitialized membership.
 
-use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
+use tessera_proto::serverpb::ExtraMessageType;
 use tessera_proto::storepb::{Peer as PeerMeta, Region};
 
 use super::PollContext;
-use crate::context::StoreStats;
 use crate::peer::Peer;
 
 /// The most removed peers a leader keeps telling; older ones are forgotten first.
@@ -153,21 +152,10 @@ impl Peer {
             leader_missing_ticks,
             "no leader heard from for long: asking the members whether this peer is still one"
         );
-        for member in self.region.peers.iter().filter(|p| p.id != self.meta.id) {
-            let msg = RaftMessage {
-                region_id: self.region_id,
-                from_peer: Some(self.meta),
-                to_peer: Some(*member),
-                region_epoch: self.region.epoch,
-                extra: Some(ExtraMessage {
-                    extra_type: ExtraMessageType::MembershipCheck as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            if ctx.store.transport.send(msg).is_ok() {
-                StoreStats::add(&ctx.store.stats.messages_sent, 1);
-            }
+        let members: Vec<u64> =
+            self.region.peers.iter().map(|p| p.id).filter(|id| *id != self.meta.id).collect();
+        for member in members {
+            self.send_extra(ctx, member, ExtraMessageType::MembershipCheck, 0, 0);
         }
         true
     }
