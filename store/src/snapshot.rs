@@ -269,7 +269,7 @@ pub struct SendGuard {
 /// Which snapshot a file holds. Two snapshots of a region at one index hold the same data
 /// (the state machine is deterministic), so one file per (region, term, index) suffices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SnapshotId {
+pub(crate) struct SnapshotId {
     region_id: u64,
     term: u64,
     index: u64,
@@ -299,6 +299,12 @@ struct Described {
     id: SnapshotId,
     descriptor: SnapshotDescriptor,
     region: Region,
+}
+
+/// Which file holds `snapshot`, whether generated or received, or None for a snapshot
+/// that is not one of ours.
+pub(crate) fn file_id(snapshot: &Snapshot) -> Option<SnapshotId> {
+    describe(snapshot).ok().map(|described| described.id)
 }
 
 fn describe(snapshot: &Snapshot) -> Result<Described, SnapshotError> {

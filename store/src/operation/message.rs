@@ -71,15 +71,9 @@ fn defer_snapshot(
     msg: Box<RaftMessage>,
 ) -> Option<Box<RaftMessage>> {
     let replaced = deferred.replace(msg)?;
-    let same_file = received_file_of(&replaced) == deferred.as_deref().and_then(received_file_of);
+    let file_of = |msg: &RaftMessage| snapshot_of(msg).and_then(crate::snapshot::file_id);
+    let same_file = file_of(&replaced) == deferred.as_deref().and_then(file_of);
     (!same_file).then_some(replaced)
-}
-
-/// What names a message's received snapshot file (`SnapshotManager` keeps one per region,
-/// term and index; the receive checked the region against the envelope's).
-fn received_file_of(msg: &RaftMessage) -> Option<(u64, u64, u64)> {
-    let metadata = snapshot_of(msg)?.metadata.as_deref()?;
-    Some((msg.region_id, metadata.term, metadata.index))
 }
 
 /// Whether a message of this type carries its region's range: the messages that may create
@@ -320,10 +314,14 @@ mod tests {
 
     use super::*;
 
-    fn snapshot_message(index: u64) -> Box<RaftMessage> {
+    /// A snapshot message of region 1 at `index`, whose descriptor says `kvs_len` records.
+    fn snapshot_message_of(index: u64, kvs_len: u64) -> Box<RaftMessage> {
+        let region = tessera_proto::storepb::Region { id: 1, ..Default::default() };
+        let descriptor =
+            SnapshotDescriptor { region: Some(region), data_bytes: 8, kvs_len, ..Default::default() };
         let snapshot = Snapshot {
             metadata: Some(SnapshotMetadata { index, term: 6, ..Default::default() }.into()),
-            ..Default::default()
+            data: descriptor.encode_to_vec().into(),
         };
         let message = Message {
             msg_type: MessageType::MsgSnapshot as i32,
@@ -331,6 +329,10 @@ mod tests {
             ..Default::default()
         };
         Box::new(RaftMessage { region_id: 1, message: Some(message), ..Default::default() })
+    }
+
+    fn snapshot_message(index: u64) -> Box<RaftMessage> {
+        snapshot_message_of(index, 0)
     }
 
     /// A newer snapshot waits in place of an older one, whose file goes; the same snapshot
@@ -347,8 +349,7 @@ mod tests {
             "the same snapshot keeps its file"
         );
         // Another encoding of the same snapshot names the same file.
-        let mut reencoded = snapshot_message(20);
-        reencoded.message.as_mut().unwrap().snapshot.as_mut().unwrap().data = b"other bytes".to_vec().into();
+        let reencoded = snapshot_message_of(20, 7);
         assert!(defer_snapshot(&mut deferred, reencoded).is_none(), "the file is named by index and term");
         assert_eq!(
             deferred.as_deref().and_then(snapshot_of).and_then(|s| s.metadata.as_ref()).map(|m| m.index),
