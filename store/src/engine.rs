@@ -191,16 +191,9 @@ impl Engine {
     ) -> EngineResult<Option<KeyValue>> {
         let mut read_options = ReadOptions::default();
         read_options.set_iterate_lower_bound(start.to_vec());
-        let iter =
-            self.db.iterator_cf_opt(self.cf(cf), read_options, IteratorMode::From(end, Direction::Reverse));
-        for item in iter {
-            let (key, value) = item.map_err(EngineError::ReadFailed)?;
-            // The seek lands on the last key at or before `end`, which is excluded.
-            if key.as_ref() < end {
-                return Ok(Some((key, value)));
-            }
-        }
-        Ok(None)
+        read_options.set_iterate_upper_bound(end.to_vec());
+        let mut iter = self.db.iterator_cf_opt(self.cf(cf), read_options, IteratorMode::End);
+        iter.next().transpose().map_err(EngineError::ReadFailed)
     }
 
     /// Calls `visit` with every (key, value) in `[start, end)` in key order, until it
@@ -433,6 +426,24 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![(b"za".to_vec(), b"1".to_vec()), (b"zb".to_vec(), b"1".to_vec())]);
         assert_eq!(engine.get(CF_DEFAULT, b"za").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[test]
+    fn last_in_range_finds_the_last_key_below_the_end_and_nothing_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Engine::open(dir.path(), &EngineConfig::default()).unwrap());
+        let mut batch = engine.write_batch();
+        for key in [[1u8, 1], [1, 5], [2, 0]] {
+            batch.put(CF_RAFT, &key, &key);
+        }
+        engine.write(batch, false).unwrap();
+        let last = |start: &[u8], end: &[u8]| {
+            engine.last_in_range(CF_RAFT, start, end).unwrap().map(|(key, _)| key.to_vec())
+        };
+        assert_eq!(last(&[1], &[2]), Some(vec![1, 5]), "a neighbour at the end is excluded");
+        assert_eq!(last(&[0], &[1, 5]), Some(vec![1, 1]), "the end itself is excluded");
+        assert_eq!(last(&[1, 6], &[2]), None, "nothing below the start is taken");
+        assert_eq!(last(&[3], &[4]), None);
     }
 
     #[test]
