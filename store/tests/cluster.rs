@@ -876,25 +876,47 @@ fn only_messages_that_may_create_a_peer_carry_the_range() {
     use tessera_proto::raftpb::MessageType;
     let mut cluster = Cluster::new(3, 2, 3, |_| {});
     cluster.start_all();
-    let seen: Arc<Mutex<Vec<(MessageType, bool)>>> = Arc::default();
+    // Every message that travels: its Raft message type (None for tombstones and the store's
+    // own extra messages) and whether it carries a range.
+    type Travelled = Vec<(Option<MessageType>, bool)>;
+    let seen: Arc<Mutex<Travelled>> = Arc::default();
     let record = Arc::clone(&seen);
     let filter = cluster.network.add_filter(move |msg| {
-        if let Some(message) = msg.message.as_ref() {
-            let has_range = !msg.start_key.is_empty() || !msg.end_key.is_empty();
-            record.lock().unwrap().push((message.msg_type(), has_range));
-        }
+        let has_range = !msg.start_key.is_empty() || !msg.end_key.is_empty();
+        record.lock().unwrap().push((msg.message.as_ref().map(|m| m.msg_type()), has_range));
         false
     });
     for i in 0..5 {
         cluster.must_put(1, &key_in_region(1, &format!("k{i}")), b"v");
     }
+    // A leader transfer brings vote requests and their answers.
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let target = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.store(leader).transfer_leader(1, initial_peer_id(1, target)).unwrap();
+    assert!(wait_until(WAIT, || cluster.leader_store(1, WAIT) == Some(target)), "leadership moves");
+    cluster.must_put(1, &key_in_region(1, "after"), b"v");
     cluster.network.remove_filter(filter);
     let seen = seen.lock().unwrap();
-    let of_type = |t: MessageType| seen.iter().filter(move |(msg_type, _)| *msg_type == t);
+    let of_type = |t: MessageType| seen.iter().filter(move |(msg_type, _)| *msg_type == Some(t));
     assert!(of_type(MessageType::MsgAppend).count() > 0, "{seen:?}");
     assert!(of_type(MessageType::MsgAppend).all(|(_, has_range)| *has_range), "{seen:?}");
     assert!(of_type(MessageType::MsgAppendResponse).count() > 0, "{seen:?}");
     assert!(of_type(MessageType::MsgAppendResponse).all(|(_, has_range)| !*has_range), "{seen:?}");
+    let votes =
+        of_type(MessageType::MsgRequestVote).count() + of_type(MessageType::MsgRequestPreVote).count();
+    assert!(votes > 0, "the transfer's election was seen: {seen:?}");
+    for (msg_type, has_range) in seen.iter() {
+        let may_create = matches!(
+            msg_type,
+            Some(
+                MessageType::MsgAppend
+                    | MessageType::MsgSnapshot
+                    | MessageType::MsgRequestVote
+                    | MessageType::MsgRequestPreVote
+            )
+        );
+        assert_eq!(*has_range, may_create, "{msg_type:?} carries a range: {has_range}");
+    }
 }
 
 /// A message whose range overlaps a region the store hosts creates no peer there
