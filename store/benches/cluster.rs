@@ -30,7 +30,9 @@
 //! - `BENCH_SECONDS`: the measured time per combination (default 5);
 //! - `BENCH_WRITERS`: concurrent writers in total (default 128);
 //! - `BENCH_REGIONS`: region counts, comma-separated (default `1,64,1024`);
-//! - `BENCH_VALUES`: value sizes in bytes, comma-separated (default `16,1024`).
+//! - `BENCH_VALUES`: value sizes in bytes, comma-separated (default `16,1024`);
+//! - `BENCH_RAFT_POLLERS`, `BENCH_APPLY_POLLERS`: poller threads per store (default: the
+//!   store's defaults, 2 and 1).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,7 +46,7 @@ use proc_stats::{clock_ticks_per_second, process_cpu_ticks, process_rss_bytes, t
 use tessera_store::cluster::{initial_peer_id, key_in_region, Cluster};
 use tessera_store::proto::serverpb::{CmdType, RaftCmdRequest, Request, RequestHeader};
 use tessera_store::proto::storepb::RegionEpoch;
-use tessera_store::{Callback, CmdResponse, Store, StoreError, StoreResult};
+use tessera_store::{Callback, CmdResponse, Store, StoreConfig, StoreError, StoreResult};
 
 #[path = "common/proc_stats.rs"]
 mod proc_stats;
@@ -91,13 +93,16 @@ fn main() {
     let clock_ticks_per_second = clock_ticks_per_second();
     eprintln!(
         "cluster bench: {} stores, {} writers, {:.1} s per case, regions {:?}, values {:?} B, \
-         raft tick {} ms, CPU from /proc/self/stat at {clock_ticks_per_second} ticks/s",
+         raft tick {} ms, {} raft and {} apply pollers per store, CPU from /proc/self/stat at \
+         {clock_ticks_per_second} ticks/s",
         STORES_LEN,
         settings.writers_len,
         settings.duration.as_secs_f64(),
         settings.regions_lens,
         settings.value_lens,
         RAFT_TICK_INTERVAL.as_millis(),
+        settings.raft_pollers_len,
+        settings.apply_pollers_len,
     );
     let mut results = Vec::new();
     for &value_len in &settings.value_lens {
@@ -122,6 +127,8 @@ struct Settings {
     writers_len: usize,
     regions_lens: Vec<u64>,
     value_lens: Vec<usize>,
+    raft_pollers_len: usize,
+    apply_pollers_len: usize,
 }
 
 impl Settings {
@@ -139,7 +146,20 @@ impl Settings {
             return Err("BENCH_REGIONS: a cluster needs at least one region".into());
         }
         let value_lens: Vec<usize> = env_list("BENCH_VALUES", &[16, 1024])?;
-        Ok(Settings { duration: Duration::from_secs_f64(seconds), writers_len, regions_lens, value_lens })
+        let defaults = StoreConfig::new(1, "");
+        let raft_pollers_len: usize = env_parse("BENCH_RAFT_POLLERS", defaults.raft_batch.pool_size)?;
+        let apply_pollers_len: usize = env_parse("BENCH_APPLY_POLLERS", defaults.apply_batch.pool_size)?;
+        if raft_pollers_len == 0 || apply_pollers_len == 0 {
+            return Err("BENCH_RAFT_POLLERS and BENCH_APPLY_POLLERS must be at least 1".into());
+        }
+        Ok(Settings {
+            duration: Duration::from_secs_f64(seconds),
+            writers_len,
+            regions_lens,
+            value_lens,
+            raft_pollers_len,
+            apply_pollers_len,
+        })
     }
 }
 
@@ -349,6 +369,8 @@ impl CaseResult {
 fn run_case(settings: &Settings, regions_len: u64, value_len: usize) -> CaseResult {
     let mut cluster = Cluster::new(STORES_LEN, regions_len, STORES_LEN, |config| {
         config.raft_tick_interval = RAFT_TICK_INTERVAL;
+        config.raft_batch.pool_size = settings.raft_pollers_len;
+        config.apply_batch.pool_size = settings.apply_pollers_len;
     });
     let start_started = Instant::now();
     cluster.start_all();
@@ -660,8 +682,11 @@ fn report(settings: &Settings, results: &[CaseResult], clock_ticks_per_second: u
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{} stores on RocksDB (fsync per raft round), {} closed-loop writers, {:.1} s per case.",
+        "\n{} stores on RocksDB (fsync per raft round), {} raft and {} apply pollers per store, {} \
+         closed-loop writers, {:.1} s per case.",
         STORES_LEN,
+        settings.raft_pollers_len,
+        settings.apply_pollers_len,
         settings.writers_len,
         settings.duration.as_secs_f64()
     );
