@@ -4,6 +4,39 @@
 use tessera_proto::storepb::{Peer, Region};
 use thiserror::Error;
 
+/// Which bounded queue refused a command as busy: the `cause` label of
+/// `tessera_store_server_busy_total`, so that an operator sees which limit to raise or
+/// which load to shed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BusyCause {
+    /// The region's mailbox (`BatchConfig::mailbox_len_max`).
+    MailboxFull,
+    /// The leader's proposals waiting for apply (`StoreConfig::proposals_per_peer_max`).
+    ProposalsWaiting,
+    /// The Raft core's uncommitted log tail (`StoreConfig::raft_uncommitted_bytes_max`).
+    UncommittedBytes,
+    /// Reads waiting for their read index, the store's bound or the core's.
+    ReadsPending,
+}
+
+impl BusyCause {
+    fn label(self) -> &'static str {
+        match self {
+            BusyCause::MailboxFull => "mailbox_full",
+            BusyCause::ProposalsWaiting => "proposals_waiting",
+            BusyCause::UncommittedBytes => "uncommitted_bytes",
+            BusyCause::ReadsPending => "reads_pending",
+        }
+    }
+}
+
+/// `StoreError::ServerIsBusy` with `detail`, counted under its cause. Every busy refusal
+/// goes through here, so none goes uncounted.
+pub(crate) fn server_is_busy(cause: BusyCause, detail: String) -> StoreError {
+    metrics::counter!("tessera_store_server_busy_total", "cause" => cause.label()).increment(1);
+    StoreError::ServerIsBusy(detail)
+}
+
 /// Why the store did not execute a command.
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum StoreError {
@@ -23,7 +56,9 @@ pub enum StoreError {
     /// membership or the range changed). `current` is the region as this store knows it.
     #[error("region epoch does not match; current region: {current:?}")]
     EpochNotMatch { current: Box<Region> },
-    /// A bounded queue on the way (a mailbox, the proposals of a peer) is full. Back off.
+    /// A bounded queue on the way (a mailbox, the proposals or reads of a peer, the
+    /// uncommitted log) is full. Back off. Counted by cause in
+    /// `tessera_store_server_busy_total`.
     #[error("server is busy: {0}")]
     ServerIsBusy(String),
     /// The proposal was accepted but will never be applied: its log position was taken by
@@ -48,3 +83,49 @@ impl StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    #[test]
+    fn every_busy_refusal_is_counted_under_its_cause() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let causes = [
+            BusyCause::MailboxFull,
+            BusyCause::ProposalsWaiting,
+            BusyCause::UncommittedBytes,
+            BusyCause::ReadsPending,
+            BusyCause::ReadsPending,
+        ];
+        metrics::with_local_recorder(&recorder, || {
+            for cause in causes {
+                let error = server_is_busy(cause, format!("{cause:?}"));
+                assert_eq!(error, StoreError::ServerIsBusy(format!("{cause:?}")));
+            }
+        });
+        let mut counted = BTreeMap::new();
+        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+            assert_eq!(key.key().name(), "tessera_store_server_busy_total");
+            let labels: Vec<(String, String)> =
+                key.key().labels().map(|l| (l.key().to_string(), l.value().to_string())).collect();
+            let DebugValue::Counter(count) = value else { panic!("a counter: {value:?}") };
+            counted.insert(labels, count);
+        }
+        let by_cause = |cause: &str, count: u64| (vec![("cause".to_string(), cause.to_string())], count);
+        assert_eq!(
+            counted,
+            BTreeMap::from([
+                by_cause("mailbox_full", 1),
+                by_cause("proposals_waiting", 1),
+                by_cause("uncommitted_bytes", 1),
+                by_cause("reads_pending", 2),
+            ])
+        );
+    }
+}

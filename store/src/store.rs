@@ -20,7 +20,7 @@ use crate::batch::{BatchSystem, SendError};
 use crate::config::{StoreConfig, StoreConfigError};
 use crate::context::{StoreContext, StoreMeta, StoreStats};
 use crate::engine::{Engine, EngineError};
-use crate::error::{StoreError, StoreResult};
+use crate::error::{server_is_busy, BusyCause, StoreError, StoreResult};
 use crate::fsm::{PeerFsm, RaftPoller, StoreFsm};
 use crate::keys::{self, CF_DEFAULT, CF_META};
 use crate::msg::{Callback, CmdResponse, PeerMsg, ReadRequest, ReadResponse, StoreMsg};
@@ -406,8 +406,7 @@ impl Drop for Store {
 fn refusal(region_id: u64, e: &SendError<PeerMsg>) -> StoreError {
     match e {
         SendError::Full(_) => {
-            metrics::counter!("tessera_store_server_busy_total").increment(1);
-            StoreError::ServerIsBusy(format!("region {region_id}: mailbox is full"))
+            server_is_busy(BusyCause::MailboxFull, format!("region {region_id}: mailbox is full"))
         }
         _ => StoreError::RegionNotFound(region_id),
     }

@@ -7,7 +7,7 @@ use tessera_proto::serverpb::{admin_request, AdminRequest, CmdType, RaftCmdReque
 use tessera_raft::{Error as RaftError, ProposalDropReason};
 
 use super::PollContext;
-use crate::error::{StoreError, StoreResult};
+use crate::error::{server_is_busy, BusyCause, StoreError, StoreResult};
 use crate::msg::{Callback, Proposal};
 use crate::peer::{Life, Peer};
 use tessera_proto::storepb::{Region, RegionEpoch};
@@ -96,9 +96,10 @@ pub(crate) fn check_requests(request: &RaftCmdRequest, region: &Region) -> Store
 
 fn dropped(region_id: u64, error: RaftError, leader: Option<tessera_proto::storepb::Peer>) -> StoreError {
     match error {
-        RaftError::ProposalDropped(ProposalDropReason::UncommittedSizeExceeded) => {
-            StoreError::ServerIsBusy(format!("region {region_id}: too many uncommitted bytes"))
-        }
+        RaftError::ProposalDropped(ProposalDropReason::UncommittedSizeExceeded) => server_is_busy(
+            BusyCause::UncommittedBytes,
+            format!("region {region_id}: too many uncommitted bytes"),
+        ),
         RaftError::ProposalDropped(
             ProposalDropReason::TransferringLeader
             | ProposalDropReason::NoLeader
@@ -157,12 +158,10 @@ impl Peer {
         check_leader(self)?;
         check_epoch(&request, &self.region)?;
         if self.proposals.len() >= ctx.store.config.proposals_per_peer_max {
-            metrics::counter!("tessera_store_server_busy_total").increment(1);
-            return Err(StoreError::ServerIsBusy(format!(
-                "region {}: {} proposals are waiting",
-                self.region_id,
-                self.proposals.len()
-            )));
+            return Err(server_is_busy(
+                BusyCause::ProposalsWaiting,
+                format!("region {}: {} proposals are waiting", self.region_id, self.proposals.len()),
+            ));
         }
         let result = match request.admin.as_ref().and_then(|a| a.cmd.as_ref()) {
             Some(admin_request::Cmd::ChangePeer(_)) => self.propose_conf_change(request)?,

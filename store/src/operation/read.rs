@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use tessera_raft::{Error as RaftError, ProposalDropReason};
 
 use super::PollContext;
-use crate::error::{StoreError, StoreResult};
+use crate::error::{server_is_busy, BusyCause, StoreError, StoreResult};
 use crate::keys::{self, CF_DEFAULT};
 use crate::msg::{Callback, ReadQuery, ReadRequest, ReadResponse};
 use crate::operation::propose::{check_key_in_region, check_leader, check_region_epoch};
@@ -72,10 +72,10 @@ impl Peer {
         if let Err(e) = self.raw.read_index(id.to_be_bytes().to_vec()) {
             let error = match e {
                 // The store's own bound (`proposals_per_peer_max`) is normally the lower.
-                RaftError::ReadIndexDropped(ProposalDropReason::ReadsPendingExceeded) => {
-                    metrics::counter!("tessera_store_server_busy_total").increment(1);
-                    StoreError::ServerIsBusy(format!("region {}: too many reads pending", self.region_id))
-                }
+                RaftError::ReadIndexDropped(ProposalDropReason::ReadsPendingExceeded) => server_is_busy(
+                    BusyCause::ReadsPending,
+                    format!("region {}: too many reads pending", self.region_id),
+                ),
                 e => StoreError::ProposalDropped(format!("read refused: {e}")),
             };
             return callback.invoke(Err(error));
@@ -108,11 +108,10 @@ impl Peer {
             }
         }
         if self.reads.pending.len() >= ctx.store.config.proposals_per_peer_max {
-            metrics::counter!("tessera_store_server_busy_total").increment(1);
-            return Err(StoreError::ServerIsBusy(format!(
-                "region {} has too many reads in flight",
-                self.region_id
-            )));
+            return Err(server_is_busy(
+                BusyCause::ReadsPending,
+                format!("region {} has too many reads in flight", self.region_id),
+            ));
         }
         Ok(())
     }
