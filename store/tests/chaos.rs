@@ -1,0 +1,377 @@
+//! Randomized faults against three stores while clients write and read, then a check that
+//! everything the clients saw is linearizable and that every replica ends with the same data.
+//!
+//! Each client owns one key per region and writes it values 1, 2, 3, ... one write at a
+//! time; anyone reads any key, linearizably, from whichever store it asks (a store that
+//! believes it leads, even one cut off from the others, must not answer stale). With one
+//! writer per key whose values only grow, linearizability of a key's history comes down to
+//! four rules, checked for every read that returned:
+//! 1. it returned 0 (no value) or a value the key's writer did write;
+//! 2. that write started before the read ended (no value from the future);
+//! 3. no write of a greater value had succeeded before the read started (no stale value);
+//! 4. it returned at least what any read that ended before it started returned (no going
+//!    back in time).
+//!
+//! A write that failed (a timeout, a lost leader, a stopped store) may or may not have
+//! been applied: the rules allow both. Meanwhile a fault thread isolates stores, splits
+//! the network, drops and delays messages, restarts stores (two at once, losing the quorum,
+//! now and then) and moves leaders. When the faults stop, every key is read once more,
+//! which must return at least its last successful write, and every store must come to hold
+//! exactly those values: acknowledged writes survived, and no replica applied differently.
+//!
+//! The log is compacted after a few entries, so a store that was down usually catches up
+//! by snapshot; half the seeds use lease reads. The seed picks the faults (thread timing
+//! still varies from run to run) and is printed when a check fails.
+//!
+//! The test runs three seeds for a few seconds each. A longer soak:
+//! `CHAOS_SEEDS=20 CHAOS_SECONDS=30 cargo nextest run --workspace -E 'test(chaos)'`
+//! (`CHAOS_SEED_START` picks the first seed).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tessera_store::cluster::{key_in_region, put_command, wait_until, Cluster};
+use tessera_store::proto::storepb::RegionEpoch;
+use tessera_store::{ReadQuery, ReadRequest, ReadResponse, StoreError};
+
+const STORES_LEN: u64 = 3;
+const REGIONS_LEN: u64 = 3;
+const CLIENTS_LEN: usize = 4;
+
+/// How long one client operation may take before the client counts it failed and moves
+/// on. Short enough that the fault thread, which needs the cluster to itself to restart a
+/// store, never waits long for the clients.
+const OPERATION_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long the cluster may take to settle once the faults stop.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A small deterministic generator (SplitMix64), so that a seed replays its faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// The keys: client `client`'s key in region `region_id`.
+fn key_of(client: usize, region_id: u64) -> Vec<u8> {
+    key_in_region(region_id, &format!("client{client}"))
+}
+
+/// No region changes its range or peers in this test, so every request carries the epoch
+/// the regions were bootstrapped with.
+fn initial_epoch() -> Option<RegionEpoch> {
+    Some(RegionEpoch { conf_ver: 1, version: 1 })
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Write {
+    value: u64,
+    invoked: Instant,
+    completed: Instant,
+    succeeded: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Read {
+    /// 0 for no value.
+    value: u64,
+    invoked: Instant,
+    completed: Instant,
+    store_id: u64,
+}
+
+/// What the clients saw of one key.
+#[derive(Debug, Default)]
+struct KeyHistory {
+    /// In value order, which is also the order they were issued in (one writer).
+    writes: Vec<Write>,
+    reads: Vec<Read>,
+}
+
+type Histories = Mutex<BTreeMap<(usize, u64), KeyHistory>>;
+
+fn record_write(histories: &Histories, key: (usize, u64), write: Write) {
+    histories.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default().writes.push(write);
+}
+
+fn record_read(histories: &Histories, key: (usize, u64), read: Read) {
+    histories.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default().reads.push(read);
+}
+
+fn parse_value(bytes: Option<Vec<u8>>) -> u64 {
+    bytes.map_or(0, |b| {
+        String::from_utf8(b).ok().and_then(|s| s.parse().ok()).expect("values are decimal numbers")
+    })
+}
+
+/// One read of `key`, asked of `store_id` first and then of the leader it names. Only an
+/// attempt that returned a value counts; its interval is that attempt's alone.
+fn read_once(cluster: &Cluster, first_store_id: u64, region_id: u64, key: &[u8]) -> Option<Read> {
+    let mut store_id = first_store_id;
+    for _ in 0..2 {
+        if !cluster.running_store_ids().contains(&store_id) {
+            return None;
+        }
+        let request = ReadRequest {
+            region_id,
+            region_epoch: initial_epoch(),
+            query: ReadQuery::Get { key: key.to_vec() },
+        };
+        let invoked = Instant::now();
+        let answer = cluster.store(store_id).read_and_wait(request).recv_timeout(OPERATION_TIMEOUT);
+        let completed = Instant::now();
+        match answer {
+            Ok(Ok(ReadResponse::Value(value))) => {
+                return Some(Read { value: parse_value(value), invoked, completed, store_id })
+            }
+            Ok(Ok(other)) => panic!("a get answered {other:?}"),
+            Ok(Err(StoreError::NotLeader { leader: Some(leader), .. })) => store_id = leader.store_id,
+            Ok(Err(_)) | Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn run_client(cluster: &RwLock<Cluster>, histories: &Histories, client: usize, seed: u64, stop: &AtomicBool) {
+    let mut rng = Rng(seed ^ (client as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut next_value = [1u64; REGIONS_LEN as usize];
+    while !stop.load(Ordering::Relaxed) {
+        let region_id = rng.below(REGIONS_LEN) + 1;
+        let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
+        if rng.chance(50) {
+            let value = next_value[region_id as usize - 1];
+            next_value[region_id as usize - 1] += 1;
+            let key = key_of(client, region_id);
+            let command = put_command(region_id, None, &key, value.to_string().as_bytes());
+            let invoked = Instant::now();
+            let succeeded = guard.execute(command, OPERATION_TIMEOUT).is_ok();
+            let completed = Instant::now();
+            record_write(histories, (client, region_id), Write { value, invoked, completed, succeeded });
+            // Reading a write back at once, from any store, is what catches a cut-off
+            // leader answering from its old state.
+            let running = guard.running_store_ids();
+            if succeeded && !running.is_empty() {
+                let store_id = running[rng.below(running.len() as u64) as usize];
+                if let Some(read) = read_once(&guard, store_id, region_id, &key) {
+                    record_read(histories, (client, region_id), read);
+                }
+            }
+        } else {
+            let owner = rng.below(CLIENTS_LEN as u64) as usize;
+            let running = guard.running_store_ids();
+            if running.is_empty() {
+                continue;
+            }
+            let store_id = running[rng.below(running.len() as u64) as usize];
+            if let Some(read) = read_once(&guard, store_id, region_id, &key_of(owner, region_id)) {
+                record_read(histories, (owner, region_id), read);
+            }
+        }
+        drop(guard);
+        // A pause now and then lets a region go to rest between bursts.
+        if rng.chance(5) {
+            thread::sleep(Duration::from_millis(rng.below(300)));
+        }
+    }
+}
+
+/// The faults, for `duration`; everything is healed and running when it returns.
+fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Vec<String> {
+    let mut rng = Rng(seed);
+    let mut done = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        let store_id = rng.below(STORES_LEN) + 1;
+        match rng.below(10) {
+            0 | 1 => {
+                cluster.read().unwrap_or_else(PoisonError::into_inner).network.isolate(store_id);
+                done.push(format!("isolate {store_id}"));
+            }
+            2 | 3 => {
+                let other = store_id % STORES_LEN + 1;
+                let third = other % STORES_LEN + 1;
+                cluster
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .network
+                    .partition(&[&[store_id, other], &[third]]);
+                done.push(format!("partition {store_id},{other} | {third}"));
+            }
+            4 => {
+                let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
+                guard.network.set_drop_rate(rng.below(200_000) as u32);
+                guard.network.set_delay(Duration::ZERO, Duration::from_millis(rng.below(30)));
+                done.push("lossy network".into());
+            }
+            5 | 6 => {
+                let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
+                guard.network.heal();
+                guard.network.set_drop_rate(0);
+                guard.network.set_delay(Duration::ZERO, Duration::ZERO);
+                done.push("heal".into());
+            }
+            7 => {
+                let mut stopped = vec![store_id];
+                if rng.chance(25) {
+                    stopped.push(store_id % STORES_LEN + 1);
+                }
+                let mut guard = cluster.write().unwrap_or_else(PoisonError::into_inner);
+                for &id in &stopped {
+                    guard.stop_store(id);
+                }
+                drop(guard);
+                thread::sleep(Duration::from_millis(rng.below(500)));
+                let mut guard = cluster.write().unwrap_or_else(PoisonError::into_inner);
+                for &id in &stopped {
+                    guard.start_store(id);
+                }
+                done.push(format!("restart {stopped:?}"));
+            }
+            _ => {
+                let region_id = rng.below(REGIONS_LEN) + 1;
+                let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
+                let target = tessera_store::initial_peer_id(region_id, store_id);
+                for id in guard.running_store_ids() {
+                    let _ = guard.store(id).transfer_leader(region_id, target);
+                }
+                done.push(format!("move region {region_id}'s leader to store {store_id}"));
+            }
+        }
+    }
+    let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
+    guard.network.heal();
+    guard.network.set_drop_rate(0);
+    guard.network.set_delay(Duration::ZERO, Duration::ZERO);
+    done
+}
+
+/// The four rules of the module doc for one key; returns what broke them.
+fn check_key(key: (usize, u64), history: &KeyHistory) -> Vec<String> {
+    let mut broken = Vec::new();
+    let writes = &history.writes;
+    for (i, w) in writes.iter().enumerate() {
+        assert_eq!(w.value, i as u64 + 1, "a client writes 1, 2, 3, ... in order");
+    }
+    let mut reads_by_end: Vec<&Read> = history.reads.iter().collect();
+    reads_by_end.sort_by_key(|r| r.completed);
+    for read in &history.reads {
+        let value = read.value;
+        let key = format!("{key:?} read at store {}", read.store_id);
+        if value > writes.len() as u64 {
+            broken.push(format!("{key}: {read:?} returned a value never written"));
+            continue;
+        }
+        if value > 0 && writes[value as usize - 1].invoked > read.completed {
+            broken.push(format!("{key}: {read:?} returned a value written only after it ended"));
+        }
+        if let Some(newer) =
+            writes.iter().rev().find(|w| w.succeeded && w.completed < read.invoked && w.value > value)
+        {
+            broken.push(format!("{key}: {read:?} is stale: {newer:?} had succeeded before it started"));
+        }
+        if let Some(earlier) =
+            reads_by_end.iter().take_while(|r| r.completed < read.invoked).find(|r| r.value > value)
+        {
+            broken
+                .push(format!("{key}: {read:?} went back in time: {earlier:?} had ended before it started"));
+        }
+    }
+    broken
+}
+
+fn run_seed(seed: u64, duration: Duration) {
+    let lease_reads = seed % 2 == 1;
+    let mut cluster = Cluster::new(STORES_LEN, REGIONS_LEN, STORES_LEN, |config| {
+        config.raft_lease_reads = lease_reads;
+        // Compact after a few entries, so that a store that was down catches up by snapshot.
+        config.log_gc_count_threshold = 20;
+        config.log_gc_check_ticks = 5;
+        config.log_gc_lag_max = 40;
+    });
+    cluster.network.set_seed(seed);
+    cluster.start_all();
+    let cluster = RwLock::new(cluster);
+    let histories = Histories::default();
+    let stop = AtomicBool::new(false);
+    let faults = thread::scope(|scope| {
+        for client in 0..CLIENTS_LEN {
+            let (cluster, histories, stop) = (&cluster, &histories, &stop);
+            scope.spawn(move || run_client(cluster, histories, client, seed, stop));
+        }
+        let faults = run_faults(&cluster, seed, duration);
+        stop.store(true, Ordering::Relaxed);
+        faults
+    });
+    let context = format!("seed {seed} (lease reads: {lease_reads}); faults: {faults:?}");
+
+    // Settled: every key reads at least its last successful write, from the leader.
+    let cluster = cluster.into_inner().unwrap_or_else(PoisonError::into_inner);
+    for client in 0..CLIENTS_LEN {
+        for region_id in 1..=REGIONS_LEN {
+            let key = key_of(client, region_id);
+            let mut read = None;
+            let settled = wait_until(SETTLE_TIMEOUT, || {
+                let Some(leader) = cluster.leader_store(region_id, OPERATION_TIMEOUT) else { return false };
+                read = read_once(&cluster, leader, region_id, &key);
+                read.is_some()
+            });
+            assert!(settled, "{context}: region {region_id} serves no read after the faults");
+            record_read(&histories, (client, region_id), read.expect("a read returned"));
+        }
+    }
+    let histories = histories.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let broken: Vec<String> = histories.iter().flat_map(|(key, history)| check_key(*key, history)).collect();
+    assert!(broken.is_empty(), "{context}: not linearizable:\n{}", broken.join("\n"));
+
+    // Every replica holds exactly what the final reads returned.
+    for ((client, region_id), history) in &histories {
+        let last = history.reads.last().expect("the final read").value;
+        let expected = (last > 0).then(|| last.to_string().into_bytes());
+        for store_id in 1..=STORES_LEN {
+            assert!(
+                cluster.wait_for_value(store_id, &key_of(*client, *region_id), expected.as_deref(), SETTLE_TIMEOUT),
+                "{context}: store {store_id} does not come to hold {last} for client {client} in region {region_id}"
+            );
+        }
+    }
+    for store_id in 1..=STORES_LEN {
+        assert_eq!(cluster.store(store_id).fatal_error(), None, "{context}");
+    }
+    let writes: usize = histories.values().map(|h| h.writes.iter().filter(|w| w.succeeded).count()).sum();
+    let reads: usize = histories.values().map(|h| h.reads.len()).sum();
+    eprintln!("seed {seed}: {writes} writes succeeded, {reads} reads checked, {} faults", faults.len());
+    assert!(writes > 0 && reads > 0, "{context}: the clients made no progress at all");
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().map_or(default, |v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?}")))
+}
+
+#[test]
+fn chaos_reads_stay_linearizable_and_replicas_agree_under_faults() {
+    let start = env_u64("CHAOS_SEED_START", 1);
+    let seeds = env_u64("CHAOS_SEEDS", 3);
+    let duration = Duration::from_secs(env_u64("CHAOS_SECONDS", 4));
+    for seed in start..start + seeds {
+        run_seed(seed, duration);
+    }
+}
