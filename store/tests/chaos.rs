@@ -15,15 +15,17 @@
 //! A write that failed (a timeout, a lost leader, a stopped store) may or may not have
 //! been applied: the rules allow both. Meanwhile a fault thread isolates stores, splits
 //! the network, drops and delays messages, restarts stores (two at once, losing the quorum,
-//! now and then) and moves leaders. When the faults stop, every key is read once more,
+//! now and then), moves leaders, and moves replicas between stores (one membership change
+//! at a time). When the faults stop, every key is read once more,
 //! which must return at least its last successful write, and every store must come to hold
 //! exactly those values: acknowledged writes survived, and no replica applied differently.
+//! A store whose replica was moved away must come to hold nothing of the region.
 //!
 //! The log is compacted after a few entries, so a store that was down usually catches up
 //! by snapshot; half the seeds use lease reads. The seed picks the faults (thread timing
 //! still varies from run to run) and is printed when a check fails.
 //!
-//! The test runs three seeds for a few seconds each. A longer soak:
+//! The test runs three seeds of 5 s each. A longer soak:
 //! `CHAOS_SEEDS=20 CHAOS_SECONDS=30 cargo nextest run --workspace -E 'test(chaos)'`
 //! (`CHAOS_SEED_START` picks the first seed).
 
@@ -34,10 +36,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tessera_store::cluster::{key_in_region, put_command, wait_until, Cluster};
-use tessera_store::proto::storepb::RegionEpoch;
+use tessera_store::proto::raftpb::ConfChangeType;
+use tessera_store::proto::storepb::{Peer, PeerRole, Region, RegionEpoch};
 use tessera_store::{ReadQuery, ReadRequest, ReadResponse, StoreError};
 
-const STORES_LEN: u64 = 3;
+/// Every region has three replicas, on three of the four stores: moving a replica to the
+/// fourth and back exercises peer creation, catch-up by snapshot and destruction.
+const STORES_LEN: u64 = 4;
+const REPLICAS_LEN: u64 = 3;
 const REGIONS_LEN: u64 = 3;
 const CLIENTS_LEN: usize = 4;
 
@@ -75,10 +81,13 @@ fn key_of(client: usize, region_id: u64) -> Vec<u8> {
     key_in_region(region_id, &format!("client{client}"))
 }
 
-/// No region changes its range or peers in this test, so every request carries the epoch
-/// the regions were bootstrapped with.
-fn initial_epoch() -> Option<RegionEpoch> {
-    Some(RegionEpoch { conf_ver: 1, version: 1 })
+/// The epochs the clients believe in, learned from `EpochNotMatch` answers (replica moves
+/// change them).
+type Epochs = Mutex<BTreeMap<u64, RegionEpoch>>;
+
+fn epoch_of(epochs: &Epochs, region_id: u64) -> Option<RegionEpoch> {
+    let epochs = epochs.lock().unwrap_or_else(PoisonError::into_inner);
+    Some(epochs.get(&region_id).copied().unwrap_or(RegionEpoch { conf_ver: 1, version: 1 }))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -122,17 +131,24 @@ fn parse_value(bytes: Option<Vec<u8>>) -> u64 {
     })
 }
 
-/// One read of `key`, asked of `store_id` first and then of the leader it names. Only an
-/// attempt that returned a value counts; its interval is that attempt's alone.
-fn read_once(cluster: &Cluster, first_store_id: u64, region_id: u64, key: &[u8]) -> Option<Read> {
+/// One read of `key`, asked of `store_id` first, then of the leader it names or again with
+/// the epoch it answers. Only an attempt that returned a value counts; its interval is
+/// that attempt's alone.
+fn read_once(
+    cluster: &Cluster,
+    epochs: &Epochs,
+    first_store_id: u64,
+    region_id: u64,
+    key: &[u8],
+) -> Option<Read> {
     let mut store_id = first_store_id;
-    for _ in 0..2 {
+    for _ in 0..3 {
         if !cluster.running_store_ids().contains(&store_id) {
             return None;
         }
         let request = ReadRequest {
             region_id,
-            region_epoch: initial_epoch(),
+            region_epoch: epoch_of(epochs, region_id),
             query: ReadQuery::Get { key: key.to_vec() },
         };
         let invoked = Instant::now();
@@ -144,13 +160,25 @@ fn read_once(cluster: &Cluster, first_store_id: u64, region_id: u64, key: &[u8])
             }
             Ok(Ok(other)) => panic!("a get answered {other:?}"),
             Ok(Err(StoreError::NotLeader { leader: Some(leader), .. })) => store_id = leader.store_id,
+            Ok(Err(StoreError::EpochNotMatch { current })) => {
+                if let Some(epoch) = current.epoch {
+                    epochs.lock().unwrap_or_else(PoisonError::into_inner).insert(region_id, epoch);
+                }
+            }
             Ok(Err(_)) | Err(_) => return None,
         }
     }
     None
 }
 
-fn run_client(cluster: &RwLock<Cluster>, histories: &Histories, client: usize, seed: u64, stop: &AtomicBool) {
+fn run_client(
+    cluster: &RwLock<Cluster>,
+    histories: &Histories,
+    epochs: &Epochs,
+    client: usize,
+    seed: u64,
+    stop: &AtomicBool,
+) {
     let mut rng = Rng(seed ^ (client as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut next_value = [1u64; REGIONS_LEN as usize];
     while !stop.load(Ordering::Relaxed) {
@@ -170,7 +198,7 @@ fn run_client(cluster: &RwLock<Cluster>, histories: &Histories, client: usize, s
             let running = guard.running_store_ids();
             if succeeded && !running.is_empty() {
                 let store_id = running[rng.below(running.len() as u64) as usize];
-                if let Some(read) = read_once(&guard, store_id, region_id, &key) {
+                if let Some(read) = read_once(&guard, epochs, store_id, region_id, &key) {
                     record_read(histories, (client, region_id), read);
                 }
             }
@@ -181,7 +209,7 @@ fn run_client(cluster: &RwLock<Cluster>, histories: &Histories, client: usize, s
                 continue;
             }
             let store_id = running[rng.below(running.len() as u64) as usize];
-            if let Some(read) = read_once(&guard, store_id, region_id, &key_of(owner, region_id)) {
+            if let Some(read) = read_once(&guard, epochs, store_id, region_id, &key_of(owner, region_id)) {
                 record_read(histories, (owner, region_id), read);
             }
         }
@@ -199,7 +227,7 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Vec<S
     let mut done = Vec::new();
     let started = Instant::now();
     while started.elapsed() < duration {
-        thread::sleep(Duration::from_millis(100 + rng.below(400)));
+        thread::sleep(Duration::from_millis(50 + rng.below(300)));
         let store_id = rng.below(STORES_LEN) + 1;
         match rng.below(10) {
             0 | 1 => {
@@ -214,7 +242,7 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Vec<S
                     .unwrap_or_else(PoisonError::into_inner)
                     .network
                     .partition(&[&[store_id, other], &[third]]);
-                done.push(format!("partition {store_id},{other} | {third}"));
+                done.push(format!("partition {store_id},{other} | {third} | the rest"));
             }
             4 => {
                 let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
@@ -246,14 +274,22 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Vec<S
                 }
                 done.push(format!("restart {stopped:?}"));
             }
+            8 => {
+                let region_id = rng.below(REGIONS_LEN) + 1;
+                let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
+                let Some(region) = guard.region(region_id, OPERATION_TIMEOUT) else { continue };
+                let Some(target) = region.peers.get(rng.below(region.peers.len() as u64) as usize) else {
+                    continue;
+                };
+                for id in guard.running_store_ids() {
+                    let _ = guard.store(id).transfer_leader(region_id, target.id);
+                }
+                done.push(format!("move region {region_id}'s leader to store {}", target.store_id));
+            }
             _ => {
                 let region_id = rng.below(REGIONS_LEN) + 1;
                 let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
-                let target = tessera_store::initial_peer_id(region_id, store_id);
-                for id in guard.running_store_ids() {
-                    let _ = guard.store(id).transfer_leader(region_id, target);
-                }
-                done.push(format!("move region {region_id}'s leader to store {store_id}"));
+                done.push(move_replica(&guard, &mut rng, region_id));
             }
         }
     }
@@ -262,6 +298,40 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Vec<S
     guard.network.set_drop_rate(0);
     guard.network.set_delay(Duration::ZERO, Duration::ZERO);
     done
+}
+
+/// Moves a replica of `region_id`, one membership change at a time: with three peers, adds
+/// one on the store without, then removes a random one (the leader's included); with more
+/// (an earlier move stopped halfway), only removes one. Says what it did, and whether each
+/// change took effect.
+fn move_replica(cluster: &Cluster, rng: &mut Rng, region_id: u64) -> String {
+    let mut done = Vec::new();
+    for _ in 0..2 {
+        let Some(region) = cluster.region(region_id, OPERATION_TIMEOUT) else {
+            done.push(format!("no leader in region {region_id}"));
+            break;
+        };
+        let (change, peer) = if region.peers.len() as u64 > REPLICAS_LEN {
+            let peer = region.peers[rng.below(region.peers.len() as u64) as usize];
+            (ConfChangeType::RemoveNode, peer)
+        } else if done.is_empty() {
+            let Some(store_id) = (1..=STORES_LEN).find(|id| region.peers.iter().all(|p| p.store_id != *id))
+            else {
+                break;
+            };
+            (ConfChangeType::AddNode, Peer { id: cluster.alloc_id(), store_id, role: PeerRole::Voter as i32 })
+        } else {
+            break;
+        };
+        let outcome = cluster.change_peer(region_id, change, peer, OPERATION_TIMEOUT * 2);
+        done.push(format!(
+            "{change:?} region {region_id} peer {} on store {}: {}",
+            peer.id,
+            peer.store_id,
+            outcome.is_ok()
+        ));
+    }
+    done.join(", then ")
 }
 
 /// The four rules of the module doc for one key; returns what broke them.
@@ -300,7 +370,7 @@ fn check_key(key: (usize, u64), history: &KeyHistory) -> Vec<String> {
 
 fn run_seed(seed: u64, duration: Duration) {
     let lease_reads = seed % 2 == 1;
-    let mut cluster = Cluster::new(STORES_LEN, REGIONS_LEN, STORES_LEN, |config| {
+    let mut cluster = Cluster::new(STORES_LEN, REGIONS_LEN, REPLICAS_LEN, |config| {
         config.raft_lease_reads = lease_reads;
         // Compact after a few entries, so that a store that was down catches up by snapshot.
         config.log_gc_count_threshold = 20;
@@ -311,11 +381,12 @@ fn run_seed(seed: u64, duration: Duration) {
     cluster.start_all();
     let cluster = RwLock::new(cluster);
     let histories = Histories::default();
+    let epochs = Epochs::default();
     let stop = AtomicBool::new(false);
     let faults = thread::scope(|scope| {
         for client in 0..CLIENTS_LEN {
-            let (cluster, histories, stop) = (&cluster, &histories, &stop);
-            scope.spawn(move || run_client(cluster, histories, client, seed, stop));
+            let (cluster, histories, epochs, stop) = (&cluster, &histories, &epochs, &stop);
+            scope.spawn(move || run_client(cluster, histories, epochs, client, seed, stop));
         }
         let faults = run_faults(&cluster, seed, duration);
         stop.store(true, Ordering::Relaxed);
@@ -331,7 +402,7 @@ fn run_seed(seed: u64, duration: Duration) {
             let mut read = None;
             let settled = wait_until(SETTLE_TIMEOUT, || {
                 let Some(leader) = cluster.leader_store(region_id, OPERATION_TIMEOUT) else { return false };
-                read = read_once(&cluster, leader, region_id, &key);
+                read = read_once(&cluster, &epochs, leader, region_id, &key);
                 read.is_some()
             });
             assert!(settled, "{context}: region {region_id} serves no read after the faults");
@@ -342,14 +413,31 @@ fn run_seed(seed: u64, duration: Duration) {
     let broken: Vec<String> = histories.iter().flat_map(|(key, history)| check_key(*key, history)).collect();
     assert!(broken.is_empty(), "{context}: not linearizable:\n{}", broken.join("\n"));
 
-    // Every replica holds exactly what the final reads returned.
+    // Every replica holds exactly what the final reads returned, and a store that lost its
+    // replica holds nothing of the region: its peer was destroyed, not left behind.
+    let finals: BTreeMap<u64, Region> = (1..=REGIONS_LEN)
+        .map(|id| {
+            (id, cluster.region(id, SETTLE_TIMEOUT).unwrap_or_else(|| panic!("{context}: region {id}")))
+        })
+        .collect();
     for ((client, region_id), history) in &histories {
         let last = history.reads.last().expect("the final read").value;
-        let expected = (last > 0).then(|| last.to_string().into_bytes());
+        let region = &finals[region_id];
         for store_id in 1..=STORES_LEN {
+            let hosts = region.peers.iter().any(|p| p.store_id == store_id);
+            let expected = (hosts && last > 0).then(|| last.to_string().into_bytes());
             assert!(
                 cluster.wait_for_value(store_id, &key_of(*client, *region_id), expected.as_deref(), SETTLE_TIMEOUT),
-                "{context}: store {store_id} does not come to hold {last} for client {client} in region {region_id}"
+                "{context}: store {store_id} (a replica: {hosts}) does not come to hold {expected:?} for client \
+                 {client} in region {region_id}"
+            );
+        }
+    }
+    for (region_id, region) in &finals {
+        for store_id in (1..=STORES_LEN).filter(|id| region.peers.iter().all(|p| p.store_id != *id)) {
+            assert!(
+                wait_until(SETTLE_TIMEOUT, || cluster.store(store_id).peer_status(*region_id, OPERATION_TIMEOUT).is_none()),
+                "{context}: store {store_id} keeps a peer of region {region_id}, which no longer has one there"
             );
         }
     }
@@ -358,7 +446,7 @@ fn run_seed(seed: u64, duration: Duration) {
     }
     let writes: usize = histories.values().map(|h| h.writes.iter().filter(|w| w.succeeded).count()).sum();
     let reads: usize = histories.values().map(|h| h.reads.len()).sum();
-    eprintln!("seed {seed}: {writes} writes succeeded, {reads} reads checked, {} faults", faults.len());
+    eprintln!("seed {seed}: {writes} writes succeeded, {reads} reads checked; faults: {faults:?}");
     assert!(writes > 0 && reads > 0, "{context}: the clients made no progress at all");
 }
 
@@ -370,7 +458,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 fn chaos_reads_stay_linearizable_and_replicas_agree_under_faults() {
     let start = env_u64("CHAOS_SEED_START", 1);
     let seeds = env_u64("CHAOS_SEEDS", 3);
-    let duration = Duration::from_secs(env_u64("CHAOS_SECONDS", 4));
+    let duration = Duration::from_secs(env_u64("CHAOS_SECONDS", 5));
     for seed in start..start + seeds {
         run_seed(seed, duration);
     }
