@@ -28,10 +28,11 @@
 //! the README).
 //! Environment:
 //! - `BENCH_SECONDS`: the measured time per combination (default 5);
-//! - `BENCH_PASSES`: how many times every combination runs (default 3), one pass over all
-//!   of them after another; the goals compare the combinations of one pass and judge by
-//!   the median pass, because CPU time per write on a shared machine moves by a quarter
-//!   from one run to the next;
+//! - `BENCH_PASSES`: how many times every combination runs (default 3): for each value
+//!   size, one pass over the region counts after another. Each goal's ratio compares the
+//!   region counts of one pass, and its verdict goes by the median of that ratio over the
+//!   passes, because CPU time per write on a shared machine moves by a quarter from one
+//!   run to the next;
 //! - `BENCH_WRITERS`: concurrent writers in total (default 128);
 //! - `BENCH_REGIONS`: region counts, comma-separated (default `1,64,1024`);
 //! - `BENCH_VALUES`: value sizes in bytes, comma-separated (default `16,1024`);
@@ -109,9 +110,9 @@ fn main() {
         settings.raft_pollers_len,
         settings.apply_pollers_len,
     );
-    // Passes run every case once each, one pass after another, so that whatever slows
-    // the machine down for a while (a busy neighbour, a slow disk) falls on every region
-    // count alike; the goals compare cases of one pass.
+    // For each value size, passes run every region count once each, one pass after
+    // another, so that whatever slows the machine down for a while (a busy neighbour, a
+    // slow disk) falls on every region count alike; the goals compare cases of one pass.
     let mut results = Vec::new();
     for &value_len in &settings.value_lens {
         for pass in 1..=settings.passes_len {
@@ -813,7 +814,7 @@ fn report(settings: &Settings, results: &[CaseResult], clock_ticks_per_second: u
 
     let _ = writeln!(
         out,
-        "\nGoals (each ratio compares cases of one pass; the verdict takes the median pass):\n"
+        "\nGoals (each ratio compares cases of one pass; a verdict takes the median of its ratio over the passes):\n"
     );
     for &value_len in &settings.value_lens {
         let of_value: Vec<&CaseResult> = results.iter().filter(|r| r.value_len == value_len).collect();

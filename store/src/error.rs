@@ -4,12 +4,13 @@
 use tessera_proto::storepb::{Peer, Region};
 use thiserror::Error;
 
-/// Which bounded queue refused a command as busy: the `cause` label of
+/// Which bounded queue of the store refused a request as busy: the `cause` label of
 /// `tessera_store_server_busy_total`, so that an operator sees which limit to raise or
 /// which load to shed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum BusyCause {
-    /// The region's mailbox (`BatchConfig::mailbox_len_max`).
+    /// The region's mailbox (`BatchConfig::mailbox_len_max`), for whatever was sent to it:
+    /// a command or read, and also a status query or a leader transfer.
     MailboxFull,
     /// The leader's proposals waiting for apply (`StoreConfig::proposals_per_peer_max`).
     ProposalsWaiting,
@@ -30,8 +31,9 @@ impl BusyCause {
     }
 }
 
-/// `StoreError::ServerIsBusy` with `detail`, counted under its cause. Every busy refusal
-/// goes through here, so none goes uncounted.
+/// `StoreError::ServerIsBusy` with `detail`, counted under its cause. Every busy refusal of
+/// the store goes through here, so none goes uncounted (the KV service's limit on requests
+/// in flight answers busy on its own, and counts in its own metrics).
 pub(crate) fn server_is_busy(cause: BusyCause, detail: String) -> StoreError {
     metrics::counter!("tessera_store_server_busy_total", "cause" => cause.label()).increment(1);
     StoreError::ServerIsBusy(detail)

@@ -1,5 +1,6 @@
-//! Randomized faults against three stores while clients write and read, then a check that
-//! everything the clients saw is linearizable and that every replica ends with the same data.
+//! Randomized faults against four stores (each region has three replicas) while clients
+//! write and read, then a check that everything the clients saw is linearizable and that
+//! every replica ends with the same data.
 //!
 //! Each client owns one key per region and writes it values 1, 2, 3, ... one write at a
 //! time; anyone reads any key, linearizably, from whichever store it asks (a store that
@@ -13,13 +14,22 @@
 //!    back in time).
 //!
 //! A write that failed (a timeout, a lost leader, a stopped store) may or may not have
-//! been applied: the rules allow both. Meanwhile a fault thread isolates stores, splits
+//! been applied: the rules allow both. They assume that a failed write never takes effect
+//! after a later write of its client, which holds because the store proposes only at a
+//! peer that leads at the time, a region's mailbox keeps its order, and an entry of an
+//! older term is never committed after one of a newer term. Meanwhile a fault thread isolates stores, splits
 //! the network, drops and delays messages, restarts stores (two at once, losing the quorum,
 //! now and then), moves leaders, and moves replicas between stores (one membership change
-//! at a time). When the faults stop, every key is read once more,
-//! which must return at least its last successful write, and every store must come to hold
-//! exactly those values: acknowledged writes survived, and no replica applied differently.
-//! A store whose replica was moved away must come to hold nothing of the region.
+//! at a time). When the faults stop, one more write per region commits whatever its
+//! leader's log still held, so that nothing changes afterwards; then every key is read once
+//! more, which must return at least its last successful write, and every store must come to
+//! hold exactly those values: acknowledged writes survived, and no replica applied
+//! differently. A store whose replica was moved away must come to hold nothing of the
+//! region: no data, and no peer but its tombstone. (A removed peer resting in hibernation
+//! past a change of leader is never destroyed, a known gap described in
+//! `operation/stale_peer.rs`. Here a removed peer is awake when it misses its removal, since
+//! its region was just written or its store was cut off, so the gap should not show; if a
+//! seed finds it, that is the gap, not noise.)
 //!
 //! The log is compacted after a few entries, so a store that was down usually catches up
 //! by snapshot; half the seeds use lease reads. The seed picks the faults (thread timing
@@ -37,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use tessera_store::cluster::{key_in_region, put_command, wait_until, Cluster};
 use tessera_store::proto::raftpb::ConfChangeType;
-use tessera_store::proto::storepb::{Peer, PeerRole, Region, RegionEpoch};
+use tessera_store::proto::storepb::{Peer, PeerRole, PeerState, Region, RegionEpoch};
 use tessera_store::{ReadQuery, ReadRequest, ReadResponse, StoreError};
 
 /// Every region has three replicas, on three of the four stores: moving a replica to the
@@ -47,9 +57,9 @@ const REPLICAS_LEN: u64 = 3;
 const REGIONS_LEN: u64 = 3;
 const CLIENTS_LEN: usize = 4;
 
-/// How long one client operation may take before the client counts it failed and moves
-/// on. Short enough that the fault thread, which needs the cluster to itself to restart a
-/// store, never waits long for the clients.
+/// How long a client waits for one answer before it counts the operation failed and moves
+/// on. A restart needs the cluster to itself and waits for the operations in flight;
+/// `Cluster::execute` may run a few seconds past this while it looks for a leader.
 const OPERATION_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// How long the cluster may take to settle once the faults stop.
@@ -81,13 +91,11 @@ fn key_of(client: usize, region_id: u64) -> Vec<u8> {
     key_in_region(region_id, &format!("client{client}"))
 }
 
-/// The epochs the clients believe in, learned from `EpochNotMatch` answers (replica moves
-/// change them).
-type Epochs = Mutex<BTreeMap<u64, RegionEpoch>>;
-
-fn epoch_of(epochs: &Epochs, region_id: u64) -> Option<RegionEpoch> {
-    let epochs = epochs.lock().unwrap_or_else(PoisonError::into_inner);
-    Some(epochs.get(&region_id).copied().unwrap_or(RegionEpoch { conf_ver: 1, version: 1 }))
+/// A read is checked against the epoch's version (the range) alone, which nothing here
+/// changes: a replica move changes only `conf_ver`. So every read carries the epoch the
+/// regions were bootstrapped with.
+fn initial_epoch() -> Option<RegionEpoch> {
+    Some(RegionEpoch { conf_ver: 1, version: 1 })
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -131,24 +139,17 @@ fn parse_value(bytes: Option<Vec<u8>>) -> u64 {
     })
 }
 
-/// One read of `key`, asked of `store_id` first, then of the leader it names or again with
-/// the epoch it answers. Only an attempt that returned a value counts; its interval is
-/// that attempt's alone.
-fn read_once(
-    cluster: &Cluster,
-    epochs: &Epochs,
-    first_store_id: u64,
-    region_id: u64,
-    key: &[u8],
-) -> Option<Read> {
+/// One read of `key`, asked of `first_store_id`, then of the leader it names. Only an
+/// attempt that returned a value counts; its interval is that attempt's alone.
+fn read_once(cluster: &Cluster, first_store_id: u64, region_id: u64, key: &[u8]) -> Option<Read> {
     let mut store_id = first_store_id;
-    for _ in 0..3 {
+    for _ in 0..2 {
         if !cluster.running_store_ids().contains(&store_id) {
             return None;
         }
         let request = ReadRequest {
             region_id,
-            region_epoch: epoch_of(epochs, region_id),
+            region_epoch: initial_epoch(),
             query: ReadQuery::Get { key: key.to_vec() },
         };
         let invoked = Instant::now();
@@ -160,60 +161,54 @@ fn read_once(
             }
             Ok(Ok(other)) => panic!("a get answered {other:?}"),
             Ok(Err(StoreError::NotLeader { leader: Some(leader), .. })) => store_id = leader.store_id,
-            Ok(Err(StoreError::EpochNotMatch { current })) => {
-                if let Some(epoch) = current.epoch {
-                    epochs.lock().unwrap_or_else(PoisonError::into_inner).insert(region_id, epoch);
-                }
-            }
             Ok(Err(_)) | Err(_) => return None,
         }
     }
     None
 }
 
-fn run_client(
-    cluster: &RwLock<Cluster>,
-    histories: &Histories,
-    epochs: &Epochs,
-    client: usize,
-    seed: u64,
-    stop: &AtomicBool,
-) {
+/// A random running store, if any.
+fn any_store(cluster: &Cluster, rng: &mut Rng) -> Option<u64> {
+    let running = cluster.running_store_ids();
+    (!running.is_empty()).then(|| running[rng.below(running.len() as u64) as usize])
+}
+
+fn run_client(cluster: &RwLock<Cluster>, histories: &Histories, client: usize, seed: u64, stop: &AtomicBool) {
     let mut rng = Rng(seed ^ (client as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut next_value = [1u64; REGIONS_LEN as usize];
     while !stop.load(Ordering::Relaxed) {
         let region_id = rng.below(REGIONS_LEN) + 1;
-        let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
+        // Each operation takes the cluster for itself alone, so that a restart waiting for
+        // it waits for one operation at most.
+        let cluster = || cluster.read().unwrap_or_else(PoisonError::into_inner);
         if rng.chance(50) {
             let value = next_value[region_id as usize - 1];
             next_value[region_id as usize - 1] += 1;
             let key = key_of(client, region_id);
             let command = put_command(region_id, None, &key, value.to_string().as_bytes());
             let invoked = Instant::now();
-            let succeeded = guard.execute(command, OPERATION_TIMEOUT).is_ok();
+            let succeeded = cluster().execute(command, OPERATION_TIMEOUT).is_ok();
             let completed = Instant::now();
             record_write(histories, (client, region_id), Write { value, invoked, completed, succeeded });
             // Reading a write back at once, from any store, is what catches a cut-off
             // leader answering from its old state.
-            let running = guard.running_store_ids();
-            if succeeded && !running.is_empty() {
-                let store_id = running[rng.below(running.len() as u64) as usize];
-                if let Some(read) = read_once(&guard, epochs, store_id, region_id, &key) {
+            if succeeded {
+                let guard = cluster();
+                let read = any_store(&guard, &mut rng).and_then(|id| read_once(&guard, id, region_id, &key));
+                if let Some(read) = read {
                     record_read(histories, (client, region_id), read);
                 }
             }
         } else {
             let owner = rng.below(CLIENTS_LEN as u64) as usize;
-            let running = guard.running_store_ids();
-            if running.is_empty() {
-                continue;
-            }
-            let store_id = running[rng.below(running.len() as u64) as usize];
-            if let Some(read) = read_once(&guard, epochs, store_id, region_id, &key_of(owner, region_id)) {
+            let guard = cluster();
+            let key = key_of(owner, region_id);
+            if let Some(read) =
+                any_store(&guard, &mut rng).and_then(|id| read_once(&guard, id, region_id, &key))
+            {
                 record_read(histories, (owner, region_id), read);
             }
         }
-        drop(guard);
         // A pause now and then lets a region go to rest between bursts.
         if rng.chance(5) {
             thread::sleep(Duration::from_millis(rng.below(300)));
@@ -221,10 +216,19 @@ fn run_client(
     }
 }
 
+/// What the fault thread did, and the fatal errors of stores it restarted (a restart
+/// would hide them from the final check).
+#[derive(Debug, Default)]
+struct Faults {
+    done: Vec<String>,
+    fatal_errors: Vec<String>,
+}
+
 /// The faults, for `duration`; everything is healed and running when it returns.
-fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Vec<String> {
+fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Faults {
     let mut rng = Rng(seed);
-    let mut done = Vec::new();
+    let mut faults = Faults::default();
+    let done = &mut faults.done;
     let started = Instant::now();
     while started.elapsed() < duration {
         thread::sleep(Duration::from_millis(50 + rng.below(300)));
@@ -264,6 +268,9 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Vec<S
                 }
                 let mut guard = cluster.write().unwrap_or_else(PoisonError::into_inner);
                 for &id in &stopped {
+                    if let Some(reason) = guard.store(id).fatal_error() {
+                        faults.fatal_errors.push(format!("store {id}: {reason}"));
+                    }
                     guard.stop_store(id);
                 }
                 drop(guard);
@@ -297,7 +304,7 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Vec<S
     guard.network.heal();
     guard.network.set_drop_rate(0);
     guard.network.set_delay(Duration::ZERO, Duration::ZERO);
-    done
+    faults
 }
 
 /// Moves a replica of `region_id`, one membership change at a time: with three peers, adds
@@ -345,24 +352,25 @@ fn check_key(key: (usize, u64), history: &KeyHistory) -> Vec<String> {
     reads_by_end.sort_by_key(|r| r.completed);
     for read in &history.reads {
         let value = read.value;
-        let key = format!("{key:?} read at store {}", read.store_id);
+        let label = format!("{key:?} read at store {}", read.store_id);
         if value > writes.len() as u64 {
-            broken.push(format!("{key}: {read:?} returned a value never written"));
+            broken.push(format!("{label}: {read:?} returned a value never written"));
             continue;
         }
         if value > 0 && writes[value as usize - 1].invoked > read.completed {
-            broken.push(format!("{key}: {read:?} returned a value written only after it ended"));
+            broken.push(format!("{label}: {read:?} returned a value written only after it ended"));
         }
         if let Some(newer) =
             writes.iter().rev().find(|w| w.succeeded && w.completed < read.invoked && w.value > value)
         {
-            broken.push(format!("{key}: {read:?} is stale: {newer:?} had succeeded before it started"));
+            broken.push(format!("{label}: {read:?} is stale: {newer:?} had succeeded before it started"));
         }
         if let Some(earlier) =
             reads_by_end.iter().take_while(|r| r.completed < read.invoked).find(|r| r.value > value)
         {
-            broken
-                .push(format!("{key}: {read:?} went back in time: {earlier:?} had ended before it started"));
+            broken.push(format!(
+                "{label}: {read:?} went back in time: {earlier:?} had ended before it started"
+            ));
         }
     }
     broken
@@ -381,28 +389,49 @@ fn run_seed(seed: u64, duration: Duration) {
     cluster.start_all();
     let cluster = RwLock::new(cluster);
     let histories = Histories::default();
-    let epochs = Epochs::default();
     let stop = AtomicBool::new(false);
     let faults = thread::scope(|scope| {
         for client in 0..CLIENTS_LEN {
-            let (cluster, histories, epochs, stop) = (&cluster, &histories, &epochs, &stop);
-            scope.spawn(move || run_client(cluster, histories, epochs, client, seed, stop));
+            let (cluster, histories, stop) = (&cluster, &histories, &stop);
+            scope.spawn(move || run_client(cluster, histories, client, seed, stop));
         }
         let faults = run_faults(&cluster, seed, duration);
         stop.store(true, Ordering::Relaxed);
         faults
     });
-    let context = format!("seed {seed} (lease reads: {lease_reads}); faults: {faults:?}");
-
-    // Settled: every key reads at least its last successful write, from the leader.
+    let context = format!("seed {seed} (lease reads: {lease_reads}); faults: {:?}", faults.done);
+    assert!(faults.fatal_errors.is_empty(), "{context}: stores stopped fatally: {:?}", faults.fatal_errors);
     let cluster = cluster.into_inner().unwrap_or_else(PoisonError::into_inner);
+    let (writes_len, reads_len) = {
+        let histories = histories.lock().unwrap_or_else(PoisonError::into_inner);
+        let writes =
+            histories.values().map(|h| h.writes.iter().filter(|w| w.succeeded).count()).sum::<usize>();
+        (writes, histories.values().map(|h| h.reads.len()).sum::<usize>())
+    };
+    // Enough for the checks to mean something, few enough for a loaded machine: faults
+    // keep a region without a quorum for seconds at a time.
+    assert!(
+        writes_len >= 20 && reads_len >= 20,
+        "{context}: the clients made too little progress: {writes_len} writes, {reads_len} reads"
+    );
+
+    // One more write per region: once it is applied, every entry its leader's log held
+    // before it is too, and no entry another node held can be committed any more.
+    for region_id in 1..=REGIONS_LEN {
+        let sentinel = cluster.put(region_id, &key_in_region(region_id, "sentinel"), b"1", SETTLE_TIMEOUT);
+        assert!(
+            sentinel.is_ok(),
+            "{context}: region {region_id} takes no write after the faults: {sentinel:?}"
+        );
+    }
+    // Every key reads at least its last successful write.
     for client in 0..CLIENTS_LEN {
         for region_id in 1..=REGIONS_LEN {
             let key = key_of(client, region_id);
             let mut read = None;
             let settled = wait_until(SETTLE_TIMEOUT, || {
                 let Some(leader) = cluster.leader_store(region_id, OPERATION_TIMEOUT) else { return false };
-                read = read_once(&cluster, &epochs, leader, region_id, &key);
+                read = read_once(&cluster, leader, region_id, &key);
                 read.is_some()
             });
             assert!(settled, "{context}: region {region_id} serves no read after the faults");
@@ -415,14 +444,19 @@ fn run_seed(seed: u64, duration: Duration) {
 
     // Every replica holds exactly what the final reads returned, and a store that lost its
     // replica holds nothing of the region: its peer was destroyed, not left behind.
-    let finals: BTreeMap<u64, Region> = (1..=REGIONS_LEN)
-        .map(|id| {
-            (id, cluster.region(id, SETTLE_TIMEOUT).unwrap_or_else(|| panic!("{context}: region {id}")))
-        })
-        .collect();
+    let mut finals = BTreeMap::new();
+    for region_id in 1..=REGIONS_LEN {
+        let mut described = None;
+        let found = wait_until(SETTLE_TIMEOUT, || {
+            described = cluster.region(region_id, OPERATION_TIMEOUT);
+            described.is_some()
+        });
+        assert!(found, "{context}: region {region_id} has no leader to describe it");
+        finals.insert(region_id, described.expect("found"));
+    }
     for ((client, region_id), history) in &histories {
         let last = history.reads.last().expect("the final read").value;
-        let region = &finals[region_id];
+        let region: &Region = &finals[region_id];
         for store_id in 1..=STORES_LEN {
             let hosts = region.peers.iter().any(|p| p.store_id == store_id);
             let expected = (hosts && last > 0).then(|| last.to_string().into_bytes());
@@ -435,19 +469,25 @@ fn run_seed(seed: u64, duration: Duration) {
     }
     for (region_id, region) in &finals {
         for store_id in (1..=STORES_LEN).filter(|id| region.peers.iter().all(|p| p.store_id != *id)) {
+            let store = cluster.store(store_id);
+            let gone = wait_until(SETTLE_TIMEOUT, || {
+                let record = store.region_record(*region_id).expect("the engine reads");
+                !store.region_ids().contains(region_id)
+                    && record.is_none_or(|r| r.state == PeerState::Tombstone as i32)
+            });
             assert!(
-                wait_until(SETTLE_TIMEOUT, || cluster.store(store_id).peer_status(*region_id, OPERATION_TIMEOUT).is_none()),
-                "{context}: store {store_id} keeps a peer of region {region_id}, which no longer has one there"
+                gone,
+                "{context}: store {store_id} keeps a peer of region {region_id}, which has none there"
             );
         }
     }
     for store_id in 1..=STORES_LEN {
         assert_eq!(cluster.store(store_id).fatal_error(), None, "{context}");
     }
-    let writes: usize = histories.values().map(|h| h.writes.iter().filter(|w| w.succeeded).count()).sum();
-    let reads: usize = histories.values().map(|h| h.reads.len()).sum();
-    eprintln!("seed {seed}: {writes} writes succeeded, {reads} reads checked; faults: {faults:?}");
-    assert!(writes > 0 && reads > 0, "{context}: the clients made no progress at all");
+    eprintln!(
+        "seed {seed}: {writes_len} writes succeeded and {reads_len} reads returned under faults: {:?}",
+        faults.done
+    );
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
