@@ -29,6 +29,11 @@ impl PeerCache {
         self.peers.iter().find(|p| p.id == peer_id).copied()
     }
 
+    /// Every peer the cache knows, members first.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.peers.iter().map(|p| p.id)
+    }
+
     /// The region's members replace what the cache knew of them. Peers that are not
     /// members stay as learned ones, former members as the newest: a removed peer may
     /// still be told of its removal.

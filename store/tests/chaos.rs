@@ -477,7 +477,8 @@ fn run_seed(seed: u64, duration: Duration) {
             });
             assert!(
                 gone,
-                "{context}: store {store_id} keeps a peer of region {region_id}, which has none there"
+                "{context}: store {store_id} keeps a peer of region {region_id}, which has none there: {:?}",
+                store.peer_status(*region_id, OPERATION_TIMEOUT)
             );
         }
     }

@@ -1,10 +1,12 @@
 //! The store over real RocksDB, three (or more) stores in one process connected by the
 //! in-memory network.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_proto::raftpb::ConfChangeType;
+use tessera_proto::raftpb::{ConfChangeType, MessageType};
+use tessera_proto::serverpb::{ExtraMessageType, RaftMessage};
 use tessera_proto::storepb::{Peer, PeerRole, PeerState};
 use tessera_store::cluster::{
     command, initial_peer_id, key_in_region, put_command, request, wait_until, Cluster,
@@ -273,6 +275,83 @@ fn a_resting_peer_removed_while_cut_off_is_told_by_the_leader() {
     let tombstoned = wait_for_tombstone(&cluster, 4, 1);
     assert!(tombstoned, "the leader's tombstone reaches the resting peer");
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), None, WAIT), "its data is gone");
+}
+
+/// A peer created by its leader's first message but never initialized (its snapshot did
+/// not arrive) knows no membership of its own, only the peers that wrote to it. Removed
+/// while cut off, and past the leader's tombstones, it asks those peers, and the one that
+/// applied the removal answers with a tombstone. (The chaos test found such a peer left
+/// behind for good: it used to ask nobody.)
+#[test]
+fn an_uninitialized_peer_removed_while_cut_off_destroys_itself_once_back() {
+    let mut cluster = Cluster::new(3, 1, 3, |config| {
+        config.removed_peer_tombstones = 0;
+        config.hibernate_regions = false;
+    });
+    cluster.start_all();
+    cluster.add_store(4, |config| {
+        config.removed_peer_tombstones = 0;
+        config.hibernate_regions = false;
+    });
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let to_store_4 = |m: &RaftMessage| m.to_peer.is_some_and(|p| p.store_id == 4);
+    let no_snapshot = cluster.network.add_filter(move |m| {
+        to_store_4(m) && m.message.as_ref().is_some_and(|m| m.msg_type == MessageType::MsgSnapshot as i32)
+    });
+    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
+    let uninitialized =
+        wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
+    assert!(uninitialized, "the leader's first message creates the learner, which gets no snapshot");
+
+    // Its answers to its leader would also find out (a member answers a message from a
+    // removed peer with a tombstone) if one were still on its way when the cut heals: only
+    // its own check may speak here.
+    cluster.network.add_filter(move |m| m.from_peer.is_some_and(|p| p.id == learner.id) && m.extra.is_none());
+    cluster.network.isolate(4);
+    cluster.change_peer(1, ConfChangeType::RemoveNode, learner, WAIT).unwrap();
+    cluster.network.remove_filter(no_snapshot);
+    cluster.network.heal();
+    let tombstoned = wait_for_tombstone(&cluster, 4, 1);
+    assert!(tombstoned, "the removed, uninitialized learner destroys itself once it can ask");
+    assert!(cluster.store(4).region_ids().is_empty());
+}
+
+/// The other side of the test above: an uninitialized peer that is still a member asks
+/// too, when it hears from no leader for long, and nobody answers it with a tombstone. Once
+/// its snapshot arrives it catches up.
+#[test]
+fn an_uninitialized_member_that_asks_is_kept() {
+    let mut cluster = Cluster::new(3, 1, 3, |config| config.hibernate_regions = false);
+    cluster.start_all();
+    cluster.add_store(4, |config| config.hibernate_regions = false);
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    // The leader's heartbeats create the learner; nothing else reaches it.
+    let only_heartbeats = cluster.network.add_filter(move |m| {
+        m.to_peer.is_some_and(|p| p.id == learner.id)
+            && m.message.as_ref().is_none_or(|m| m.msg_type != MessageType::MsgHeartbeat as i32)
+    });
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
+    let created = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
+    assert!(created, "a heartbeat creates the learner, which gets nothing else");
+    // Then it hears from no leader at all. What it sends goes through, and its membership
+    // checks are counted.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    let silence = cluster.network.add_filter(move |m| {
+        let is_check = m.extra.is_some_and(|e| e.extra_type == ExtraMessageType::MembershipCheck as i32);
+        if is_check && m.from_peer.is_some_and(|p| p.id == learner.id) {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+        m.to_peer.is_some_and(|p| p.id == learner.id)
+    });
+    cluster.network.remove_filter(only_heartbeats);
+    assert!(wait_until(WAIT, || asked.load(Ordering::Relaxed) >= 2), "the learner asks, twice");
+    assert!(cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized), "and is still there");
+
+    cluster.network.remove_filter(silence);
+    assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT), "it catches up");
 }
 
 #[test]

@@ -20,9 +20,12 @@
 //! not persisted), and a peer whose known members have all left their stores. Those need
 //! removal records kept with the region until the removed peer confirms, or the placement
 //! driver. Held ticks (`operation/quiet.rs`) may delay a check by up to
-//! `QUIET_MESSAGES_HELD_MAX` ticks. Nor does it cover a peer created by a heartbeat of a
-//! region whose range overlaps one the store hosts (`store_fsm.rs`): it never initializes,
-//! since its snapshots are refused, and it does not check an uninitialized membership.
+//! `QUIET_MESSAGES_HELD_MAX` ticks. A peer that never initialized (created by its leader's
+//! first message, its snapshot not yet in) knows no membership: it asks the peers that
+//! wrote to it instead. Nor does it cover
+//! a peer created by a heartbeat of a region whose range overlaps one the store hosts
+//! (`store_fsm.rs`) while it is still a member: it never initializes, since its snapshots
+//! are refused.
 
 use tessera_proto::serverpb::ExtraMessageType;
 use tessera_proto::storepb::{Peer as PeerMeta, Region};
@@ -131,8 +134,12 @@ impl Peer {
 
     /// Called on every tick: asks the region's other members whether this peer is still
     /// one of them when no leader has been heard from for long. Returns whether it asked.
+    /// An uninitialized peer knows no members: it asks the peers that wrote to it (its peer
+    /// cache). Each of them listed it when it wrote, and a peer's membership only moves
+    /// forward, so one that no longer lists it has applied its removal: its tombstone
+    /// answer is right, and a peer that still lists it says nothing.
     pub(crate) fn maybe_check_membership(&mut self, ctx: &mut PollContext<'_>) -> bool {
-        if self.is_leader() || !self.is_initialized() {
+        if self.is_leader() {
             return false;
         }
         // The core counts ticks since it last heard from a leader (an append, a heartbeat or
@@ -152,8 +159,11 @@ impl Peer {
             leader_missing_ticks,
             "no leader heard from for long: asking the members whether this peer is still one"
         );
-        let members: Vec<u64> =
-            self.region.peers.iter().map(|p| p.id).filter(|id| *id != self.meta.id).collect();
+        let members: Vec<u64> = if self.is_initialized() {
+            self.region.peers.iter().map(|p| p.id).filter(|id| *id != self.meta.id).collect()
+        } else {
+            self.peer_cache.ids().filter(|id| *id != self.meta.id).collect()
+        };
         for member in members {
             self.send_extra(ctx, member, ExtraMessageType::MembershipCheck, 0, 0);
         }
