@@ -93,6 +93,11 @@ pub(crate) struct Peer {
     /// Peers this region removed, that the leader still tells so; see
     /// `operation/stale_peer.rs`.
     pub removed_peers: crate::operation::RemovedPeers,
+    /// While this peer is uninitialized (it knows no membership of its own): the highest
+    /// `conf_ver` of the messages that named it, each sent from a membership that lists it.
+    /// Only a tombstone from a newer membership destroys it: a peer whose membership went
+    /// back (a power loss took an unsynced apply) may not list it yet.
+    pub conf_ver_heard: u64,
 }
 
 impl std::fmt::Debug for Peer {
@@ -177,6 +182,7 @@ impl Peer {
             tick_clock: crate::operation::TickClock::new(),
             reads: Default::default(),
             removed_peers: Default::default(),
+            conf_ver_heard: 0,
         })
     }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use tessera_proto::raftpb::{ConfChangeType, MessageType};
 use tessera_proto::serverpb::{ExtraMessageType, RaftMessage};
-use tessera_proto::storepb::{Peer, PeerRole, PeerState};
+use tessera_proto::storepb::{Peer, PeerRole, PeerState, RegionEpoch};
+use tessera_router::Transport;
 use tessera_store::cluster::{
     command, initial_peer_id, key_in_region, put_command, request, wait_until, Cluster,
 };
@@ -335,8 +336,9 @@ fn an_uninitialized_member_that_asks_is_kept() {
     cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
     let created = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
     assert!(created, "a heartbeat creates the learner, which gets nothing else");
-    // Then it hears from no leader at all. What it sends goes through, and its membership
-    // checks are counted.
+    // Then it hears from no leader at all (tombstones and other extra messages still pass:
+    // a wrong answer to its check would reach it). What it sends goes through, and its
+    // membership checks are counted.
     let asked = Arc::new(AtomicUsize::new(0));
     let counted = asked.clone();
     let silence = cluster.network.add_filter(move |m| {
@@ -344,11 +346,33 @@ fn an_uninitialized_member_that_asks_is_kept() {
         if is_check && m.from_peer.is_some_and(|p| p.id == learner.id) {
             counted.fetch_add(1, Ordering::Relaxed);
         }
-        m.to_peer.is_some_and(|p| p.id == learner.id)
+        m.to_peer.is_some_and(|p| p.id == learner.id) && m.message.is_some()
     });
     cluster.network.remove_filter(only_heartbeats);
     assert!(wait_until(WAIT, || asked.load(Ordering::Relaxed) >= 2), "the learner asks, twice");
     assert!(cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized), "and is still there");
+    // A tombstone from a membership no newer than the one that added it (a peer whose
+    // unsynced apply a power loss took back) does not destroy it either.
+    let leader_store = cluster.leader_store(1, WAIT).expect("a leader");
+    let region = cluster.region(1, WAIT).expect("the region");
+    let from_peer = region.peers.iter().find(|p| p.store_id == leader_store).copied();
+    let stale_epoch = region.epoch.map(|e| RegionEpoch { conf_ver: e.conf_ver - 1, ..e });
+    let stale = RaftMessage {
+        region_id: 1,
+        from_peer,
+        to_peer: Some(learner),
+        region_epoch: stale_epoch,
+        is_tombstone: true,
+        ..Default::default()
+    };
+    let transport = cluster.transport(leader_store);
+    transport.send(stale).expect("queued");
+    transport.flush();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized),
+        "a stale tombstone is ignored"
+    );
 
     cluster.network.remove_filter(silence);
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT), "it catches up");

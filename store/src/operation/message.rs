@@ -188,9 +188,14 @@ impl Peer {
             return Some(msg);
         }
         if msg.is_tombstone {
-            // A current member says we are out. Only trust a newer membership than ours.
-            let ours = self.region.epoch.unwrap_or_default().conf_ver;
-            if !self.is_initialized() || msg.region_epoch.unwrap_or_default().conf_ver > ours {
+            // A current member says we are out. Only trust a newer membership than ours, or,
+            // uninitialized, than any that wrote to us.
+            let ours = if self.is_initialized() {
+                self.region.epoch.unwrap_or_default().conf_ver
+            } else {
+                self.conf_ver_heard
+            };
+            if msg.region_epoch.unwrap_or_default().conf_ver > ours {
                 self.start_destroy(ctx);
             }
             return Some(msg);
@@ -216,6 +221,9 @@ impl Peer {
             return Some(msg);
         }
         self.peer_cache.learn(from_peer);
+        if !self.is_initialized() {
+            self.conf_ver_heard = self.conf_ver_heard.max(msg.region_epoch.unwrap_or_default().conf_ver);
+        }
         let is_snapshot = msg.message.as_ref().is_some_and(|m| m.msg_type == MessageType::MsgSnapshot as i32);
         if is_snapshot {
             if self.apply_tasks_in_flight > 0 || !self.apply_backlog.is_empty() {

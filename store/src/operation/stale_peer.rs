@@ -21,8 +21,9 @@
 //! removal records kept with the region until the removed peer confirms, or the placement
 //! driver. Held ticks (`operation/quiet.rs`) may delay a check by up to
 //! `QUIET_MESSAGES_HELD_MAX` ticks. A peer that never initialized (created by its leader's
-//! first message, its snapshot not yet in) knows no membership: it asks the peers that
-//! wrote to it instead. Nor does it cover
+//! first message, its snapshot not yet in) knows no membership, so it asks the peers that
+//! wrote to it instead; if all of those are gone from their stores, nobody answers and it
+//! asks on, every `stale_peer_check_ticks`. Nor does the check cover
 //! a peer created by a heartbeat of a region whose range overlaps one the store hosts
 //! (`store_fsm.rs`) while it is still a member: it never initializes, since its snapshots
 //! are refused.
@@ -135,9 +136,9 @@ impl Peer {
     /// Called on every tick: asks the region's other members whether this peer is still
     /// one of them when no leader has been heard from for long. Returns whether it asked.
     /// An uninitialized peer knows no members: it asks the peers that wrote to it (its peer
-    /// cache). Each of them listed it when it wrote, and a peer's membership only moves
-    /// forward, so one that no longer lists it has applied its removal: its tombstone
-    /// answer is right, and a peer that still lists it says nothing.
+    /// cache). Each of them listed it when it wrote, so one that no longer lists it, from
+    /// a newer membership than any that wrote to it (`Peer::conf_ver_heard`), has applied
+    /// its removal; a peer that still lists it says nothing.
     pub(crate) fn maybe_check_membership(&mut self, ctx: &mut PollContext<'_>) -> bool {
         if self.is_leader() {
             return false;
