@@ -8,6 +8,7 @@
 
 use tessera_raft::confchange::{check_invariants, Changer, ConfChangeError};
 use tessera_raft::raftpb::{ConfChangeSingle, ConfChangeType};
+use tessera_raft::rng::SeededRng as Rng;
 use tessera_raft::tracker::ProgressTracker;
 
 fn parse_changes(input: &str) -> Result<Vec<ConfChangeSingle>, String> {
@@ -76,23 +77,6 @@ fn golden() {
     });
 }
 
-/// SplitMix64: a tiny deterministic generator, so a failure replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn random_changes(rng: &mut Rng, max: u64) -> Vec<ConfChangeSingle> {
     let kinds = [
         ConfChangeType::AddNode,
@@ -111,7 +95,7 @@ fn random_changes(rng: &mut Rng, max: u64) -> Vec<ConfChangeSingle> {
 #[test]
 fn random_change_sequences_keep_invariants() {
     for seed in 0..300u64 {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let mut tracker = ProgressTracker::new(10, 0);
         // Bootstrap: one voter, as a new group starts.
         let boot = [ConfChangeSingle { change_type: ConfChangeType::AddNode as i32, node_id: 1 }];

@@ -45,6 +45,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use tessera_raft::rng::SeededRng as Rng;
 use tessera_store::cluster::{key_in_region, put_command, wait_until, Cluster};
 use tessera_store::proto::raftpb::ConfChangeType;
 use tessera_store::proto::storepb::{Peer, PeerRole, PeerState, Region, RegionEpoch};
@@ -65,25 +66,9 @@ const OPERATION_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long the cluster may take to settle once the faults stop.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A small deterministic generator (SplitMix64), so that a seed replays its faults.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
+/// `percent` out of a hundred times, from `rng`.
+fn chance(rng: &mut Rng, percent: u64) -> bool {
+    rng.below(100) < percent
 }
 
 /// The keys: client `client`'s key in region `region_id`.
@@ -174,14 +159,14 @@ fn any_store(cluster: &Cluster, rng: &mut Rng) -> Option<u64> {
 }
 
 fn run_client(cluster: &RwLock<Cluster>, histories: &Histories, client: usize, seed: u64, stop: &AtomicBool) {
-    let mut rng = Rng(seed ^ (client as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut rng = Rng::new(seed ^ (client as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut next_value = [1u64; REGIONS_LEN as usize];
     while !stop.load(Ordering::Relaxed) {
         let region_id = rng.below(REGIONS_LEN) + 1;
         // Each operation takes the cluster for itself alone, so that a restart waiting for
         // it waits for one operation at most.
         let cluster = || cluster.read().unwrap_or_else(PoisonError::into_inner);
-        if rng.chance(50) {
+        if chance(&mut rng, 50) {
             let value = next_value[region_id as usize - 1];
             next_value[region_id as usize - 1] += 1;
             let key = key_of(client, region_id);
@@ -210,7 +195,7 @@ fn run_client(cluster: &RwLock<Cluster>, histories: &Histories, client: usize, s
             }
         }
         // A pause now and then lets a region go to rest between bursts.
-        if rng.chance(5) {
+        if chance(&mut rng, 5) {
             thread::sleep(Duration::from_millis(rng.below(300)));
         }
     }
@@ -226,7 +211,7 @@ struct Faults {
 
 /// The faults, for `duration`; everything is healed and running when it returns.
 fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Faults {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut faults = Faults::default();
     let done = &mut faults.done;
     let started = Instant::now();
@@ -263,7 +248,7 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Fault
             }
             7 => {
                 let mut stopped = vec![store_id];
-                if rng.chance(25) {
+                if chance(&mut rng, 25) {
                     stopped.push(store_id % STORES_LEN + 1);
                 }
                 let mut guard = cluster.write().unwrap_or_else(PoisonError::into_inner);
