@@ -378,6 +378,38 @@ fn an_uninitialized_member_that_asks_is_kept() {
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT), "it catches up");
 }
 
+/// A region rests while its new learner is cut off, before the learner got its snapshot.
+/// Back, the learner hears from no leader (a resting one sends nothing) and never
+/// campaigns, so it asks the peers that wrote to it whether it is still a member: the
+/// resting leader wakes for a member's question, and the learner gets its snapshot.
+#[test]
+fn a_member_asking_wakes_its_resting_leader() {
+    let mut cluster = Cluster::new(3, 1, 3, |_| {});
+    cluster.start_all();
+    cluster.add_store(4, |_| {});
+    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let no_snapshot = cluster.network.add_filter(|m| {
+        m.to_peer.is_some_and(|p| p.store_id == 4)
+            && m.message.as_ref().is_some_and(|m| m.msg_type == MessageType::MsgSnapshot as i32)
+    });
+    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
+    let created = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
+    assert!(created, "the learner exists, without its snapshot");
+    cluster.network.isolate(4);
+    let leader = cluster.leader_store(1, WAIT).expect("a leader");
+    let resting =
+        wait_until(WAIT, || cluster.store(leader).peer_status(1, WAIT).is_some_and(|s| s.hibernating));
+    assert!(resting, "the region rests without the cut-off learner");
+
+    cluster.network.remove_filter(no_snapshot);
+    cluster.network.heal();
+    assert!(
+        cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT),
+        "the learner's question wakes its leader, which sends the snapshot"
+    );
+}
+
 #[test]
 fn a_voter_removed_while_cut_off_destroys_itself_once_back() {
     a_peer_removed_while_cut_off_destroys_itself_once_back(PeerRole::Voter);

@@ -136,7 +136,16 @@ impl Peer {
             ExtraMessageType::HibernateAgree => self.on_hibernate_agree(ctx, from.id, extra),
             // From a member, or from a peer whose membership is not older than ours: nothing
             // to say. (A peer our newer membership leaves out got a tombstone before this.)
-            ExtraMessageType::MembershipCheck => {}
+            // But a member asks because it heard from no leader for long, and a resting
+            // leader says nothing: a learner, which never campaigns, or a peer still waiting
+            // for its snapshot would wait until something else woke the region. So a
+            // resting leader wakes and heartbeats again.
+            ExtraMessageType::MembershipCheck => {
+                let from_member = self.region.peers.iter().any(|p| p.id == from.id);
+                if from_member && self.is_leader() && self.hibernation.asleep {
+                    self.wake(ctx);
+                }
+            }
             ExtraMessageType::ExtraNone | ExtraMessageType::StoreHeartbeat => {
                 metrics::counter!("tessera_store_messages_malformed_total").increment(1);
             }

@@ -13,7 +13,9 @@
 //! learner never campaigns and the leader no longer writes to it, so nothing would ever be
 //! said: hence this check. A peer that has heard from no leader for
 //! `stale_peer_check_ticks` asks the other members of the region it knows, and asks again
-//! every as many ticks while it still hears from none.
+//! every as many ticks while it still hears from none. A resting leader that a member asks
+//! wakes (`operation/hibernate.rs`): the member heard from no leader because the region
+//! rests, and a learner or a peer still waiting for its snapshot would wait on.
 //!
 //! What neither covers: a peer resting in hibernation that stays cut off longer than the
 //! leader keeps telling it, or past a change of leader (the list is the leader's memory,
