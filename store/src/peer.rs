@@ -94,9 +94,9 @@ pub(crate) struct Peer {
     /// `operation/stale_peer.rs`.
     pub removed_peers: crate::operation::RemovedPeers,
     /// While this peer is uninitialized (it knows no membership of its own): the highest
-    /// `conf_ver` of the messages that named it, each sent from a membership that lists it.
-    /// Only a tombstone from a newer membership destroys it: a peer whose membership went
-    /// back (a power loss took an unsynced apply) may not list it yet.
+    /// `conf_ver` of the messages that named it. Only a tombstone from a membership at least
+    /// that new destroys it: a peer whose membership went back (a power loss took an
+    /// unsynced apply) may not list it yet.
     pub conf_ver_heard: u64,
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tessera_proto::raftpb::{ConfChangeType, MessageType};
 use tessera_proto::serverpb::{ExtraMessageType, RaftMessage};
 use tessera_proto::storepb::{Peer, PeerRole, PeerState, RegionEpoch};
-use tessera_router::Transport;
+use tessera_router::{FilterId, Transport};
 use tessera_store::cluster::{
     command, initial_peer_id, key_in_region, put_command, request, wait_until, Cluster,
 };
@@ -318,57 +318,93 @@ fn an_uninitialized_peer_removed_while_cut_off_destroys_itself_once_back() {
     assert!(cluster.store(4).region_ids().is_empty());
 }
 
-/// The other side of the test above: an uninitialized peer that is still a member asks
-/// too, when it hears from no leader for long, and nobody answers it with a tombstone. Once
-/// its snapshot arrives it catches up.
-#[test]
-fn an_uninitialized_member_that_asks_is_kept() {
+/// Four stores, region 1 on the first three, and a learner of it on store 4 that the
+/// leader's heartbeats created and no other Raft message reaches (the returned filter;
+/// tombstones and extra messages pass), so it stays uninitialized. Hibernation is off.
+fn an_uninitialized_learner_on_store_4() -> (Cluster, Peer, FilterId) {
     let mut cluster = Cluster::new(3, 1, 3, |config| config.hibernate_regions = false);
     cluster.start_all();
     cluster.add_store(4, |config| config.hibernate_regions = false);
     cluster.must_put(1, &key_in_region(1, "a"), b"1");
     let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
-    // The leader's heartbeats create the learner; nothing else reaches it.
     let only_heartbeats = cluster.network.add_filter(move |m| {
         m.to_peer.is_some_and(|p| p.id == learner.id)
-            && m.message.as_ref().is_none_or(|m| m.msg_type != MessageType::MsgHeartbeat as i32)
+            && m.message.as_ref().is_some_and(|m| m.msg_type != MessageType::MsgHeartbeat as i32)
     });
     cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
     let created = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
-    assert!(created, "a heartbeat creates the learner, which gets nothing else");
-    // Then it hears from no leader at all (tombstones and other extra messages still pass:
-    // a wrong answer to its check would reach it). What it sends goes through, and its
-    // membership checks are counted.
-    let asked = Arc::new(AtomicUsize::new(0));
-    let counted = asked.clone();
-    let silence = cluster.network.add_filter(move |m| {
-        let is_check = m.extra.is_some_and(|e| e.extra_type == ExtraMessageType::MembershipCheck as i32);
-        if is_check && m.from_peer.is_some_and(|p| p.id == learner.id) {
-            counted.fetch_add(1, Ordering::Relaxed);
-        }
-        m.to_peer.is_some_and(|p| p.id == learner.id) && m.message.is_some()
-    });
-    cluster.network.remove_filter(only_heartbeats);
-    assert!(wait_until(WAIT, || asked.load(Ordering::Relaxed) >= 2), "the learner asks, twice");
-    assert!(cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized), "and is still there");
-    // A tombstone from a membership no newer than the one that added it (a peer whose
-    // unsynced apply a power loss took back) does not destroy it either.
+    assert!(created, "a heartbeat creates the learner, which gets no other Raft message");
+    (cluster, learner, only_heartbeats)
+}
+
+/// Sends `to` a tombstone from region 1's leader, stamped with the region's conf_ver plus
+/// `conf_ver_offset`, as a member that leaves it out would.
+fn send_tombstone_from_the_leader(cluster: &Cluster, to: Peer, conf_ver_offset: i64) {
     let leader_store = cluster.leader_store(1, WAIT).expect("a leader");
     let region = cluster.region(1, WAIT).expect("the region");
-    let from_peer = region.peers.iter().find(|p| p.store_id == leader_store).copied();
-    let stale_epoch = region.epoch.map(|e| RegionEpoch { conf_ver: e.conf_ver - 1, ..e });
-    let stale = RaftMessage {
+    let epoch = region.epoch.expect("an epoch");
+    let tombstone = RaftMessage {
         region_id: 1,
-        from_peer,
-        to_peer: Some(learner),
-        region_epoch: stale_epoch,
+        from_peer: region.peers.iter().find(|p| p.store_id == leader_store).copied(),
+        to_peer: Some(to),
+        region_epoch: Some(RegionEpoch {
+            conf_ver: epoch.conf_ver.saturating_add_signed(conf_ver_offset),
+            ..epoch
+        }),
         is_tombstone: true,
         ..Default::default()
     };
     let transport = cluster.transport(leader_store);
-    transport.send(stale).expect("queued");
+    transport.send(tombstone).expect("queued");
     transport.flush();
-    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// A tombstone stamped with the very membership an uninitialized peer heard destroys it: a
+/// message queued for a peer before its removal applied leaves stamped with the removal's
+/// epoch, so a removed peer can have heard the removal's conf_ver, and a tombstone from that
+/// membership must still count.
+#[test]
+fn an_uninitialized_peer_obeys_a_tombstone_from_the_membership_it_heard() {
+    let (cluster, learner, _only_heartbeats) = an_uninitialized_learner_on_store_4();
+    send_tombstone_from_the_leader(&cluster, learner, 0);
+    assert!(wait_for_tombstone(&cluster, 4, 1), "the uninitialized learner destroys itself");
+}
+
+/// The other side of `an_uninitialized_peer_removed_while_cut_off_destroys_itself_once_back`:
+/// an uninitialized peer that is still a member asks
+/// too, when it hears from no leader for long, and nobody answers it with a tombstone. Once
+/// its snapshot arrives it catches up.
+#[test]
+fn an_uninitialized_member_that_asks_is_kept() {
+    let (cluster, learner, only_heartbeats) = an_uninitialized_learner_on_store_4();
+    // Then it hears from no leader at all (tombstones and other extra messages still pass:
+    // a wrong answer to its check would reach it). What it sends goes through, and its
+    // membership checks are counted.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let tombstones_delivered = Arc::new(AtomicUsize::new(0));
+    let (counted_asks, counted_tombstones) = (asked.clone(), tombstones_delivered.clone());
+    let silence = cluster.network.add_filter(move |m| {
+        let is_check = m.extra.is_some_and(|e| e.extra_type == ExtraMessageType::MembershipCheck as i32);
+        if is_check && m.from_peer.is_some_and(|p| p.id == learner.id) {
+            counted_asks.fetch_add(1, Ordering::Relaxed);
+        }
+        let to_learner = m.to_peer.is_some_and(|p| p.id == learner.id);
+        if to_learner && m.is_tombstone {
+            counted_tombstones.fetch_add(1, Ordering::Relaxed);
+        }
+        to_learner && m.message.is_some()
+    });
+    cluster.network.remove_filter(only_heartbeats);
+    assert!(wait_until(WAIT, || asked.load(Ordering::Relaxed) >= 2), "the learner asks, twice");
+    assert!(cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized), "and is still there");
+    // A tombstone from a membership older than the one that added it (a peer whose
+    // unsynced apply a power loss took back) does not destroy it either.
+    send_tombstone_from_the_leader(&cluster, learner, -1);
+    // The filter passes it on to store 4, where the status query queues behind it.
+    assert!(
+        wait_until(WAIT, || tombstones_delivered.load(Ordering::Relaxed) == 1),
+        "the tombstone is delivered"
+    );
     assert!(
         cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized),
         "a stale tombstone is ignored"

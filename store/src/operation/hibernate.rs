@@ -143,6 +143,10 @@ impl Peer {
             ExtraMessageType::MembershipCheck => {
                 let from_member = self.region.peers.iter().any(|p| p.id == from.id);
                 if from_member && self.is_leader() && self.hibernation.asleep {
+                    // Counted: a member whose leader's messages cannot reach it (a link that
+                    // works one way) asks every `stale_peer_check_ticks`, and each question
+                    // costs its region a wake and a rest.
+                    metrics::counter!("tessera_store_regions_woken_by_membership_check_total").increment(1);
                     self.wake(ctx);
                 }
             }

@@ -189,13 +189,17 @@ impl Peer {
         }
         if msg.is_tombstone {
             // A current member says we are out. Only trust a newer membership than ours, or,
-            // uninitialized, than any that wrote to us.
-            let ours = if self.is_initialized() {
-                self.region.epoch.unwrap_or_default().conf_ver
+            // uninitialized, one at least as new as any that wrote to us. At least: a message
+            // queued for us before our removal applied is stamped with the removal's epoch
+            // when it leaves, and a conf_ver names one membership, which a tombstone's
+            // sender shows leaves us out. A member that a power loss took back sits below.
+            let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
+            let trusted = if self.is_initialized() {
+                theirs > self.region.epoch.unwrap_or_default().conf_ver
             } else {
-                self.conf_ver_heard
+                theirs >= self.conf_ver_heard
             };
-            if msg.region_epoch.unwrap_or_default().conf_ver > ours {
+            if trusted {
                 self.start_destroy(ctx);
             }
             return Some(msg);

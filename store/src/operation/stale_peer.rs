@@ -15,7 +15,10 @@
 //! `stale_peer_check_ticks` asks the other members of the region it knows, and asks again
 //! every as many ticks while it still hears from none. A resting leader that a member asks
 //! wakes (`operation/hibernate.rs`): the member heard from no leader because the region
-//! rests, and a learner or a peer still waiting for its snapshot would wait on.
+//! rests, and a learner or a peer still waiting for its snapshot would wait on. A resting
+//! follower does not wake for it, so an uninitialized peer whose only writer has since
+//! handed leadership over, while it was cut off, waits until something else wakes the
+//! region.
 //!
 //! What neither covers: a peer resting in hibernation that stays cut off longer than the
 //! leader keeps telling it, or past a change of leader (the list is the leader's memory,
