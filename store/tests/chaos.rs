@@ -13,23 +13,26 @@
 //! 4. it returned at least what any read that ended before it started returned (no going
 //!    back in time).
 //!
-//! A write that failed (a timeout, a lost leader, a stopped store) may or may not have
-//! been applied: the rules allow both. They assume that a failed write never takes effect
-//! after a later write of its client, which holds because the store proposes only at a
-//! peer that leads at the time, a region's mailbox keeps its order, and an entry of an
-//! older term is never committed after one of a newer term. Meanwhile a fault thread isolates stores, splits
-//! the network, drops and delays messages, restarts stores (two at once, losing the quorum,
-//! now and then), moves leaders, and moves replicas between stores (one membership change
-//! at a time). When the faults stop, one more write per region commits whatever its
-//! leader's log still held, so that nothing changes afterwards; then every key is read once
-//! more, which must return at least its last successful write, and every store must come to
-//! hold exactly those values: acknowledged writes survived, and no replica applied
-//! differently. A store whose replica was moved away must come to hold nothing of the
-//! region: no data, and no peer but its tombstone. (A removed peer resting in hibernation
-//! past a change of leader is never destroyed, a known gap described in
-//! `operation/stale_peer.rs`. Here a removed peer is awake when it misses its removal, since
-//! its region was just written or its store was cut off, so the gap should not show; if a
-//! seed finds it, that is the gap, not noise.)
+//! A write that failed (a timeout, a lost leader, a stopped store) may or may not have been
+//! applied: the rules allow both. They assume that a failed write never takes effect after
+//! a later write of its client, which holds because the store proposes only at a peer that
+//! leads at the time, a region's mailbox keeps its order, and an entry of an older term is
+//! never committed after one of a newer term.
+//!
+//! Meanwhile a fault thread isolates stores, splits the network, drops and delays messages,
+//! restarts stores (two at once, losing the quorum, now and then), moves leaders, and moves
+//! replicas between stores (one membership change at a time).
+//!
+//! When the faults stop, one more write per region commits whatever its leader's log still
+//! held, so that nothing changes afterwards; then every key is read once more, which must
+//! return at least its last successful write, and every store must come to hold exactly
+//! those values: acknowledged writes survived, and no replica applied differently. A store
+//! whose replica was moved away must come to hold nothing of the region: no data, and no
+//! peer but its tombstone. (A removed peer resting in hibernation past a change of leader
+//! is never destroyed, a known gap described in `operation/stale_peer.rs`. Here a removed
+//! peer is awake when it misses its removal, since its region was just written or its store
+//! was cut off, so the gap should not show; if a seed finds it, that is the gap, not
+//! noise.)
 //!
 //! The log is compacted after a few entries, so a store that was down usually catches up
 //! by snapshot; half the seeds use lease reads. The seed picks the faults (thread timing
