@@ -145,10 +145,7 @@ fn snapshot_files(cluster: &Cluster, store_id: u64) -> usize {
 /// receiver's side of refusals is `a_snapshot_overlapping_a_hosted_region_is_refused`'s).
 #[test]
 fn a_snapshot_refused_by_a_busy_receiver_is_sent_again_later() {
-    let mut cluster = Cluster::new(3, 1, 3, |_| {});
-    cluster.start_all();
-    cluster.add_store(4, |_| {});
-    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let cluster = three_stores_and_an_empty_fourth(|_| {});
     let hold = cluster.store(4).hold_snapshot_receives();
     let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
     cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
@@ -181,13 +178,29 @@ fn wait_for_tombstone(cluster: &Cluster, store_id: u64, region_id: u64) -> bool 
     })
 }
 
-/// Three stores with region 1 holding key "a", and a fourth store whose learner of region 1
-/// has caught up (by snapshot, as a new peer does); `configure` adjusts every store.
-fn cluster_with_a_learner_on_store_4(configure: impl Fn(&mut StoreConfig) + Copy) -> (Cluster, Peer) {
+/// Three stores with region 1 holding key "a" (written), and a fourth store, empty;
+/// `configure` adjusts every store.
+fn three_stores_and_an_empty_fourth(configure: impl Fn(&mut StoreConfig) + Copy) -> Cluster {
     let mut cluster = Cluster::new(3, 1, 3, configure);
     cluster.start_all();
     cluster.add_store(4, configure);
     cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    cluster
+}
+
+/// Drops every snapshot message sent to store 4, so that a peer created there stays
+/// uninitialized until the filter is removed.
+fn drop_snapshots_to_store_4(cluster: &Cluster) -> FilterId {
+    cluster.network.add_filter(|m| {
+        m.to_peer.is_some_and(|p| p.store_id == 4)
+            && m.message.as_ref().is_some_and(|m| m.msg_type == MessageType::MsgSnapshot as i32)
+    })
+}
+
+/// Three stores with region 1 holding key "a", and a fourth store whose learner of region 1
+/// has caught up (by snapshot, as a new peer does); `configure` adjusts every store.
+fn cluster_with_a_learner_on_store_4(configure: impl Fn(&mut StoreConfig) + Copy) -> (Cluster, Peer) {
+    let cluster = three_stores_and_an_empty_fourth(configure);
     let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
     cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT), "the learner catches up");
@@ -285,20 +298,11 @@ fn a_resting_peer_removed_while_cut_off_is_told_by_the_leader() {
 /// behind for good: it used to ask nobody.)
 #[test]
 fn an_uninitialized_peer_removed_while_cut_off_destroys_itself_once_back() {
-    let mut cluster = Cluster::new(3, 1, 3, |config| {
+    let cluster = three_stores_and_an_empty_fourth(|config| {
         config.removed_peer_tombstones = 0;
         config.hibernate_regions = false;
     });
-    cluster.start_all();
-    cluster.add_store(4, |config| {
-        config.removed_peer_tombstones = 0;
-        config.hibernate_regions = false;
-    });
-    cluster.must_put(1, &key_in_region(1, "a"), b"1");
-    let to_store_4 = |m: &RaftMessage| m.to_peer.is_some_and(|p| p.store_id == 4);
-    let no_snapshot = cluster.network.add_filter(move |m| {
-        to_store_4(m) && m.message.as_ref().is_some_and(|m| m.msg_type == MessageType::MsgSnapshot as i32)
-    });
+    let no_snapshot = drop_snapshots_to_store_4(&cluster);
     let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
     cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
     let uninitialized =
@@ -322,10 +326,7 @@ fn an_uninitialized_peer_removed_while_cut_off_destroys_itself_once_back() {
 /// leader's heartbeats created and no other Raft message reaches (the returned filter;
 /// tombstones and extra messages pass), so it stays uninitialized. Hibernation is off.
 fn an_uninitialized_learner_on_store_4() -> (Cluster, Peer, FilterId) {
-    let mut cluster = Cluster::new(3, 1, 3, |config| config.hibernate_regions = false);
-    cluster.start_all();
-    cluster.add_store(4, |config| config.hibernate_regions = false);
-    cluster.must_put(1, &key_in_region(1, "a"), b"1");
+    let cluster = three_stores_and_an_empty_fourth(|config| config.hibernate_regions = false);
     let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
     let only_heartbeats = cluster.network.add_filter(move |m| {
         m.to_peer.is_some_and(|p| p.id == learner.id)
@@ -420,14 +421,8 @@ fn an_uninitialized_member_that_asks_is_kept() {
 /// resting leader wakes for a member's question, and the learner gets its snapshot.
 #[test]
 fn a_member_asking_wakes_its_resting_leader() {
-    let mut cluster = Cluster::new(3, 1, 3, |_| {});
-    cluster.start_all();
-    cluster.add_store(4, |_| {});
-    cluster.must_put(1, &key_in_region(1, "a"), b"1");
-    let no_snapshot = cluster.network.add_filter(|m| {
-        m.to_peer.is_some_and(|p| p.store_id == 4)
-            && m.message.as_ref().is_some_and(|m| m.msg_type == MessageType::MsgSnapshot as i32)
-    });
+    let cluster = three_stores_and_an_empty_fourth(|_| {});
+    let no_snapshot = drop_snapshots_to_store_4(&cluster);
     let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
     cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
     let created = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
