@@ -188,11 +188,12 @@ impl Peer {
             return Some(msg);
         }
         if msg.is_tombstone {
-            // A current member says we are out. Only trust a newer membership than ours, or,
-            // uninitialized, one at least as new as any that wrote to us. At least: a message
-            // queued for us before our removal applied is stamped with the removal's epoch
-            // when it leaves, and a conf_ver names one membership, which a tombstone's
-            // sender shows leaves us out. A member that a power loss took back sits below.
+            // A member says we are out. Initialized, trust only a membership newer than ours.
+            // Uninitialized, trust one at least as new as any that wrote to us: a conf_ver
+            // names one membership, and the tombstone's sender shows that it leaves us out;
+            // we may have heard that very conf_ver, on a message queued for us before our
+            // removal applied and stamped when it left. A sender whose membership a power
+            // loss took back (an unsynced apply) sits below what we heard.
             let theirs = msg.region_epoch.unwrap_or_default().conf_ver;
             let trusted = if self.is_initialized() {
                 theirs > self.region.epoch.unwrap_or_default().conf_ver

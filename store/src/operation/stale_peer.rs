@@ -28,10 +28,9 @@
 //! `QUIET_MESSAGES_HELD_MAX` ticks. A peer that never initialized (created by its leader's
 //! first message, its snapshot not yet in) knows no membership, so it asks the peers that
 //! wrote to it instead; if all of those are gone from their stores, nobody answers and it
-//! asks on, every `stale_peer_check_ticks`. Nor does the check cover
-//! a peer created by a heartbeat of a region whose range overlaps one the store hosts
-//! (`store_fsm.rs`) while it is still a member: it never initializes, since its snapshots
-//! are refused.
+//! asks on, every `stale_peer_check_ticks`. Nor does the check cover a peer created by a
+//! heartbeat of a region whose range overlaps one the store hosts (`store_fsm.rs`) while it
+//! is still a member: it never initializes, since its snapshots are refused.
 
 use tessera_proto::serverpb::ExtraMessageType;
 use tessera_proto::storepb::{Peer as PeerMeta, Region};
@@ -141,9 +140,10 @@ impl Peer {
     /// Called on every tick: asks the region's other members whether this peer is still
     /// one of them when no leader has been heard from for long. Returns whether it asked.
     /// An uninitialized peer knows no members: it asks the peers that wrote to it (its peer
-    /// cache). Each of them listed it when it wrote, so one that no longer lists it, from
-    /// a newer membership than any that wrote to it (`Peer::conf_ver_heard`), has applied
-    /// its removal; a peer that still lists it says nothing.
+    /// cache), each of which listed it when it wrote. One that no longer lists it answers
+    /// with a tombstone, which the peer obeys if it comes from a membership at least as new
+    /// as any that wrote to it (`Peer::conf_ver_heard`); a peer that still lists it says
+    /// nothing.
     pub(crate) fn maybe_check_membership(&mut self, ctx: &mut PollContext<'_>) -> bool {
         if self.is_leader() {
             return false;
