@@ -98,8 +98,9 @@ impl StoreMeta {
 #[derive(Debug, Default)]
 pub struct StoreStats {
     /// Synced writes of raft pollers, one per round that wrote something that must be
-    /// durable.
-    pub fsyncs: AtomicU64,
+    /// durable. RocksDB may serve concurrent ones with one fsync: `Store::wal_syncs` counts
+    /// the fsyncs themselves.
+    pub synced_writes: AtomicU64,
     /// Peers whose Ready went into a raft poller's write.
     pub peers_written: AtomicU64,
     /// Entries applied by apply pollers.

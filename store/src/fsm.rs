@@ -140,10 +140,10 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
             }
             crash_if_armed(crash_point::SNAPSHOT_INSTALL_AFTER_WRITE, self.ctx.store_id, installs_snapshot);
             let stats = &self.ctx.stats;
-            StoreStats::add(&stats.fsyncs, 1);
+            StoreStats::add(&stats.synced_writes, 1);
             let peers_written = fsms.iter().filter(|f| f.peer.round.wrote).count() as u64;
             StoreStats::add(&stats.peers_written, peers_written);
-            metrics::counter!("tessera_store_raft_fsyncs_total").increment(1);
+            metrics::counter!("tessera_store_raft_synced_writes_total").increment(1);
             metrics::histogram!("tessera_store_raft_write_duration_seconds").record(started.elapsed());
             metrics::histogram!("tessera_store_raft_write_batch_bytes").record(batch_bytes as f64);
             metrics::histogram!("tessera_store_raft_peers_per_write").record(peers_written as f64);

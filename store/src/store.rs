@@ -304,6 +304,13 @@ impl Store {
         self.ctx.engine.memory_bytes()
     }
 
+    /// The fsyncs of its RocksDB's write-ahead log since the store started: one per synced
+    /// write (`StoreStats::synced_writes`), or fewer when RocksDB merged concurrent synced
+    /// writes into one write group, plus one whenever a full memtable closes a log.
+    pub fn wal_syncs(&self) -> u64 {
+        self.ctx.engine.wal_syncs()
+    }
+
     /// How many regions the store timer ticks now (those not resting).
     pub fn ticking_regions_len(&self) -> usize {
         self.ctx.ticking.lock().unwrap_or_else(PoisonError::into_inner).len()

@@ -54,6 +54,8 @@ impl StoreFsmState {
     /// Periodic store-level work: the gauges that no single event updates.
     pub fn on_tick(&mut self, ctx: &Arc<StoreContext>) {
         self.ticks += 1;
+        // RocksDB counts its own fsyncs; the counter follows it.
+        metrics::counter!("tessera_store_wal_syncs_total").absolute(ctx.engine.wal_syncs());
         if self.ticks % GAUGE_REFRESH_TICKS == 1 {
             let (regions, initialized) = {
                 let meta = ctx.meta();

@@ -59,7 +59,8 @@ fn writes_record_rounds_fsyncs_latencies_and_regions() {
         ("tessera_batch_fsms_per_round", MetricKind::Histogram),
         // Ticks the peers would not act on and apply reports of the applied index alone.
         ("tessera_batch_quiet_messages_handled_total", MetricKind::Counter),
-        ("tessera_store_raft_fsyncs_total", MetricKind::Counter),
+        ("tessera_store_raft_synced_writes_total", MetricKind::Counter),
+        ("tessera_store_wal_syncs_total", MetricKind::Counter),
         ("tessera_store_raft_write_duration_seconds", MetricKind::Histogram),
         ("tessera_store_raft_write_batch_bytes", MetricKind::Histogram),
         ("tessera_store_raft_peers_per_write", MetricKind::Histogram),
