@@ -233,6 +233,25 @@ impl Cluster {
         self.stores[&store_id].peer_status(region_id, STATUS_TIMEOUT).map(|s| s.region)
     }
 
+    /// The region as its leader describes it once out of any joint configuration (which
+    /// still counts its outgoing voters; the leader leaves it on its own), within `timeout`.
+    pub fn settled_region(&self, region_id: u64, timeout: Duration) -> Option<Region> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let status = self
+                .leader_store(region_id, left)
+                .and_then(|store_id| self.stores[&store_id].peer_status(region_id, STATUS_TIMEOUT));
+            if let Some(status) = status.filter(|s| s.is_leader && !s.joint) {
+                return Some(status.region);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Proposes a command to the region's leader, following leader changes and retrying
     /// retriable errors until `timeout`. The command's epoch is refreshed before each try.
     pub fn execute(&self, mut request: RaftCmdRequest, timeout: Duration) -> StoreResult<CmdResponse> {
@@ -284,13 +303,27 @@ impl Cluster {
         peer: Peer,
         timeout: Duration,
     ) -> StoreResult<CmdResponse> {
+        self.change_peers(region_id, &[(change_type, peer)], timeout)
+    }
+
+    /// Proposes membership changes as one command and waits until it is applied on the
+    /// leader. More than one change goes through a joint configuration, which the leader
+    /// leaves on its own afterwards.
+    pub fn change_peers(
+        &self,
+        region_id: u64,
+        changes: &[(ConfChangeType, Peer)],
+        timeout: Duration,
+    ) -> StoreResult<CmdResponse> {
+        let changes = changes
+            .iter()
+            .map(|(change_type, peer)| ChangePeer { change_type: *change_type as i32, peer: Some(*peer) })
+            .collect();
         let request = RaftCmdRequest {
             header: Some(RequestHeader { region_id, region_epoch: None }),
             requests: Vec::new(),
             admin: Some(AdminRequest {
-                cmd: Some(admin_request::Cmd::ChangePeer(ChangePeerRequest {
-                    changes: vec![ChangePeer { change_type: change_type as i32, peer: Some(peer) }],
-                })),
+                cmd: Some(admin_request::Cmd::ChangePeer(ChangePeerRequest { changes })),
             }),
         };
         self.execute(request, timeout)

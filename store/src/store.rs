@@ -107,6 +107,9 @@ pub struct PeerStatus {
     pub initialized: bool,
     /// Resting: the store timer does not tick it (hibernation).
     pub hibernating: bool,
+    /// The core's configuration is joint: a membership change of several peers is half
+    /// done, and its leave entry is still to apply.
+    pub joint: bool,
 }
 
 /// A running store. Dropping it stops it.
@@ -434,6 +437,7 @@ fn status_of(peer: &Peer) -> PeerStatus {
         last_index: storage.last_index().unwrap_or(0),
         initialized: peer.is_initialized(),
         hibernating: peer.hibernation.asleep,
+        joint: raft.tracker().config.voters.is_joint(),
     }
 }
 

@@ -21,7 +21,8 @@
 //!
 //! Meanwhile a fault thread isolates stores, splits the network, drops and delays messages,
 //! restarts stores (two at once, losing the quorum, now and then), moves leaders, and moves
-//! replicas between stores (one membership change at a time).
+//! replicas between stores: by simple changes, or through a learner and a joint change
+//! that promotes it and removes or demotes a voter (`move_replica`).
 //!
 //! When the faults stop, one more write per region commits whatever its leader's log still
 //! held, so that nothing changes afterwards; then every key is read once more, which must
@@ -302,38 +303,80 @@ fn heal_network(cluster: &Cluster) {
     cluster.network.set_delay(Duration::ZERO, Duration::ZERO);
 }
 
-/// Moves a replica of `region_id`, one membership change at a time: with three peers, adds
-/// one on the store without, then removes a random one (the leader's included); with more
-/// (an earlier move stopped halfway), only removes one. Says what it did, and whether each
-/// change took effect.
+/// Moves a replica of `region_id` to the store without one, as a placement driver would,
+/// by one of three routes picked at random:
+/// 0. add a voter there, then remove a random peer (two simple changes);
+/// 1. add a learner there, then in one joint change promote it and remove a random voter;
+/// 2. add a learner there, then in one joint change promote it and demote a random voter,
+///    then remove that learner.
+///
+/// Each step reads the membership again, so a region that an earlier move left halfway (a
+/// change that timed out may still apply) is brought back to three voters first: a
+/// surplus voter or learner is removed, or a learner is promoted. Removing or demoting the
+/// leader's own peer makes it hand leadership over first. Says what it did, and whether
+/// each change took effect.
 fn move_replica(cluster: &Cluster, rng: &mut Rng, region_id: u64) -> String {
+    let route = rng.below(3);
     let mut done = Vec::new();
-    for _ in 0..2 {
-        let Some(region) = cluster.region(region_id, OPERATION_TIMEOUT) else {
-            done.push(format!("no leader in region {region_id}"));
+    let mut demoted = None;
+    for _ in 0..3 {
+        let Some(region) = cluster.settled_region(region_id, OPERATION_TIMEOUT * 2) else {
+            done.push(format!("no leader out of a joint configuration in region {region_id}"));
             break;
         };
-        let (change, peer) = if region.peers.len() as u64 > REPLICAS_LEN {
-            let peer = region.peers[rng.below(region.peers.len() as u64) as usize];
-            (ConfChangeType::RemoveNode, peer)
-        } else if done.is_empty() {
-            let Some(store_id) = (1..=STORES_LEN).find(|id| region.peers.iter().all(|p| p.store_id != *id))
-            else {
-                break;
-            };
-            (ConfChangeType::AddNode, Peer { id: cluster.alloc_id(), store_id, role: PeerRole::Voter as i32 })
-        } else {
-            break;
+        let is_learner = |p: &Peer| p.role == PeerRole::Learner as i32;
+        let voters: Vec<Peer> = region.peers.iter().copied().filter(|p| !is_learner(p)).collect();
+        let learners: Vec<Peer> = region.peers.iter().copied().filter(is_learner).collect();
+        let random_voter = |rng: &mut Rng| voters[rng.below(voters.len() as u64) as usize];
+        let free_store = (1..=STORES_LEN).find(|id| region.peers.iter().all(|p| p.store_id != *id));
+        let changes: Vec<(ConfChangeType, Peer)> = match (voters.len() as u64, learners.first()) {
+            (v, _) if v > REPLICAS_LEN => vec![(ConfChangeType::RemoveNode, random_voter(rng))],
+            (v, Some(&learner)) if v < REPLICAS_LEN => vec![(ConfChangeType::AddNode, voter(learner))],
+            (_, Some(&learner)) if route == 0 || learners.len() > 1 || demoted == Some(learner.id) => {
+                vec![(ConfChangeType::RemoveNode, learner)]
+            }
+            (_, Some(&learner)) => {
+                let out = random_voter(rng);
+                if route == 2 {
+                    demoted = Some(out.id);
+                    vec![
+                        (ConfChangeType::AddNode, voter(learner)),
+                        (ConfChangeType::AddLearnerNode, learner_of(out)),
+                    ]
+                } else {
+                    vec![(ConfChangeType::AddNode, voter(learner)), (ConfChangeType::RemoveNode, out)]
+                }
+            }
+            (_, None) if !done.is_empty() => break,
+            (_, None) => {
+                let Some(store_id) = free_store else { break };
+                let peer = Peer { id: cluster.alloc_id(), store_id, role: PeerRole::Voter as i32 };
+                if route == 0 {
+                    vec![(ConfChangeType::AddNode, peer)]
+                } else {
+                    vec![(ConfChangeType::AddLearnerNode, learner_of(peer))]
+                }
+            }
         };
-        let outcome = cluster.change_peer(region_id, change, peer, OPERATION_TIMEOUT * 2);
-        done.push(format!(
-            "{change:?} region {region_id} peer {} on store {}: {}",
-            peer.id,
-            peer.store_id,
-            outcome.is_ok()
-        ));
+        let outcome = cluster.change_peers(region_id, &changes, OPERATION_TIMEOUT * 2);
+        let described: Vec<String> = changes
+            .iter()
+            .map(|(change, peer)| format!("{change:?} peer {} on store {}", peer.id, peer.store_id))
+            .collect();
+        done.push(format!("region {region_id}: {}: {}", described.join(" + "), outcome.is_ok()));
+        if outcome.is_err() {
+            break;
+        }
     }
     done.join(", then ")
+}
+
+fn voter(peer: Peer) -> Peer {
+    Peer { role: PeerRole::Voter as i32, ..peer }
+}
+
+fn learner_of(peer: Peer) -> Peer {
+    Peer { role: PeerRole::Learner as i32, ..peer }
 }
 
 /// The four rules of the module doc for one key; returns what broke them.
@@ -441,13 +484,11 @@ fn run_seed(seed: u64, duration: Duration) {
     // replica holds nothing of the region: its peer was destroyed, not left behind.
     let mut finals = BTreeMap::new();
     for region_id in 1..=REGIONS_LEN {
-        let mut described = None;
-        let found = wait_until(SETTLE_TIMEOUT, || {
-            described = cluster.region(region_id, OPERATION_TIMEOUT);
-            described.is_some()
+        let described = cluster.settled_region(region_id, SETTLE_TIMEOUT);
+        let described = described.unwrap_or_else(|| {
+            panic!("{context}: region {region_id} has no leader out of a joint configuration")
         });
-        assert!(found, "{context}: region {region_id} has no leader to describe it");
-        finals.insert(region_id, described.expect("found"));
+        finals.insert(region_id, described);
     }
     for ((client, region_id), history) in &histories {
         let last = history.reads.last().expect("the final read").value;

@@ -466,6 +466,71 @@ fn removing_the_leader_moves_leadership_first() {
     assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 2);
 }
 
+/// A voter replaced in one command, as a placement driver moves a replica: the learner on
+/// store 4 is promoted and a follower removed through a joint configuration, which the
+/// leader leaves on its own (conf_ver counts both steps). The removed peer is destroyed,
+/// and the new voter takes part in commits.
+#[test]
+fn a_voter_is_replaced_through_a_joint_configuration() {
+    let (cluster, learner) = cluster_with_a_learner_on_store_4(|_| {});
+    let before = cluster.settled_region(1, WAIT).unwrap();
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let out = *before.peers.iter().find(|p| p.store_id != leader && p.store_id != 4).unwrap();
+    let promoted = Peer { role: PeerRole::Voter as i32, ..learner };
+    cluster
+        .change_peers(1, &[(ConfChangeType::AddNode, promoted), (ConfChangeType::RemoveNode, out)], WAIT)
+        .unwrap();
+    let after = cluster.settled_region(1, WAIT).expect("the leader leaves the joint configuration");
+    let mut stores: Vec<u64> = after.peers.iter().map(|p| p.store_id).collect();
+    stores.sort_unstable();
+    let mut expected: Vec<u64> = (1..=4).filter(|id| *id != out.store_id).collect();
+    expected.sort_unstable();
+    assert_eq!(stores, expected, "{after:?}");
+    assert!(after.peers.iter().all(|p| p.role == PeerRole::Voter as i32), "{after:?}");
+    assert_eq!(after.epoch.unwrap().conf_ver, before.epoch.unwrap().conf_ver + 2, "entering and leaving");
+    assert!(wait_for_tombstone(&cluster, out.store_id, 1), "the removed voter is destroyed");
+    assert!(cluster.wait_for_value(out.store_id, &key_in_region(1, "a"), None, WAIT), "with its data");
+    // The new voter counts: with the other follower cut off, the leader and store 4 still
+    // commit.
+    let other = (1..=3).find(|id| *id != leader && *id != out.store_id).unwrap();
+    cluster.network.isolate(other);
+    cluster.must_put(1, &key_in_region(1, "b"), b"2");
+    assert!(cluster.wait_for_value(4, &key_in_region(1, "b"), Some(b"2"), WAIT));
+}
+
+/// A demotion in a joint change: the learner on store 4 is promoted and the leader's own
+/// peer demoted to learner in one command. The leader hands leadership over first (a leader
+/// that demotes itself could wedge the group), the harness retries at the new one, and once
+/// the joint configuration is left the old leader is a learner that still receives writes,
+/// until its removal destroys it.
+#[test]
+fn a_leader_demoted_through_a_joint_configuration_hands_over_and_stays_a_learner() {
+    let (cluster, learner) = cluster_with_a_learner_on_store_4(|_| {});
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let leader_peer =
+        *cluster.settled_region(1, WAIT).unwrap().peers.iter().find(|p| p.store_id == leader).unwrap();
+    let promoted = Peer { role: PeerRole::Voter as i32, ..learner };
+    let demoted = Peer { role: PeerRole::Learner as i32, ..leader_peer };
+    cluster
+        .change_peers(
+            1,
+            &[(ConfChangeType::AddNode, promoted), (ConfChangeType::AddLearnerNode, demoted)],
+            WAIT,
+        )
+        .unwrap();
+    let after = cluster.settled_region(1, WAIT).expect("the new leader leaves the joint configuration");
+    assert_ne!(cluster.leader_store(1, WAIT), Some(leader), "leadership moved away first");
+    let role_on = |store_id: u64| after.peers.iter().find(|p| p.store_id == store_id).map(|p| p.role);
+    assert_eq!(role_on(leader), Some(PeerRole::Learner as i32), "{after:?}");
+    assert_eq!(role_on(4), Some(PeerRole::Voter as i32), "{after:?}");
+    assert_eq!(after.peers.len(), 4);
+    cluster.must_put(1, &key_in_region(1, "b"), b"2");
+    assert!(cluster.wait_for_value(leader, &key_in_region(1, "b"), Some(b"2"), WAIT), "the learner follows");
+    cluster.change_peer(1, ConfChangeType::RemoveNode, demoted, WAIT).unwrap();
+    assert!(wait_for_tombstone(&cluster, leader, 1), "the removed learner is destroyed");
+    assert_eq!(cluster.settled_region(1, WAIT).unwrap().peers.len(), 3);
+}
+
 #[test]
 fn a_thousand_regions_over_three_stores_make_progress() {
     let mut cluster = Cluster::new(3, 1_000, 3, |config| {
