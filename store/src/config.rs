@@ -82,6 +82,13 @@ pub struct StoreConfig {
     /// election timeout apart, in case it missed the change (0: none). The region does not
     /// rest meanwhile. See `operation/stale_peer.rs`.
     pub removed_peer_tombstones: usize,
+    /// Every this many ticks, each resting peer asks the other members of its region
+    /// whether it is still one of them, without waking anyone (the store sweeps its resting
+    /// peers a slice per tick). A resting peer takes no ticks, so it never runs the check of
+    /// `stale_peer_check_ticks`, and one removed while cut off from the leader that removed
+    /// it, past that leader's tombstones or a change of leader, would otherwise rest forever
+    /// (`operation/stale_peer.rs`).
+    pub resting_peer_check_ticks: usize,
     pub snapshot: SnapshotConfig,
 }
 
@@ -116,6 +123,8 @@ impl StoreConfig {
             store_down_ticks: 20,
             stale_peer_check_ticks: 50,
             removed_peer_tombstones: 10,
+            // Five minutes at 100 ms ticks.
+            resting_peer_check_ticks: 3_000,
         }
     }
 
@@ -154,6 +163,7 @@ impl StoreConfig {
             ("raft_inflight_msgs_max", self.raft_inflight_msgs_max as u64),
             ("hibernate_idle_ticks", self.hibernate_idle_ticks as u64),
             ("store_heartbeat_ticks", self.store_heartbeat_ticks as u64),
+            ("resting_peer_check_ticks", self.resting_peer_check_ticks as u64),
         ];
         if let Some((field, _)) = limits.iter().find(|(_, value)| *value == 0) {
             return Err(StoreConfigError::Invalid(format!("{field} must be at least 1")));

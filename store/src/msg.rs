@@ -151,6 +151,9 @@ pub enum PeerMsg {
     /// The store with this id stopped sending store heartbeats: a resting peer whose
     /// leader lives there wakes to elect another.
     StoreDown(u64),
+    /// The store's sweep of resting peers reached this one: if it rests, it asks the other
+    /// members whether it is still one of them (`Peer::check_membership_at_rest`).
+    CheckMembershipAtRest,
 }
 
 impl PeerMsg {

@@ -4,7 +4,7 @@
 //! resting regions whose leader's store went down wake up to elect another.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use tessera_proto::raftpb::ConfState;
 use tessera_proto::serverpb::{ExtraMessage, ExtraMessageType, RaftMessage};
@@ -30,6 +30,10 @@ pub(crate) struct StoreFsmState {
     last_heard_tick: HashMap<u64, u64>,
     /// Stores taken as down; each is reported to the peers once, until heard from again.
     stores_down: HashSet<u64>,
+    /// The regions the sweep of resting peers has yet to visit in this period, and how many
+    /// it visits per tick.
+    sweep_pending: Vec<u64>,
+    sweep_per_tick: usize,
 }
 
 /// Store-level gauges are refreshed every this many ticks.
@@ -72,6 +76,7 @@ impl StoreFsmState {
         }
         if ctx.config.hibernate_regions {
             self.watch_stores(ctx);
+            self.sweep_resting_peers(ctx);
         }
         // The heartbeats the regions' ticks produced leave together, one batch per store.
         ctx.transport.flush_heartbeats();
@@ -97,6 +102,31 @@ impl StoreFsmState {
                 let store_id = *store_id;
                 ctx.raft_router.broadcast_normal(|| PeerMsg::StoreDown(store_id));
             }
+        }
+    }
+
+    /// Has every resting peer check its membership once per `resting_peer_check_ticks`
+    /// (`Peer::check_membership_at_rest`); awake peers check on their own ticks. The regions
+    /// are listed when a period starts and visited a slice per tick, so that the questions
+    /// spread over the period; a region created meanwhile waits for the next one.
+    fn sweep_resting_peers(&mut self, ctx: &Arc<StoreContext>) {
+        let period = ctx.config.resting_peer_check_ticks as u64;
+        if self.sweep_pending.is_empty() && self.ticks.is_multiple_of(period) {
+            self.sweep_pending = ctx.meta().regions.keys().copied().collect();
+            self.sweep_per_tick = self.sweep_pending.len().div_ceil(period as usize);
+        }
+        if self.sweep_pending.is_empty() {
+            return;
+        }
+        let slice =
+            self.sweep_pending.split_off(self.sweep_pending.len().saturating_sub(self.sweep_per_tick));
+        let resting: Vec<u64> = {
+            let ticking = ctx.ticking.lock().unwrap_or_else(PoisonError::into_inner);
+            slice.into_iter().filter(|region_id| !ticking.contains(region_id)).collect()
+        };
+        for region_id in resting {
+            // A full mailbox drops the question; the next period asks again.
+            let _ = ctx.raft_router.send(region_id, PeerMsg::CheckMembershipAtRest);
         }
     }
 

@@ -30,10 +30,9 @@
 //! those values: acknowledged writes survived, and no replica applied differently. A store
 //! whose replica was moved away must come to hold nothing of the region: no data, and no
 //! peer but its tombstone. (A removed peer resting in hibernation past a change of leader
-//! is never destroyed, a known gap described in `operation/stale_peer.rs`. Here a removed
-//! peer is awake when it misses its removal, since its region was just written or its store
-//! was cut off, so the gap should not show; if a seed finds it, that is the gap, not
-//! noise.)
+//! asks only every `resting_peer_check_ticks`, five minutes by default, longer than the
+//! settle timeout; here a removed peer is awake when it misses its removal, since its
+//! region was just written or its store was cut off.)
 //!
 //! The log is compacted after a few entries, so a store that was down usually catches up
 //! by snapshot; half the seeds use lease reads. The seed picks the faults (thread timing

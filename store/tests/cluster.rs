@@ -291,6 +291,54 @@ fn a_resting_peer_removed_while_cut_off_is_told_by_the_leader() {
     assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), None, WAIT), "its data is gone");
 }
 
+/// A peer asleep in a resting region, cut off from the leader's messages while its store
+/// still hears store heartbeats (so nothing wakes it), and removed past the leader's
+/// tombstones (none here), would rest forever: it takes no ticks, so it never asks. The
+/// store's sweep of resting peers has it ask every `resting_peer_check_ticks`, without
+/// waking the members: the leader, which removed it, answers with a tombstone, and the
+/// region the others form stays at rest.
+#[test]
+fn a_resting_peer_removed_past_the_leaders_tombstones_is_found_by_the_sweep() {
+    let (cluster, learner) = cluster_with_a_learner_on_store_4(|config| {
+        config.store_down_ticks = 1_000_000;
+        config.removed_peer_tombstones = 0;
+        config.resting_peer_check_ticks = 50;
+    });
+    let rests = |store_id: u64| cluster.store(store_id).peer_status(1, WAIT).is_some_and(|s| s.hibernating);
+    assert!(wait_until(WAIT, || rests(4)), "the idle region rests, the learner with it");
+    // Everything to store 4 is lost but the stores' heartbeats.
+    let cut = cluster.network.add_filter(|m| {
+        let is_store_heartbeat =
+            m.extra.is_some_and(|e| e.extra_type == ExtraMessageType::StoreHeartbeat as i32);
+        m.to_peer.is_some_and(|p| p.store_id == 4) && !is_store_heartbeat
+    });
+    cluster.change_peer(1, ConfChangeType::RemoveNode, learner, WAIT).unwrap();
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    assert!(wait_until(WAIT, || rests(leader)), "the region rests again without store 4");
+    assert!(rests(4), "store 4 heard nothing");
+    let destroyed_before = cluster.store(4).stats().peers_destroyed.load(Ordering::Relaxed);
+    cluster.network.remove_filter(cut);
+    assert!(wait_for_tombstone(&cluster, 4, 1), "the sweep has the resting peer ask, and it is told");
+    assert!(cluster.wait_for_value(4, &key_in_region(1, "a"), None, WAIT), "its data is gone");
+    assert_eq!(cluster.store(4).stats().peers_destroyed.load(Ordering::Relaxed), destroyed_before + 1);
+    // The members' resting peers ask one another too, and nobody wakes for it.
+    let wakeups = |cluster: &Cluster| -> Vec<u64> {
+        (1..=3).map(|id| cluster.store(id).stats().wakeups.load(Ordering::Relaxed)).collect()
+    };
+    let wakeups_before = wakeups(&cluster);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&asked);
+    cluster.network.add_filter(move |m| {
+        if m.extra.is_some_and(|e| e.extra_type == ExtraMessageType::RestingMembershipCheck as i32) {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+        false
+    });
+    assert!(wait_until(WAIT, || asked.load(Ordering::Relaxed) >= 12), "every resting member asks");
+    assert_eq!(wakeups(&cluster), wakeups_before, "the questions woke no member");
+    assert!(rests(leader));
+}
+
 /// A peer created by its leader's first message but never initialized (its snapshot did
 /// not arrive) knows no membership of its own, only the peers that wrote to it. Removed
 /// while cut off, and past the leader's tombstones, it asks those peers, and the one that

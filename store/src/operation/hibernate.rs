@@ -150,6 +150,9 @@ impl Peer {
                     self.wake(ctx);
                 }
             }
+            // A resting peer's routine question: a member that leaves it out answered with a
+            // tombstone before this; one that lists it has nothing to say, and rests on.
+            ExtraMessageType::RestingMembershipCheck => {}
             ExtraMessageType::ExtraNone | ExtraMessageType::StoreHeartbeat => {
                 metrics::counter!("tessera_store_messages_malformed_total").increment(1);
             }

@@ -1,10 +1,9 @@
 //! Peers removed while they were cut off (LESSONS.md #21).
 //!
-//! Two ways, one from each side. The leader that applies a removal tells the removed peer
-//! with a tombstone, every election timeout, `removed_peer_tombstones` times
-//! (`RemovedPeers`): a message reaches a peer even while it rests in hibernation, and most
-//! cut-offs are short. The region does not rest meanwhile. And the removed peer asks, as
-//! below.
+//! Three ways. The leader that applies a removal tells the removed peer with a tombstone,
+//! every election timeout, `removed_peer_tombstones` times (`RemovedPeers`): a message
+//! reaches a peer even while it rests in hibernation, and most cut-offs are short. The
+//! region does not rest meanwhile. And the removed peer asks, awake or resting, as below.
 //!
 //! A removed peer learns of its removal from the conf change it applies, or, if it missed
 //! that entry, from a member that hears from it: a member whose membership is newer than the
@@ -20,11 +19,15 @@
 //! handed leadership over, while it was cut off, waits until something else wakes the
 //! region.
 //!
-//! What neither covers: a peer resting in hibernation that stays cut off longer than the
-//! leader keeps telling it, or past a change of leader (the list is the leader's memory,
-//! not persisted), and a peer whose known members have all left their stores. Those need
+//! A resting peer takes no ticks, so it never runs that check: one that stayed cut off
+//! longer than the leader kept telling it, or past a change of leader (the list is the
+//! leader's memory, not persisted), would rest forever. So the store sweeps its resting
+//! peers, a slice per tick, and each asks once every `resting_peer_check_ticks` (five
+//! minutes by default) with a question that wakes no member (`check_membership_at_rest`).
+//!
+//! What none covers: a peer whose known members have all left their stores (it needs
 //! removal records kept with the region until the removed peer confirms, or the placement
-//! driver. Held ticks (`operation/quiet.rs`) may delay a check by up to
+//! driver). Held ticks (`operation/quiet.rs`) may delay a check by up to
 //! `QUIET_MESSAGES_HELD_MAX` ticks. A peer that never initialized (created by its leader's
 //! first message, its snapshot not yet in) knows no membership, so it asks the peers that
 //! wrote to it instead; if all of those are gone from their stores, nobody answers and it
@@ -36,7 +39,7 @@ use tessera_proto::serverpb::ExtraMessageType;
 use tessera_proto::storepb::{Peer as PeerMeta, Region};
 
 use super::PollContext;
-use crate::peer::Peer;
+use crate::peer::{Life, Peer};
 
 /// The most removed peers a leader keeps telling; older ones are forgotten first.
 const REMOVED_PEERS_MAX: usize = 16;
@@ -166,7 +169,7 @@ impl Peer {
             "no leader heard from for long: asking the members whether this peer is still one"
         );
         let members: Vec<u64> = if self.is_initialized() {
-            self.region.peers.iter().map(|p| p.id).filter(|id| *id != self.meta.id).collect()
+            self.other_members()
         } else {
             self.peer_cache.ids().filter(|id| *id != self.meta.id).collect()
         };
@@ -174,6 +177,27 @@ impl Peer {
             self.send_extra(ctx, member, ExtraMessageType::MembershipCheck, 0, 0);
         }
         true
+    }
+
+    /// The store's sweep reached this peer (`StoreFsmState::sweep_resting_peers`). A resting
+    /// peer takes no ticks, so `maybe_check_membership` never runs for it: it asks the other
+    /// members here instead, with a question that wakes none of them. One that leaves it out
+    /// answers with a tombstone. Leaders ask too: a resting leader cut off while the others
+    /// elected another and removed it still believes it leads. Returns whether it asked.
+    pub(crate) fn check_membership_at_rest(&mut self, ctx: &mut PollContext<'_>) -> bool {
+        if !self.hibernation.asleep || !self.is_initialized() || self.life != Life::Alive {
+            return false;
+        }
+        metrics::counter!("tessera_store_resting_membership_checks_total").increment(1);
+        for member in self.other_members() {
+            self.send_extra(ctx, member, ExtraMessageType::RestingMembershipCheck, 0, 0);
+        }
+        true
+    }
+
+    /// The ids of the region's peers other than this one.
+    fn other_members(&self) -> Vec<u64> {
+        self.region.peers.iter().map(|p| p.id).filter(|id| *id != self.meta.id).collect()
     }
 }
 
