@@ -489,6 +489,35 @@ fn a_member_asking_wakes_its_resting_leader() {
     );
 }
 
+/// As above, but leadership moves while the learner is cut off: the only peer that wrote to
+/// the uninitialized learner, whom alone it knows to ask, now rests as a follower. It
+/// passes the question on to its leader, which wakes and sends the snapshot.
+#[test]
+fn a_resting_follower_passes_a_members_question_to_its_leader() {
+    let cluster = three_stores_and_an_empty_fourth(|_| {});
+    let no_snapshot = drop_snapshots_to_store_4(&cluster);
+    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    let first_leader = cluster.leader_store(1, WAIT).expect("a leader");
+    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
+    let created = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
+    assert!(created, "the learner exists, without its snapshot");
+    cluster.network.isolate(4);
+    let next = (1..=3).find(|id| *id != first_leader).unwrap();
+    cluster.store(first_leader).transfer_leader(1, initial_peer_id(1, next)).unwrap();
+    assert!(wait_until(WAIT, || cluster.leader_store(1, WAIT) == Some(next)), "leadership moved");
+    let resting = wait_until(WAIT, || {
+        (1..=3).all(|id| cluster.store(id).peer_status(1, WAIT).is_some_and(|s| s.hibernating))
+    });
+    assert!(resting, "the region rests without the cut-off learner");
+
+    cluster.network.remove_filter(no_snapshot);
+    cluster.network.heal();
+    assert!(
+        cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT),
+        "the old leader passes the learner's question on, and the new leader sends the snapshot"
+    );
+}
+
 #[test]
 fn a_voter_removed_while_cut_off_destroys_itself_once_back() {
     a_peer_removed_while_cut_off_destroys_itself_once_back(PeerRole::Voter);

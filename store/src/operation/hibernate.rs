@@ -139,15 +139,26 @@ impl Peer {
             // But a member asks because it heard from no leader for long, and a resting
             // leader says nothing: a learner, which never campaigns, or a peer still waiting
             // for its snapshot would wait until something else woke the region. So a
-            // resting leader wakes and heartbeats again.
+            // resting leader wakes and heartbeats again. A resting follower passes the
+            // question on to its leader, as its own: a peer that never initialized asks
+            // only the peers that wrote to it, and the one that led then may have handed
+            // leadership over while it was cut off. (Waking the follower instead would only
+            // start an election.)
             ExtraMessageType::MembershipCheck => {
                 let from_member = self.region.peers.iter().any(|p| p.id == from.id);
-                if from_member && self.is_leader() && self.hibernation.asleep {
+                if !from_member || !self.hibernation.asleep {
+                    return;
+                }
+                if self.is_leader() {
                     // Counted: a member whose leader's messages cannot reach it (a link that
                     // works one way) asks every `stale_peer_check_ticks`, and each question
                     // costs its region a wake and a rest.
                     metrics::counter!("tessera_store_regions_woken_by_membership_check_total").increment(1);
                     self.wake(ctx);
+                } else if let Some(leader) = self.leader().filter(|l| l.id != from.id && l.id != self.meta.id)
+                {
+                    metrics::counter!("tessera_store_membership_checks_passed_to_leader_total").increment(1);
+                    self.send_extra(ctx, leader.id, ExtraMessageType::MembershipCheck, 0, 0);
                 }
             }
             // A resting peer's routine question: a member that leaves it out answered with a

@@ -15,9 +15,9 @@
 //! every as many ticks while it still hears from none. A resting leader that a member asks
 //! wakes (`operation/hibernate.rs`): the member heard from no leader because the region
 //! rests, and a learner or a peer still waiting for its snapshot would wait on. A resting
-//! follower does not wake for it, so an uninitialized peer whose only writer has since
-//! handed leadership over, while it was cut off, waits until something else wakes the
-//! region.
+//! follower passes a member's question on to its leader (waking itself would only start an
+//! election): an uninitialized peer asks only the peers that wrote to it, and the one that
+//! led then may have handed leadership over while it was cut off.
 //!
 //! A resting peer takes no ticks, so it never runs that check: one that stayed cut off
 //! longer than the leader kept telling it, or past a change of leader (the list is the
