@@ -269,12 +269,14 @@ fn a_peer_removed_while_cut_off_destroys_itself_once_back(role: PeerRole) {
 
 /// A peer asleep in a resting region when it is cut off takes no ticks, so it never asks
 /// whether it is still a member. The leader that applies its removal tells it instead, for a
-/// while, and a message reaches a resting peer. Store 4 here neither asks nor takes its
-/// leader's store for down, so only the leader's tombstone can destroy it.
+/// while, and a message reaches a resting peer. Store 4 here neither asks (awake or
+/// resting) nor takes its leader's store for down, so only the leader's tombstone can
+/// destroy it.
 #[test]
 fn a_resting_peer_removed_while_cut_off_is_told_by_the_leader() {
     let (cluster, learner) = cluster_with_a_learner_on_store_4(|config| {
         config.stale_peer_check_ticks = 1_000_000;
+        config.resting_peer_check_ticks = 1_000_000;
         config.store_down_ticks = 1_000_000;
         // Tombstones sent while store 4 is still cut off are lost: enough of them that a
         // slow test thread cannot outlast them.
@@ -465,35 +467,11 @@ fn an_uninitialized_member_that_asks_is_kept() {
 
 /// A region rests while its new learner is cut off, before the learner got its snapshot.
 /// Back, the learner hears from no leader (a resting one sends nothing) and never
-/// campaigns, so it asks the peers that wrote to it whether it is still a member: the
-/// resting leader wakes for a member's question, and the learner gets its snapshot.
-#[test]
-fn a_member_asking_wakes_its_resting_leader() {
-    let cluster = three_stores_and_an_empty_fourth(|_| {});
-    let no_snapshot = drop_snapshots_to_store_4(&cluster);
-    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
-    cluster.change_peer(1, ConfChangeType::AddLearnerNode, learner, WAIT).unwrap();
-    let created = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
-    assert!(created, "the learner exists, without its snapshot");
-    cluster.network.isolate(4);
-    let leader = cluster.leader_store(1, WAIT).expect("a leader");
-    let resting =
-        wait_until(WAIT, || cluster.store(leader).peer_status(1, WAIT).is_some_and(|s| s.hibernating));
-    assert!(resting, "the region rests without the cut-off learner");
-
-    cluster.network.remove_filter(no_snapshot);
-    cluster.network.heal();
-    assert!(
-        cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT),
-        "the learner's question wakes its leader, which sends the snapshot"
-    );
-}
-
-/// As above, but leadership moves while the learner is cut off: the only peer that wrote to
-/// the uninitialized learner, whom alone it knows to ask, now rests as a follower. It
-/// passes the question on to its leader, which wakes and sends the snapshot.
-#[test]
-fn a_resting_follower_passes_a_members_question_to_its_leader() {
+/// campaigns, so it asks the peers that wrote to it whether it is still a member. With
+/// `move_leadership`, the only one that did has since handed leadership over and rests as
+/// a follower. A resting leader wakes for a member's question, a resting follower passes it
+/// on to its leader, and the learner gets its snapshot.
+fn an_uninitialized_learner_back_in_a_resting_region_gets_its_snapshot(move_leadership: bool) {
     let cluster = three_stores_and_an_empty_fourth(|_| {});
     let no_snapshot = drop_snapshots_to_store_4(&cluster);
     let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
@@ -502,9 +480,11 @@ fn a_resting_follower_passes_a_members_question_to_its_leader() {
     let created = wait_until(WAIT, || cluster.store(4).peer_status(1, WAIT).is_some_and(|s| !s.initialized));
     assert!(created, "the learner exists, without its snapshot");
     cluster.network.isolate(4);
-    let next = (1..=3).find(|id| *id != first_leader).unwrap();
-    cluster.store(first_leader).transfer_leader(1, initial_peer_id(1, next)).unwrap();
-    assert!(wait_until(WAIT, || cluster.leader_store(1, WAIT) == Some(next)), "leadership moved");
+    if move_leadership {
+        let next = (1..=3).find(|id| *id != first_leader).unwrap();
+        cluster.store(first_leader).transfer_leader(1, initial_peer_id(1, next)).unwrap();
+        assert!(wait_until(WAIT, || cluster.leader_store(1, WAIT) == Some(next)), "leadership moved");
+    }
     let resting = wait_until(WAIT, || {
         (1..=3).all(|id| cluster.store(id).peer_status(1, WAIT).is_some_and(|s| s.hibernating))
     });
@@ -514,8 +494,18 @@ fn a_resting_follower_passes_a_members_question_to_its_leader() {
     cluster.network.heal();
     assert!(
         cluster.wait_for_value(4, &key_in_region(1, "a"), Some(b"1"), WAIT),
-        "the old leader passes the learner's question on, and the new leader sends the snapshot"
+        "the learner's question reaches the leader, which wakes and sends the snapshot"
     );
+}
+
+#[test]
+fn a_member_asking_wakes_its_resting_leader() {
+    an_uninitialized_learner_back_in_a_resting_region_gets_its_snapshot(false);
+}
+
+#[test]
+fn a_resting_follower_passes_a_members_question_to_its_leader() {
+    an_uninitialized_learner_back_in_a_resting_region_gets_its_snapshot(true);
 }
 
 #[test]
