@@ -253,9 +253,13 @@ impl Cluster {
     }
 
     /// Proposes a command to the region's leader, following leader changes and retrying
-    /// retriable errors until `timeout`. The command's epoch is refreshed before each try.
+    /// retriable errors until `timeout`. A command without an epoch takes the leader's
+    /// before each try; one with an epoch keeps it, so that it fails with `EpochNotMatch`
+    /// if the region changed since its caller read it (a membership change decided on
+    /// what the caller saw must not apply to another membership).
     pub fn execute(&self, mut request: RaftCmdRequest, timeout: Duration) -> StoreResult<CmdResponse> {
         let region_id = request.header.as_ref().map_or(0, |h| h.region_id);
+        let fixed_epoch = request.header.as_ref().and_then(|h| h.region_epoch);
         let deadline = Instant::now() + timeout;
         let mut last_error = StoreError::NotLeader { region_id, leader: None };
         while Instant::now() < deadline {
@@ -264,7 +268,8 @@ impl Cluster {
             let Some(status) = self.stores[&store_id].peer_status(region_id, STATUS_TIMEOUT) else {
                 continue;
             };
-            request.header = Some(RequestHeader { region_id, region_epoch: status.region.epoch });
+            request.header =
+                Some(RequestHeader { region_id, region_epoch: fixed_epoch.or(status.region.epoch) });
             let answer = self.stores[&store_id].propose_and_wait(request.clone());
             let left = deadline.saturating_duration_since(Instant::now());
             match answer.recv_timeout(left) {
@@ -272,6 +277,7 @@ impl Cluster {
                 Ok(Err(e @ (StoreError::KeyNotInRegion { .. } | StoreError::InvalidCommand(_)))) => {
                     return Err(e)
                 }
+                Ok(Err(e @ StoreError::EpochNotMatch { .. })) if fixed_epoch.is_some() => return Err(e),
                 Ok(Err(e)) => last_error = e,
                 Err(_) => last_error = StoreError::ProposalDropped("timed out".into()),
             }
@@ -303,15 +309,17 @@ impl Cluster {
         peer: Peer,
         timeout: Duration,
     ) -> StoreResult<CmdResponse> {
-        self.change_peers(region_id, &[(change_type, peer)], timeout)
+        self.change_peers(region_id, None, &[(change_type, peer)], timeout)
     }
 
     /// Proposes membership changes as one command and waits until it is applied on the
     /// leader. More than one change goes through a joint configuration, which the leader
-    /// leaves on its own afterwards.
+    /// leaves on its own afterwards. With `epoch`, the command is refused with
+    /// `EpochNotMatch` if the membership changed since (see `execute`).
     pub fn change_peers(
         &self,
         region_id: u64,
+        epoch: Option<RegionEpoch>,
         changes: &[(ConfChangeType, Peer)],
         timeout: Duration,
     ) -> StoreResult<CmdResponse> {
@@ -320,7 +328,7 @@ impl Cluster {
             .map(|(change_type, peer)| ChangePeer { change_type: *change_type as i32, peer: Some(*peer) })
             .collect();
         let request = RaftCmdRequest {
-            header: Some(RequestHeader { region_id, region_epoch: None }),
+            header: Some(RequestHeader { region_id, region_epoch: epoch }),
             requests: Vec::new(),
             admin: Some(AdminRequest {
                 cmd: Some(admin_request::Cmd::ChangePeer(ChangePeerRequest { changes })),

@@ -147,9 +147,10 @@ impl Engine {
         &self.path
     }
 
-    /// How many times RocksDB has synced its write-ahead log since the engine opened: the
-    /// fsyncs that synced writes cost, after RocksDB merged concurrent ones, and those of
-    /// logs closed when a memtable filled.
+    /// How many times RocksDB has synced its write-ahead log since the engine opened
+    /// (its `WAL_FILE_SYNCED` ticker): one per synced write group, however many synced
+    /// writes RocksDB merged into it, and one per sync of logs closed when a memtable
+    /// filled. A count of sync operations, not of fsync system calls.
     pub fn wal_syncs(&self) -> u64 {
         self.db_options.get_ticker_count(Ticker::WalFileSynced)
     }
@@ -411,8 +412,9 @@ mod tests {
         assert!(text.contains("allow_concurrent_memtable_write=false"), "{text}");
     }
 
-    /// The store reports RocksDB's count of WAL fsyncs: a synced write costs one, an
-    /// unsynced write none, and concurrent synced writes may share one.
+    /// The store reports RocksDB's count of WAL syncs: a synced write costs one, an unsynced
+    /// write none, and concurrent synced writes at most one each (they may share one, which
+    /// this test cannot force).
     #[test]
     fn wal_syncs_count_synced_writes_only() {
         let dir = tempfile::tempdir().unwrap();

@@ -152,7 +152,7 @@ pub enum PeerMsg {
     /// leader lives there wakes to elect another.
     StoreDown(u64),
     /// The store's sweep of resting peers reached this one: if it rests, it asks the other
-    /// members whether it is still one of them (`Peer::check_membership_at_rest`).
+    /// members whether it is still one of them (`Peer::maybe_check_membership_at_rest`).
     CheckMembershipAtRest,
 }
 

@@ -34,6 +34,8 @@ pub(crate) struct StoreFsmState {
     /// it visits per tick.
     sweep_pending: Vec<u64>,
     sweep_per_tick: usize,
+    /// The engine's WAL sync count as last added to `tessera_store_wal_syncs_total`.
+    wal_syncs_reported: u64,
 }
 
 /// Store-level gauges are refreshed every this many ticks.
@@ -58,8 +60,12 @@ impl StoreFsmState {
     /// Periodic store-level work: the gauges that no single event updates.
     pub fn on_tick(&mut self, ctx: &Arc<StoreContext>) {
         self.ticks += 1;
-        // RocksDB counts its own fsyncs; the counter follows it.
-        metrics::counter!("tessera_store_wal_syncs_total").absolute(ctx.engine.wal_syncs());
+        // RocksDB counts its own log syncs; the counter follows it by increments, so that
+        // the stores of one process add up.
+        let wal_syncs = ctx.engine.wal_syncs();
+        metrics::counter!("tessera_store_wal_syncs_total")
+            .increment(wal_syncs.saturating_sub(self.wal_syncs_reported));
+        self.wal_syncs_reported = wal_syncs;
         if self.ticks % GAUGE_REFRESH_TICKS == 1 {
             let (regions, initialized) = {
                 let meta = ctx.meta();
@@ -106,7 +112,7 @@ impl StoreFsmState {
     }
 
     /// Has every resting peer check its membership once per `resting_peer_check_ticks`
-    /// (`Peer::check_membership_at_rest`); awake peers check on their own ticks. The regions
+    /// (`Peer::maybe_check_membership_at_rest`); awake peers check on their own ticks. The regions
     /// are listed when a period starts and visited a slice per tick, so that the questions
     /// spread over the period; a region created meanwhile waits for the next one.
     fn sweep_resting_peers(&mut self, ctx: &Arc<StoreContext>) {
@@ -125,8 +131,10 @@ impl StoreFsmState {
             slice.into_iter().filter(|region_id| !ticking.contains(region_id)).collect()
         };
         for region_id in resting {
-            // A full mailbox drops the question; the next period asks again.
-            let _ = ctx.raft_router.send(region_id, PeerMsg::CheckMembershipAtRest);
+            // A full mailbox drops the question (counted); the next period asks again.
+            if ctx.raft_router.send(region_id, PeerMsg::CheckMembershipAtRest).is_err() {
+                metrics::counter!("tessera_store_resting_membership_checks_dropped_total").increment(1);
+            }
         }
     }
 

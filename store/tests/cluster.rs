@@ -545,7 +545,12 @@ fn a_voter_is_replaced_through_a_joint_configuration() {
     let out = *before.peers.iter().find(|p| p.store_id != leader && p.store_id != 4).unwrap();
     let promoted = Peer { role: PeerRole::Voter as i32, ..learner };
     cluster
-        .change_peers(1, &[(ConfChangeType::AddNode, promoted), (ConfChangeType::RemoveNode, out)], WAIT)
+        .change_peers(
+            1,
+            None,
+            &[(ConfChangeType::AddNode, promoted), (ConfChangeType::RemoveNode, out)],
+            WAIT,
+        )
         .unwrap();
     let after = cluster.settled_region(1, WAIT).expect("the leader leaves the joint configuration");
     let mut stores: Vec<u64> = after.peers.iter().map(|p| p.store_id).collect();
@@ -581,6 +586,7 @@ fn a_leader_demoted_through_a_joint_configuration_hands_over_and_stays_a_learner
     cluster
         .change_peers(
             1,
+            None,
             &[(ConfChangeType::AddNode, promoted), (ConfChangeType::AddLearnerNode, demoted)],
             WAIT,
         )
@@ -664,12 +670,13 @@ fn raft_pollers_sync_once_per_round_for_many_regions() {
         // per round.
         let store = cluster.store(id);
         assert!(synced_writes(&cluster, id) <= store.raft_batch_stats().poll_rounds());
-        // RocksDB's own count of its log's fsyncs: each synced write cost at most one (the
-        // apply writes cost none), and they did cost some.
+        // RocksDB's own count of its log's syncs: each synced write cost at most one (the
+        // apply writes cost none), and they did cost some. RocksDB counts a sync before the
+        // poller counts its write, so one write in flight may show in the first count only.
         let wal_syncs = store.wal_syncs() - wal_syncs_before[id as usize - 1];
         let synced = synced[id as usize - 1];
         assert!(
-            0 < wal_syncs && wal_syncs <= synced,
+            0 < wal_syncs && wal_syncs <= synced + 1,
             "store {id}: {wal_syncs} WAL fsyncs for {synced} synced writes"
         );
     }

@@ -4,6 +4,7 @@
 use prost::Message as _;
 use tessera_proto::raftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
 use tessera_proto::serverpb::{admin_request, AdminRequest, CmdType, RaftCmdRequest};
+use tessera_raft::confchange::ConfChangeError;
 use tessera_raft::{Error as RaftError, ProposalDropReason};
 
 use super::PollContext;
@@ -105,6 +106,12 @@ fn dropped(region_id: u64, error: RaftError, leader: Option<tessera_proto::store
             | ProposalDropReason::NoLeader
             | ProposalDropReason::NotAMember,
         ) => StoreError::NotLeader { region_id, leader },
+        // Another change waits to apply, or a joint configuration to be left (which its
+        // leader does on its own): the same command succeeds once that applied, so the
+        // client retries. A new leader counts its whole log as pending until it applied it.
+        RaftError::ConfChange(e @ (ConfChangeError::Pending | ConfChangeError::AlreadyJoint)) => {
+            StoreError::ProposalDropped(format!("region {region_id}: {e}"))
+        }
         RaftError::ConfChange(e) => StoreError::InvalidCommand(e.to_string()),
         other => StoreError::ProposalDropped(other.to_string()),
     }

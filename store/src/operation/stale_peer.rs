@@ -1,9 +1,10 @@
 //! Peers removed while they were cut off (LESSONS.md #21).
 //!
-//! Three ways. The leader that applies a removal tells the removed peer with a tombstone,
-//! every election timeout, `removed_peer_tombstones` times (`RemovedPeers`): a message
-//! reaches a peer even while it rests in hibernation, and most cut-offs are short. The
-//! region does not rest meanwhile. And the removed peer asks, awake or resting, as below.
+//! Two ways, one from each side. The leader that applies a removal tells the removed peer
+//! with a tombstone, every election timeout, `removed_peer_tombstones` times
+//! (`RemovedPeers`): a message reaches a peer even while it rests in hibernation, and most
+//! cut-offs are short. The region does not rest meanwhile. And the removed peer asks,
+//! awake or resting, as below.
 //!
 //! A removed peer learns of its removal from the conf change it applies, or, if it missed
 //! that entry, from a member that hears from it: a member whose membership is newer than the
@@ -22,8 +23,10 @@
 //! A resting peer takes no ticks, so it never runs that check: one that stayed cut off
 //! longer than the leader kept telling it, or past a change of leader (the list is the
 //! leader's memory, not persisted), would rest forever. So the store sweeps its resting
-//! peers, a slice per tick, and each asks once every `resting_peer_check_ticks` (five
-//! minutes by default) with a question that wakes no member (`check_membership_at_rest`).
+//! peers, a slice per tick, and each asks once every `resting_peer_check_ticks` (3,000 by
+//! default, five minutes at 100 ms ticks) with a question that wakes no member
+//! (`maybe_check_membership_at_rest`). That costs each resting region about six small
+//! messages per period (three replicas asking two members each).
 //!
 //! What none covers: a peer whose known members have all left their stores (it needs
 //! removal records kept with the region until the removed peer confirms, or the placement
@@ -183,16 +186,15 @@ impl Peer {
     /// peer takes no ticks, so `maybe_check_membership` never runs for it: it asks the other
     /// members here instead, with a question that wakes none of them. One that leaves it out
     /// answers with a tombstone. Leaders ask too: a resting leader cut off while the others
-    /// elected another and removed it still believes it leads. Returns whether it asked.
-    pub(crate) fn check_membership_at_rest(&mut self, ctx: &mut PollContext<'_>) -> bool {
+    /// elected another and removed it still believes it leads.
+    pub(crate) fn maybe_check_membership_at_rest(&mut self, ctx: &mut PollContext<'_>) {
         if !self.hibernation.asleep || !self.is_initialized() || self.life != Life::Alive {
-            return false;
+            return;
         }
         metrics::counter!("tessera_store_resting_membership_checks_total").increment(1);
         for member in self.other_members() {
             self.send_extra(ctx, member, ExtraMessageType::RestingMembershipCheck, 0, 0);
         }
-        true
     }
 
     /// The ids of the region's peers other than this one.
