@@ -95,10 +95,10 @@ impl Engine {
         // 64 regions (1 KiB values) showed no cost to that.
         db_options.set_allow_concurrent_memtable_write(false);
         // Counters only (no histograms or timers, which read the clock per operation): the
-        // store reports the WAL syncs RocksDB really did. Concurrent synced writes (two raft
-        // pollers ending their rounds together) join one write group and share its fsync, so
-        // synced writes overcount the disk's flushes; a bench at 64 regions showed about a
-        // third fewer fdatasync calls than synced writes.
+        // store reports the WAL syncs RocksDB did. Concurrent synced writes (two raft pollers
+        // ending their rounds together) join one write group and share its sync, so synced
+        // writes overcount the disk's flushes; a bench at 64 regions showed about a third
+        // fewer fdatasync calls than synced writes.
         db_options.enable_statistics();
         db_options.set_statistics_level(StatsLevel::ExceptHistogramOrTimers);
         let mut descriptors = Vec::with_capacity(ALL_CFS.len());
@@ -440,7 +440,7 @@ mod tests {
         let synced = engine.wal_syncs() - before - 1;
         assert!(
             0 < synced && synced <= threads_len * writes_per_thread,
-            "{synced} WAL fsyncs for {} synced writes",
+            "{synced} WAL syncs for {} synced writes",
             threads_len * writes_per_thread
         );
     }
