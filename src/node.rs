@@ -44,6 +44,15 @@ const REGIONS_LEN_MAX: u64 = 1 << 16;
 /// How long `shutdown` lets in-flight KV requests finish before it cuts them off.
 const KV_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a resting peer asks its members whether it is still one of them
+/// (`StoreConfig::resting_peer_check_ticks`, which counts ticks).
+const RESTING_PEER_CHECK_PERIOD: Duration = Duration::from_secs(300);
+
+/// `period` in ticks of `tick_interval`, at least one.
+fn ticks_in(period: Duration, tick_interval: Duration) -> usize {
+    (period.as_nanos() / tick_interval.as_nanos().max(1)).max(1) as usize
+}
+
 /// Everything a node needs to start. `NodeConfig::new` fills in defaults for the rest.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -148,6 +157,8 @@ impl NodeConfig {
         // The node file has no key for it: it follows a longer election timeout, which it
         // must leave room for.
         config.stale_peer_check_ticks = config.stale_peer_check_ticks.max(5 * self.raft_election_ticks);
+        // Nor for the resting peers' check: it keeps its period in time, whatever the tick.
+        config.resting_peer_check_ticks = ticks_in(RESTING_PEER_CHECK_PERIOD, self.raft_tick_interval);
         config
     }
 
@@ -387,7 +398,8 @@ mod tests {
     }
 
     /// Settings the node file leaves out follow the ones it gives, so that any valid
-    /// election timeout makes a store config that validates.
+    /// election timeout makes a store config that validates, and the resting peers' check
+    /// keeps its five minutes whatever the tick.
     #[test]
     fn a_long_election_timeout_makes_a_valid_store_config() {
         let peers = BTreeMap::from([(1, "127.0.0.1:1".to_string())]);
@@ -396,6 +408,11 @@ mod tests {
         let store = node.store_config();
         assert!(store.validate().is_ok(), "{:?}", store.validate());
         assert_eq!(store.stale_peer_check_ticks, 300);
+        assert_eq!(store.resting_peer_check_ticks, 3_000, "at the default 100 ms tick");
+        node.raft_tick_interval = Duration::from_secs(1);
+        assert_eq!(node.store_config().resting_peer_check_ticks, 300);
+        node.raft_tick_interval = Duration::from_secs(600);
+        assert_eq!(node.store_config().resting_peer_check_ticks, 1, "at least one tick");
     }
 
     #[test]
