@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tessera_proto::raftpb::{ConfChangeType, MessageType};
 use tessera_proto::serverpb::{ExtraMessageType, RaftMessage};
-use tessera_proto::storepb::{Peer, PeerRole, PeerState, RegionEpoch};
+use tessera_proto::storepb::{Peer, PeerRole, PeerState, Region, RegionEpoch};
 use tessera_router::{FilterId, Transport};
 use tessera_store::cluster::{
     command, initial_peer_id, key_in_region, put_command, request, wait_until, Cluster,
@@ -533,6 +533,14 @@ fn removing_the_leader_moves_leadership_first() {
     assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 2);
 }
 
+/// Promotes `learner` and makes `other` change in the same command, a joint change; returns
+/// region 1 once its leader has left the joint configuration.
+fn promote_in_a_joint_change_with(cluster: &Cluster, learner: Peer, other: (ConfChangeType, Peer)) -> Region {
+    let promoted = Peer { role: PeerRole::Voter as i32, ..learner };
+    cluster.change_peers(1, None, &[(ConfChangeType::AddNode, promoted), other], WAIT).unwrap();
+    cluster.settled_region(1, WAIT).expect("the leader leaves the joint configuration")
+}
+
 /// A voter replaced in one command, as a placement driver moves a replica: the learner on
 /// store 4 is promoted and a follower removed through a joint configuration, which the
 /// leader leaves on its own (conf_ver counts both steps). The removed peer is destroyed,
@@ -543,16 +551,7 @@ fn a_voter_is_replaced_through_a_joint_configuration() {
     let before = cluster.settled_region(1, WAIT).unwrap();
     let leader = cluster.leader_store(1, WAIT).unwrap();
     let out = *before.peers.iter().find(|p| p.store_id != leader && p.store_id != 4).unwrap();
-    let promoted = Peer { role: PeerRole::Voter as i32, ..learner };
-    cluster
-        .change_peers(
-            1,
-            None,
-            &[(ConfChangeType::AddNode, promoted), (ConfChangeType::RemoveNode, out)],
-            WAIT,
-        )
-        .unwrap();
-    let after = cluster.settled_region(1, WAIT).expect("the leader leaves the joint configuration");
+    let after = promote_in_a_joint_change_with(&cluster, learner, (ConfChangeType::RemoveNode, out));
     let mut stores: Vec<u64> = after.peers.iter().map(|p| p.store_id).collect();
     stores.sort_unstable();
     let mut expected: Vec<u64> = (1..=4).filter(|id| *id != out.store_id).collect();
@@ -581,17 +580,8 @@ fn a_leader_demoted_through_a_joint_configuration_hands_over_and_stays_a_learner
     let leader = cluster.leader_store(1, WAIT).unwrap();
     let leader_peer =
         *cluster.settled_region(1, WAIT).unwrap().peers.iter().find(|p| p.store_id == leader).unwrap();
-    let promoted = Peer { role: PeerRole::Voter as i32, ..learner };
     let demoted = Peer { role: PeerRole::Learner as i32, ..leader_peer };
-    cluster
-        .change_peers(
-            1,
-            None,
-            &[(ConfChangeType::AddNode, promoted), (ConfChangeType::AddLearnerNode, demoted)],
-            WAIT,
-        )
-        .unwrap();
-    let after = cluster.settled_region(1, WAIT).expect("the new leader leaves the joint configuration");
+    let after = promote_in_a_joint_change_with(&cluster, learner, (ConfChangeType::AddLearnerNode, demoted));
     assert_ne!(cluster.leader_store(1, WAIT), Some(leader), "leadership moved away first");
     let role_on = |store_id: u64| after.peers.iter().find(|p| p.store_id == store_id).map(|p| p.role);
     assert_eq!(role_on(leader), Some(PeerRole::Learner as i32), "{after:?}");
