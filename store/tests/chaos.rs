@@ -20,7 +20,8 @@
 //! never committed after one of a newer term.
 //!
 //! Meanwhile a fault thread isolates stores, splits the network, drops and delays messages,
-//! restarts stores (two at once, losing the quorum, now and then), moves leaders, and moves
+//! restarts stores (two at once, losing the quorum, now and then), stalls a store's timer
+//! (its ticks stop, as for a timer thread that gets no CPU), moves leaders, and moves
 //! replicas between stores: by simple changes, or through a learner and a joint change
 //! that promotes it and removes or demotes a voter (`move_replica`).
 //!
@@ -230,7 +231,7 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Fault
             done.push("heal".into());
         }
         let store_id = rng.below(STORES_LEN) + 1;
-        match rng.below(10) {
+        match rng.below(11) {
             0 | 1 => {
                 cluster.read().unwrap_or_else(PoisonError::into_inner).network.isolate(store_id);
                 done.push(format!("isolate {store_id}"));
@@ -287,10 +288,35 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Fault
                 }
                 done.push(format!("move region {region_id}'s leader to store {}", target.store_id));
             }
-            _ => {
+            9 => {
                 let region_id = rng.below(REGIONS_LEN) + 1;
                 let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
                 done.push(move_replica(&guard, &mut rng, region_id));
+            }
+            _ => {
+                // A timer thread that gets no CPU: the store's ticks stop, and a leader
+                // among its peers must not trust a lease its clock no longer measures. Cut
+                // off as well, half the time, it hears of no newer leader either, while
+                // clients still reach it.
+                let stalled = Duration::from_millis(100 + rng.below(1400));
+                let isolated = chance(&mut rng, 50);
+                {
+                    let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
+                    guard.store(store_id).stall_timer(stalled);
+                    if isolated {
+                        guard.network.isolate(store_id);
+                    }
+                }
+                if isolated {
+                    // No heal until the stall ends: the others elect a leader and write
+                    // meanwhile, and a lease the stalled store kept would answer stale.
+                    thread::sleep(stalled);
+                }
+                done.push(format!(
+                    "stall store {store_id}'s timer for {} ms{}",
+                    stalled.as_millis(),
+                    if isolated { ", isolated" } else { "" }
+                ));
             }
         }
     }
