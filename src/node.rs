@@ -45,12 +45,15 @@ const REGIONS_LEN_MAX: u64 = 1 << 16;
 const KV_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// How often a resting peer asks its members whether it is still one of them
-/// (`StoreConfig::resting_peer_check_ticks`, which counts ticks).
+/// (`StoreConfig::resting_peer_check_ticks`, which counts ticks): the store default's
+/// period at its default tick. Five minutes bounds how long a peer removed while it
+/// rested keeps its data, at about six small messages per resting region per period.
 const RESTING_PEER_CHECK_PERIOD: Duration = Duration::from_secs(300);
 
-/// `period` in ticks of `tick_interval`, at least one.
+/// `period` in ticks of `tick_interval` (rounded down), at least one.
 fn ticks_in(period: Duration, tick_interval: Duration) -> usize {
-    (period.as_nanos() / tick_interval.as_nanos().max(1)).max(1) as usize
+    let ticks = (period.as_nanos() / tick_interval.as_nanos().max(1)).max(1);
+    usize::try_from(ticks).unwrap_or(usize::MAX)
 }
 
 /// Everything a node needs to start. `NodeConfig::new` fills in defaults for the rest.
@@ -398,8 +401,7 @@ mod tests {
     }
 
     /// Settings the node file leaves out follow the ones it gives, so that any valid
-    /// election timeout makes a store config that validates, and the resting peers' check
-    /// keeps its five minutes whatever the tick.
+    /// election timeout makes a store config that validates.
     #[test]
     fn a_long_election_timeout_makes_a_valid_store_config() {
         let peers = BTreeMap::from([(1, "127.0.0.1:1".to_string())]);
@@ -408,9 +410,21 @@ mod tests {
         let store = node.store_config();
         assert!(store.validate().is_ok(), "{:?}", store.validate());
         assert_eq!(store.stale_peer_check_ticks, 300);
-        assert_eq!(store.resting_peer_check_ticks, 3_000, "at the default 100 ms tick");
+    }
+
+    /// The store counts the resting peers' check in ticks; a node keeps its period in
+    /// time, the store default's at the default tick, whatever tick its file sets.
+    #[test]
+    fn the_resting_check_keeps_its_period_whatever_the_tick() {
+        let peers = BTreeMap::from([(1, "127.0.0.1:1".to_string())]);
+        let mut node = NodeConfig::new(1, "/nonexistent", "127.0.0.1:1", "127.0.0.1:0", peers);
+        let defaults = StoreConfig::new(1, "/nonexistent");
+        assert_eq!(node.raft_tick_interval, defaults.raft_tick_interval);
+        assert_eq!(node.store_config().resting_peer_check_ticks, defaults.resting_peer_check_ticks);
         node.raft_tick_interval = Duration::from_secs(1);
         assert_eq!(node.store_config().resting_peer_check_ticks, 300);
+        node.raft_tick_interval = Duration::from_millis(70);
+        assert_eq!(node.store_config().resting_peer_check_ticks, 4_285, "rounded down");
         node.raft_tick_interval = Duration::from_secs(600);
         assert_eq!(node.store_config().resting_peer_check_ticks, 1, "at least one tick");
     }

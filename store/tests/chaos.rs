@@ -38,7 +38,8 @@
 //! by snapshot; half the seeds use lease reads. The seed picks the faults (thread timing
 //! still varies from run to run) and is printed when a check fails.
 //!
-//! The test runs three seeds of 5 s each. A longer soak:
+//! The test runs three seeds of about 5 s of faults each (a fault that starts just before
+//! the end runs its course: a held stall, a replica move). A longer soak:
 //! `CHAOS_SEEDS=20 CHAOS_SECONDS=30 cargo nextest run --workspace -E 'test(chaos)'`
 //! (`CHAOS_SEED_START` picks the first seed).
 
@@ -66,8 +67,9 @@ const CLIENTS_LEN: usize = 4;
 /// `Cluster::execute` may run a few seconds past this while it looks for a leader.
 const OPERATION_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// The store's sweep of resting peers, at 10 ms ticks every 0.5 s instead of its default
-/// 30 s (3,000 ticks), so that resting peers ask under the faults too.
+/// The store's sweep of resting peers, every 50 ticks (0.5 s at the harness's 10 ms ticks)
+/// instead of its default 3,000 (30 s here; a node keeps five minutes), so that resting
+/// peers ask under the faults too.
 const RESTING_PEER_CHECK_TICKS: usize = 50;
 
 /// How long the cluster may take to settle once the faults stop.
@@ -216,7 +218,8 @@ struct Faults {
     fatal_errors: Vec<String>,
 }
 
-/// The faults, for `duration`; everything is healed and running when it returns.
+/// The faults, starting for `duration` (the last one runs its course); everything is
+/// healed and running when it returns.
 fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Faults {
     let mut rng = Rng::new(seed);
     let mut faults = Faults::default();
@@ -300,20 +303,28 @@ fn run_faults(cluster: &RwLock<Cluster>, seed: u64, duration: Duration) -> Fault
                 // clients still reach it.
                 let stalled = Duration::from_millis(100 + rng.below(1400));
                 let isolated = chance(&mut rng, 50);
-                {
+                // Said in the log: a stall matters most where the store leads.
+                let led = {
                     let guard = cluster.read().unwrap_or_else(PoisonError::into_inner);
                     guard.store(store_id).stall_timer(stalled);
                     if isolated {
                         guard.network.isolate(store_id);
                     }
-                }
+                    let leads = |region_id: &u64| {
+                        guard
+                            .store(store_id)
+                            .peer_status(*region_id, OPERATION_TIMEOUT)
+                            .is_some_and(|s| s.is_leader)
+                    };
+                    (1..=REGIONS_LEN).filter(leads).count()
+                };
                 if isolated {
                     // No heal until the stall ends: the others elect a leader and write
                     // meanwhile, and a lease the stalled store kept would answer stale.
                     thread::sleep(stalled);
                 }
                 done.push(format!(
-                    "stall store {store_id}'s timer for {} ms{}",
+                    "stall store {store_id}'s timer for {} ms{} (leading {led} regions)",
                     stalled.as_millis(),
                     if isolated { ", isolated" } else { "" }
                 ));
@@ -340,7 +351,9 @@ fn heal_network(cluster: &Cluster) {
 ///
 /// Each step reads the membership again, so a region that an earlier move left halfway (a
 /// change that timed out may still apply) is brought back to three voters first: a
-/// surplus voter or learner is removed, or a learner is promoted. Removing or demoting the
+/// surplus voter or learner is removed, or a learner is promoted. A single leftover
+/// learner beside three voters is taken as this move's learner on routes 1 and 2 (which
+/// may promote again a voter an earlier move demoted). Removing or demoting the
 /// leader's own peer makes it hand leadership over first. Says what it did, and whether
 /// each change took effect.
 fn move_replica(cluster: &Cluster, rng: &mut Rng, region_id: u64) -> String {

@@ -1137,7 +1137,7 @@ fn appends_leave_before_the_leaders_sync_and_acknowledgements_after_the_follower
 /// hosted region keeps its data.
 #[test]
 fn a_snapshot_overlapping_a_hosted_region_is_refused() {
-    use tessera_proto::storepb::{Region, RegionEpoch};
+    use tessera_proto::storepb::RegionEpoch;
     let mut cluster = Cluster::new(3, 1, 3, |_| {});
     cluster.start_all();
     cluster.must_put(1, &key_in_region(1, "a"), b"1");
@@ -1233,7 +1233,7 @@ fn only_messages_that_may_create_a_peer_carry_the_range() {
 fn a_message_whose_range_overlaps_a_hosted_region_creates_no_peer() {
     use tessera_proto::raftpb::{Message, MessageType};
     use tessera_proto::serverpb::RaftMessage;
-    use tessera_proto::storepb::{Region, RegionEpoch};
+    use tessera_proto::storepb::RegionEpoch;
     let mut cluster = Cluster::new(2, 2, 1, |_| {});
     cluster.start_all();
     // Store 3 hosts region 9 alone, over region 1's range, [start, boundary).
