@@ -143,16 +143,8 @@ impl Peer {
             self.send_snapshot(ctx, msg);
             return;
         }
-        match ctx.store.transport.send(msg) {
-            Ok(()) => {
-                StoreStats::add(&ctx.store.stats.messages_sent, 1);
-                metrics::counter!("tessera_store_raft_messages_sent_total").increment(1);
-            }
-            Err(_) => {
-                StoreStats::add(&ctx.store.stats.messages_unsent, 1);
-                metrics::counter!("tessera_store_raft_messages_unreachable_total").increment(1);
-                self.raw.report_unreachable(to);
-            }
+        if !send_counted(ctx, msg) {
+            self.raw.report_unreachable(to);
         }
     }
 
@@ -290,10 +282,7 @@ impl Peer {
             extra: Some(ExtraMessage { extra_type: extra_type as i32, term, index }),
             ..Default::default()
         };
-        match ctx.store.transport.send(msg) {
-            Ok(()) => StoreStats::add(&ctx.store.stats.messages_sent, 1),
-            Err(_) => StoreStats::add(&ctx.store.stats.messages_unsent, 1),
-        }
+        send_counted(ctx, msg);
     }
 
     pub(crate) fn send_tombstone(
@@ -314,9 +303,25 @@ impl Peer {
             extra: None,
             urgent: false,
         };
-        match ctx.store.transport.send(msg) {
-            Ok(()) => StoreStats::add(&ctx.store.stats.messages_sent, 1),
-            Err(_) => StoreStats::add(&ctx.store.stats.messages_unsent, 1),
+        send_counted(ctx, msg);
+    }
+}
+
+/// Hands `msg` to the transport and counts it, in the store's stats and its metrics, as
+/// sent or as refused (the destination store is unreachable or its queue is full). Every
+/// message a peer sends but snapshots (which a snapshot thread streams) goes through here.
+/// Returns whether it was sent.
+fn send_counted(ctx: &PollContext<'_>, msg: RaftMessage) -> bool {
+    match ctx.store.transport.send(msg) {
+        Ok(()) => {
+            StoreStats::add(&ctx.store.stats.messages_sent, 1);
+            metrics::counter!("tessera_store_raft_messages_sent_total").increment(1);
+            true
+        }
+        Err(_) => {
+            StoreStats::add(&ctx.store.stats.messages_unsent, 1);
+            metrics::counter!("tessera_store_raft_messages_unreachable_total").increment(1);
+            false
         }
     }
 }
