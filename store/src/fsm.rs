@@ -111,7 +111,9 @@ impl PollHandler<PeerFsm, StoreFsm> for RaftPoller {
                     peer.read(&mut ctx, *request, callback)
                 }
                 PeerMsg::StoreDown(store_id) => peer.on_store_down(&mut ctx, store_id),
-                PeerMsg::CheckMembershipAtRest => peer.maybe_check_membership_at_rest(&mut ctx),
+                PeerMsg::CheckMembershipAtRest => {
+                    let _ = peer.maybe_check_membership_at_rest(&mut ctx);
+                }
             }
         }
         if !self.ctx.is_stopped() {

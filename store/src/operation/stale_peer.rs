@@ -186,15 +186,16 @@ impl Peer {
     /// peer takes no ticks, so `maybe_check_membership` never runs for it: it asks the other
     /// members here instead, with a question that wakes none of them. One that leaves it out
     /// answers with a tombstone. Leaders ask too: a resting leader cut off while the others
-    /// elected another and removed it still believes it leads.
-    pub(crate) fn maybe_check_membership_at_rest(&mut self, ctx: &mut PollContext<'_>) {
+    /// elected another and removed it still believes it leads. Returns whether it asked.
+    pub(crate) fn maybe_check_membership_at_rest(&mut self, ctx: &mut PollContext<'_>) -> bool {
         if !self.hibernation.asleep || !self.is_initialized() || self.life != Life::Alive {
-            return;
+            return false;
         }
         metrics::counter!("tessera_store_resting_membership_checks_total").increment(1);
         for member in self.other_members() {
             self.send_extra(ctx, member, ExtraMessageType::RestingMembershipCheck, 0, 0);
         }
+        true
     }
 
     /// The ids of the region's peers other than this one.
