@@ -50,6 +50,26 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+/// A command that makes `changes` to the region's membership, as one change (a joint one
+/// if there are several).
+pub fn change_peers_command(
+    region_id: u64,
+    epoch: Option<RegionEpoch>,
+    changes: &[(ConfChangeType, Peer)],
+) -> RaftCmdRequest {
+    let changes = changes
+        .iter()
+        .map(|(change_type, peer)| ChangePeer { change_type: *change_type as i32, peer: Some(*peer) })
+        .collect();
+    RaftCmdRequest {
+        header: Some(RequestHeader { region_id, region_epoch: epoch }),
+        requests: Vec::new(),
+        admin: Some(AdminRequest {
+            cmd: Some(admin_request::Cmd::ChangePeer(ChangePeerRequest { changes })),
+        }),
+    }
+}
+
 /// A command that writes `value` under `key` in region `region_id`, routed with `epoch`.
 pub fn put_command(region_id: u64, epoch: Option<RegionEpoch>, key: &[u8], value: &[u8]) -> RaftCmdRequest {
     command(region_id, epoch, vec![request(CmdType::Put, key, value, b"")])
@@ -323,18 +343,7 @@ impl Cluster {
         changes: &[(ConfChangeType, Peer)],
         timeout: Duration,
     ) -> StoreResult<CmdResponse> {
-        let changes = changes
-            .iter()
-            .map(|(change_type, peer)| ChangePeer { change_type: *change_type as i32, peer: Some(*peer) })
-            .collect();
-        let request = RaftCmdRequest {
-            header: Some(RequestHeader { region_id, region_epoch: epoch }),
-            requests: Vec::new(),
-            admin: Some(AdminRequest {
-                cmd: Some(admin_request::Cmd::ChangePeer(ChangePeerRequest { changes })),
-            }),
-        };
-        self.execute(request, timeout)
+        self.execute(change_peers_command(region_id, epoch, changes), timeout)
     }
 
     /// Waits until store `store_id` has `value` (or no value) under `key` in its data.

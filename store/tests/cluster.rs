@@ -10,7 +10,7 @@ use tessera_proto::serverpb::{ExtraMessageType, RaftMessage};
 use tessera_proto::storepb::{Peer, PeerRole, PeerState, Region, RegionEpoch};
 use tessera_router::{FilterId, Transport};
 use tessera_store::cluster::{
-    command, initial_peer_id, key_in_region, put_command, request, wait_until, Cluster,
+    change_peers_command, command, initial_peer_id, key_in_region, put_command, request, wait_until, Cluster,
 };
 use tessera_store::StoreConfig;
 
@@ -531,6 +531,30 @@ fn removing_the_leader_moves_leadership_first() {
     assert_ne!(new_leader, leader);
     cluster.must_put(1, &key_in_region(1, "b"), b"2");
     assert_eq!(cluster.region(1, WAIT).unwrap().peers.len(), 2);
+}
+
+/// A membership change proposed while another waits to apply is refused as retriable
+/// (`ProposalDropped`), not as an invalid command: the same command can succeed once the
+/// first applied. (A new leader counts its whole log as pending, so a removal retried at
+/// the new leader meets this.) Here the first cannot commit: the followers are cut off.
+#[test]
+fn a_membership_change_behind_a_pending_one_is_refused_as_retriable() {
+    let cluster = three_stores_and_an_empty_fourth(|_| {});
+    let leader = cluster.leader_store(1, WAIT).unwrap();
+    let region = cluster.region(1, WAIT).unwrap();
+    for id in (1..=3).filter(|id| *id != leader) {
+        cluster.network.isolate(id);
+    }
+    let learner = Peer { id: cluster.alloc_id(), store_id: 4, role: PeerRole::Learner as i32 };
+    let first = change_peers_command(1, region.epoch, &[(ConfChangeType::AddLearnerNode, learner)]);
+    let _first = cluster.store(leader).propose_and_wait(first);
+    let follower = *region.peers.iter().find(|p| p.store_id != leader).unwrap();
+    let second = change_peers_command(1, region.epoch, &[(ConfChangeType::RemoveNode, follower)]);
+    let answer = cluster.store(leader).propose_and_wait(second).recv_timeout(WAIT).unwrap();
+    assert!(
+        matches!(&answer, Err(tessera_store::StoreError::ProposalDropped(why)) if why.contains("pending")),
+        "{answer:?}"
+    );
 }
 
 /// Promotes `learner` and makes `other` change in the same command, a joint change; returns
